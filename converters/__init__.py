@@ -1,0 +1,1 @@
+"""Host-side conversion of trained models into edge bundles (ONNX now, TFLite later)."""

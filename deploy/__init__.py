@@ -1,0 +1,1 @@
+"""What puts brokers, agents and models on devices (service files, broker configuration)."""

@@ -1,0 +1,113 @@
+"""Device-side commands: ``agent``, ``send``, ``watch``. They need only ``edgewise[edge]``.
+
+Only argparse is imported here; each command imports what it runs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+
+def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
+    p.add_argument("--broker", default=None, help=f"broker URL (default {DEFAULT_BROKER})")
+    p.add_argument("--prefix", default=None, help="topic prefix (default edgewise)")
+    p.add_argument(
+        "--protocol", choices=["auto", "5", "3.1.1"], default=None,
+        help="MQTT version (default auto: 5 where the broker speaks it)",
+    )  # fmt: skip
+    if with_device:
+        p.add_argument("--device", default=None, help="device id in the topics")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the device-side subcommands to the ``edgewise`` parser."""
+    p = sub.add_parser("agent", help="serve bundles over MQTT on this device")
+    p.add_argument("--bundle", action="append", default=None, metavar="DIR",
+                   help="bundle directory to serve (repeat for several models)")  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
+    _broker_args(p)
+    p.add_argument("--qos", type=int, choices=[0, 1], default=None, help="QoS of answers")
+    p.add_argument("--num-threads", type=int, default=None, help="runtime threads per model")
+    p.add_argument("--queue-size", type=int, default=None, help="requests waiting at most")
+    p.set_defaults(run=run_agent)
+
+    p = sub.add_parser("send", help="publish CSV rows as requests and collect the answers")
+    _broker_args(p)
+    p.add_argument("--model", required=True, help="model name (as in its manifest)")
+    p.add_argument("--csv", required=True, metavar="FILE", help="rows to send, with a header")
+    p.add_argument("--target", help="column with the true label, to print the accuracy")
+    p.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_send)
+
+    p = sub.add_parser("watch", help="print predictions and errors as they arrive")
+    _broker_args(p)
+    p.add_argument("--count", type=int, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    p.add_argument("--json", action="store_true", help="print raw JSON lines")
+    p.set_defaults(run=run_watch)
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    from edge.agent import Agent
+    from edge.config import AgentConfig
+
+    base = AgentConfig.from_toml(args.config) if args.config else AgentConfig()
+    config = base.merged(
+        bundles=tuple(args.bundle) if args.bundle else None,
+        broker=args.broker,
+        device=args.device,
+        prefix=args.prefix,
+        protocol=args.protocol,
+        qos=args.qos,
+        num_threads=args.num_threads,
+        queue_size=args.queue_size,
+    )
+    Agent(config).run_forever()
+    return 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    from edge.client import send_csv
+    from edge.topics import Topics
+
+    topics = Topics(args.prefix or "edgewise", args.device or socket.gethostname())
+    result = send_csv(
+        args.broker or DEFAULT_BROKER,
+        topics,
+        args.model,
+        args.csv,
+        target=args.target,
+        batch=args.batch,
+        timeout=args.timeout,
+        protocol=args.protocol or "auto",
+        progress=not args.no_progress,
+    )
+    rate = result.answered / result.seconds if result.seconds else 0.0
+    print(f"sent {result.sent} rows, {result.answered} answered in {result.seconds:.2f}s ({rate:.0f} rows/s)")
+    if result.errors:
+        print("errors: " + ", ".join(f"{code} x{n}" for code, n in result.errors.items()))
+    if result.accuracy is not None:
+        print(f"accuracy on device: {result.accuracy:.4f} ({result.correct}/{result.scored})")
+    return 0 if result.answered + sum(result.errors.values()) == result.sent else 1
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from edge.client import watch
+
+    watch(
+        args.broker or DEFAULT_BROKER,
+        args.prefix or "edgewise",
+        args.device or "+",
+        sys.stdout,
+        count=args.count,
+        timeout=args.timeout,
+        as_json=args.json,
+        protocol=args.protocol or "auto",
+    )
+    return 0

@@ -1,0 +1,274 @@
+"""Client side of the topics: ``edgewise send`` (rows in, answers back) and ``watch``.
+
+Device-side code: only the standard library, numpy-free, paho through ``edge.mqtt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import queue
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge.errors import EdgewiseError
+from edge.mqtt import BrokerAddress, Message, MqttConnection
+from edge.topics import Topics
+
+
+@dataclass
+class SendResult:
+    """What came back for the rows sent."""
+
+    sent: int = 0
+    answered: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    predictions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    correct: int = 0
+    scored: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+
+def connect(
+    broker: str, protocol: str, subscriptions: list[tuple[str, int]], timeout: float
+) -> tuple[MqttConnection, queue.Queue[Message]]:
+    """A started connection whose messages land in the returned queue."""
+    inbox: queue.Queue[Message] = queue.Queue()
+    conn = MqttConnection(
+        BrokerAddress.parse(broker),
+        protocol=protocol,
+        on_message=inbox.put,
+        subscriptions=subscriptions,
+    )
+    conn.start()
+    if not conn.wait_connected(timeout):
+        error = conn.last_error
+        conn.stop(final_status=None, timeout=1)
+        raise EdgewiseError(error)
+    return conn, inbox
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file, as strings."""
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = [r for r in reader if r]
+    except FileNotFoundError:
+        raise EdgewiseError(f"CSV file {p}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise EdgewiseError(f"CSV file {p} cannot be read: {exc}") from None
+    if not header:
+        raise EdgewiseError(f"CSV file {p} is empty")
+    bad = [i + 2 for i, r in enumerate(rows) if len(r) != len(header)]
+    if bad:
+        raise EdgewiseError(f"CSV file {p}: line {bad[0]} has a different number of fields")
+    return header, rows
+
+
+def _cell(text: str, dtype: str | None) -> Any:
+    """A CSV cell as the JSON value the model takes ('' is a missing value)."""
+    if text == "":
+        return None
+    if dtype == "string":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        if dtype is None:  # no model info: keep text that is not a number
+            return text
+        raise EdgewiseError(f"value {text!r} is not a number") from None
+
+
+def _same(label: Any, target: str) -> bool:
+    try:
+        return float(label) == float(target)
+    except (TypeError, ValueError):
+        return str(label) == target
+
+
+def wait_info(inbox: queue.Queue[Message], topic: str, timeout: float) -> dict[str, Any] | None:
+    """The model's retained info document, if an agent has published one."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = inbox.get(timeout=left)
+        except queue.Empty:
+            break
+        if msg.topic == topic:
+            info: dict[str, Any] = json.loads(msg.payload)
+            return info
+    return None
+
+
+def send_csv(
+    broker: str,
+    topics: Topics,
+    model: str,
+    csv_path: str | Path,
+    target: str | None = None,
+    batch: int = 1,
+    window: int = 256,
+    timeout: float = 30.0,
+    protocol: str = "auto",
+    progress: bool = True,
+    info_timeout: float = 3.0,
+) -> SendResult:
+    """Publish the CSV rows as requests, collect the answers, score them against ``target``."""
+    if batch < 1 or window < 1:
+        raise EdgewiseError("--batch and --window must be at least 1")
+    header, rows = read_csv(csv_path)
+    if target is not None and target not in header:
+        raise EdgewiseError(f"CSV file {csv_path} has no column {target!r}")
+    out, err, info_topic = (topics.model(model, k) for k in ("out", "error", "info"))
+    conn, inbox = connect(broker, protocol, [(out, 1), (err, 1), (info_topic, 1)], timeout=10)
+    try:
+        info = wait_info(inbox, info_topic, timeout=info_timeout)
+        if info is None:
+            raise EdgewiseError(
+                f"no agent serves model {model!r} on device {topics.device!r} at {broker} "
+                f"(no retained {info_topic})"
+            )
+        dtypes = {f["name"]: f["dtype"] for f in info["features"]}
+        missing = [n for n in dtypes if n not in header]
+        if missing:
+            raise EdgewiseError(f"CSV file {csv_path} lacks feature column(s) {missing[:5]}")
+        extra = [c for c in header if c not in dtypes]
+        if target is None and len(extra) == 1:
+            target = extra[0]
+        return _stream(conn, inbox, topics, model, header, rows, dtypes, target, batch, window,
+                       timeout, progress)  # fmt: skip
+    finally:
+        conn.stop(final_status=None, timeout=2)
+
+
+def _stream(
+    conn: MqttConnection,
+    inbox: queue.Queue[Message],
+    topics: Topics,
+    model: str,
+    header: list[str],
+    rows: list[list[str]],
+    dtypes: dict[str, str],
+    target: str | None,
+    batch: int,
+    window: int,
+    timeout: float,
+    progress: bool,
+) -> SendResult:
+    from tqdm import tqdm
+
+    run = uuid.uuid4().hex[:8]
+    cols = [(header.index(n), n, d) for n, d in dtypes.items()]
+    t_idx = header.index(target) if target else None
+    batches = [list(range(i, min(i + batch, len(rows)))) for i in range(0, len(rows), batch)]
+    pending: dict[str, list[int]] = {}
+    result = SendResult()
+    bar = tqdm(total=len(rows), disable=not progress, unit="row", file=sys.stderr)
+    started = time.monotonic()
+    next_batch = 0
+    last_progress = started
+    in_topic = topics.model(model, "in")
+    while next_batch < len(batches) or pending:
+        while next_batch < len(batches) and len(pending) < window:
+            idx = batches[next_batch]
+            rid = f"{run}-{next_batch}"
+            try:
+                instances = [{n: _cell(rows[i][c], d) for c, n, d in cols} for i in idx]
+            except EdgewiseError as exc:
+                raise EdgewiseError(f"row {idx[0] + 2}: {exc}") from None
+            conn.publish(in_topic, json.dumps({"id": rid, "instances": instances}), qos=1)
+            pending[rid] = idx
+            result.sent += len(idx)
+            next_batch += 1
+        try:
+            msg = inbox.get(timeout=0.5)
+        except queue.Empty:
+            if time.monotonic() - last_progress > timeout:
+                break  # nothing came back for `timeout` seconds
+            continue
+        doc = json.loads(msg.payload)
+        idx = pending.pop(str(doc.get("id")), None) if isinstance(doc, dict) else None
+        if idx is None:
+            continue  # not ours (another client, or a duplicate)
+        last_progress = time.monotonic()
+        if msg.topic.endswith("/error"):
+            result.errors[doc.get("code", "?")] += len(idx)
+        else:
+            for i, pred in zip(idx, doc["predictions"]):
+                result.predictions[i] = pred
+                result.answered += 1
+                if t_idx is not None and "label" in pred and rows[i][t_idx] != "":
+                    result.scored += 1
+                    result.correct += _same(pred["label"], rows[i][t_idx])
+        bar.update(len(idx))
+    bar.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def watch(
+    broker: str,
+    prefix: str,
+    device: str,
+    out: TextIO,
+    count: int | None = None,
+    timeout: float | None = None,
+    as_json: bool = False,
+    protocol: str = "auto",
+) -> int:
+    """Print answers, errors and status changes as they arrive; returns how many."""
+    dev = device or "+"
+    subs = [(f"{prefix}/{dev}/+/out", 0), (f"{prefix}/{dev}/+/error", 0), (f"{prefix}/{dev}/status", 0)]
+    conn, inbox = connect(broker, protocol, subs, timeout=10)
+    seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while count is None or seen < count:
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0:
+                break
+            try:
+                msg = inbox.get(timeout=left)
+            except queue.Empty:
+                continue
+            seen += 1
+            print(_format(msg, as_json), file=out, flush=True)
+    finally:
+        conn.stop(final_status=None, timeout=2)
+    return seen
+
+
+def _format(msg: Message, as_json: bool) -> str:
+    text = msg.payload.decode("utf-8", "replace")
+    if as_json:
+        return json.dumps({"topic": msg.topic, "payload": text})
+    if msg.topic.endswith("/status"):
+        return f"{msg.topic}: {text}"
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return f"{msg.topic}: {text}"
+    if msg.topic.endswith("/error"):
+        return f"{msg.topic} id={doc.get('id')} ERROR {doc.get('code')}: {doc.get('message')}"
+    preds = ", ".join(_short(p) for p in doc.get("predictions", []))
+    return f"{msg.topic} id={doc.get('id')} {preds} ({doc.get('inference_ms')} ms)"
+
+
+def _short(pred: dict[str, Any]) -> str:
+    if "value" in pred:
+        return f"{pred['value']:.4g}"
+    probs = pred.get("probabilities") or {}
+    p = probs.get(str(pred["label"]))
+    return f"{pred['label']}" + (f" ({p:.2f})" if p is not None else "")

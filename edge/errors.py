@@ -1,0 +1,27 @@
+"""Exceptions shared by every layer: one readable line for the user, a code for machines."""
+
+from __future__ import annotations
+
+
+class EdgewiseError(Exception):
+    """An error the user can act on; the command line prints it as one line."""
+
+
+class BundleError(EdgewiseError):
+    """A bundle directory that is missing, malformed, or does not match its hashes."""
+
+
+class BackendUnavailableError(EdgewiseError):
+    """No installed runtime can run the bundle's model file."""
+
+
+class RequestError(EdgewiseError):
+    """A request the agent cannot serve; answered on the error topic, never fatal.
+
+    ``code`` is machine-readable (see docs/mqtt.md), the message is for people.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,5 @@
+import sys
+
+from edgewise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Host-side training: scikit-learn pipelines (and Keras networks, later) on tabular data."""

@@ -1,0 +1,105 @@
+"""The model names ``edgewise train --model`` accepts, and the pipelines they build.
+
+Every pipeline takes the raw features: imputation, encoding and scaling live inside it,
+so they are converted into the ONNX graph and the device gets raw sensor/record fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from edge.errors import EdgewiseError
+
+Factory = Callable[[int], BaseEstimator]
+
+
+def _clf() -> dict[str, Factory]:
+    from sklearn import ensemble, linear_model, naive_bayes, neighbors, svm, tree
+
+    return {
+        "logistic-regression": lambda s: linear_model.LogisticRegression(max_iter=2000),
+        "linear": lambda s: linear_model.LogisticRegression(max_iter=2000),
+        "random-forest": lambda s: ensemble.RandomForestClassifier(n_estimators=100, random_state=s),
+        "gradient-boosting": lambda s: ensemble.GradientBoostingClassifier(random_state=s),
+        "hist-gradient-boosting": lambda s: ensemble.HistGradientBoostingClassifier(random_state=s),
+        "svm": lambda s: svm.SVC(probability=True, random_state=s),
+        "knn": lambda s: neighbors.KNeighborsClassifier(n_neighbors=5),
+        "naive-bayes": lambda s: naive_bayes.GaussianNB(),
+        "decision-tree": lambda s: tree.DecisionTreeClassifier(random_state=s),
+    }
+
+
+def _reg() -> dict[str, Factory]:
+    from sklearn import ensemble, linear_model, neighbors, svm, tree
+
+    return {
+        "linear": lambda s: linear_model.LinearRegression(),
+        "random-forest": lambda s: ensemble.RandomForestRegressor(n_estimators=100, random_state=s),
+        "gradient-boosting": lambda s: ensemble.GradientBoostingRegressor(random_state=s),
+        "hist-gradient-boosting": lambda s: ensemble.HistGradientBoostingRegressor(random_state=s),
+        "svm": lambda s: svm.SVR(),
+        "knn": lambda s: neighbors.KNeighborsRegressor(n_neighbors=5),
+        "decision-tree": lambda s: tree.DecisionTreeRegressor(random_state=s),
+    }
+
+
+MODELS: dict[str, tuple[str, ...]] = {
+    "classification": (
+        "logistic-regression", "linear", "random-forest", "gradient-boosting",
+        "hist-gradient-boosting", "svm", "knn", "naive-bayes", "decision-tree",
+    ),
+    "regression": (
+        "linear", "random-forest", "gradient-boosting", "hist-gradient-boosting", "svm", "knn",
+        "decision-tree",
+    ),
+}  # fmt: skip
+# Trees split on raw thresholds: scaling them gains nothing and its float32/float64
+# rounding could move a value across a threshold between scikit-learn and ONNX.
+_UNSCALED = {"random-forest", "gradient-boosting", "hist-gradient-boosting", "decision-tree"}
+
+
+def check_model_name(name: str, task: str) -> None:
+    """Raise a readable error unless ``name`` is a model for ``task``."""
+    if name not in MODELS[task]:
+        raise EdgewiseError(f"unknown {task} model {name!r}; choose from: {', '.join(MODELS[task])}")
+
+
+def build_pipeline(
+    name: str, task: str, numeric: list[str], categorical: list[str], seed: int
+) -> Pipeline:
+    """Preprocessing + estimator for raw features (numeric and categorical column names)."""
+    check_model_name(name, task)
+    estimator = (_clf() if task == "classification" else _reg())[name](seed)
+    num_steps: list[tuple[str, Any]] = [
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
+    ]
+    if name not in _UNSCALED:
+        num_steps.append(("scale", StandardScaler()))
+    if not categorical:
+        return Pipeline([*num_steps, ("model", estimator)])
+    transformers: list[tuple[str, Any, list[str]]] = [
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical)
+    ]
+    if numeric:
+        transformers.insert(0, ("num", Pipeline(num_steps), numeric))
+    return Pipeline([("features", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def describe_preprocessing(pipeline: Pipeline) -> list[str]:
+    """Names of the preprocessing steps inside the graph, for the manifest."""
+    steps: list[str] = []
+    for _, step in pipeline.steps[:-1]:
+        if isinstance(step, ColumnTransformer):
+            for tname, trans, cols in step.transformers:
+                inner = trans.steps if isinstance(trans, Pipeline) else [(tname, trans)]
+                steps += [f"{type(s).__name__}({len(cols)} columns)" for _, s in inner]
+        else:
+            steps.append(type(step).__name__)
+    return steps
