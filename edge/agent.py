@@ -165,7 +165,9 @@ class Agent:
             predictions = model.predict(request.instances)
             elapsed_ms = (time.perf_counter() - started) * 1000.0
         except RequestError as exc:
-            if rid is None and exc.code != "too_large":
+            if rid is None:
+                rid = exc.request_id
+            if rid is None and exc.code == "bad_json":
                 rid = peek_id(msg.payload)
             self._publish_error(msg, name, rid, exc.code, exc.message)
             return

@@ -21,7 +21,8 @@ class RequestError(EdgewiseError):
     ``code`` is machine-readable (see docs/mqtt.md), the message is for people.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, request_id: str | int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id = request_id

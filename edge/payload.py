@@ -26,7 +26,7 @@ def _reject_constant(name: str) -> float:
 
 
 def peek_id(payload: bytes) -> str | int | None:
-    """Best-effort request id of a payload that failed validation, for the error answer."""
+    """Best-effort id of a payload that is not strict JSON (e.g. has NaN), for the answer."""
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
@@ -63,13 +63,13 @@ def decode_request(
         raise RequestError("bad_request", "field 'id' must be a string or an integer")
     unknown = sorted(set(doc) - {"id", "instances"})
     if unknown:
-        raise RequestError("bad_request", f"unknown field(s) {unknown}; allowed: id, instances")
+        raise RequestError("bad_request", f"unknown field(s) {unknown}; allowed: id, instances", rid)
     instances = doc.get("instances")
     if not isinstance(instances, list) or not instances:
-        raise RequestError("bad_request", "field 'instances' must be a non-empty list")
+        raise RequestError("bad_request", "field 'instances' must be a non-empty list", rid)
     if len(instances) > max_instances:
         raise RequestError(
-            "too_large", f"{len(instances)} instances, the limit is {max_instances} per request"
+            "too_large", f"{len(instances)} instances, the limit is {max_instances} per request", rid
         )
     return Request(id=rid, instances=instances)
 
