@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``convert`` to the ``edgewise`` parser."""
-    p = sub.add_parser("convert", help="convert a saved host model into an edge bundle")
+def configure_convert(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise convert``."""
     p.add_argument("model", metavar="MODEL", help="host model directory (or its model.skops)")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument("--name", help="model name on the device (default: the trained name)")

@@ -23,9 +23,8 @@ def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
         p.add_argument("--device", default=None, help="device id in the topics")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the device-side subcommands to the ``edgewise`` parser."""
-    p = sub.add_parser("agent", help="serve bundles over MQTT on this device")
+def configure_agent(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise agent``."""
     p.add_argument("--bundle", action="append", default=None, metavar="DIR",
                    help="bundle directory to serve (repeat for several models)")  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
@@ -35,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--queue-size", type=int, default=None, help="requests waiting at most")
     p.set_defaults(run=run_agent)
 
-    p = sub.add_parser("send", help="publish CSV rows as requests and collect the answers")
+
+def configure_send(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise send``."""
     _broker_args(p)
     p.add_argument("--model", required=True, help="model name (as in its manifest)")
     p.add_argument("--csv", required=True, metavar="FILE", help="rows to send, with a header")
@@ -45,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_send)
 
-    p = sub.add_parser("watch", help="print predictions and errors as they arrive")
+
+def configure_watch(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise watch``."""
     _broker_args(p)
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")

@@ -1,26 +1,45 @@
-"""The ``edgewise`` command: a front door that mounts each package's subcommands.
+"""The ``edgewise`` command: a front door that mounts each package's subcommands lazily.
 
-The command modules import only argparse at import time; each subcommand imports its
-libraries when it runs, so the device-side commands work with ``edgewise[edge]`` alone.
+Only the module of the command being run is imported (``edge.cli`` for ``agent``), and
+the command modules import their libraries when they run, so the device-side commands
+work with ``edgewise[edge]`` alone and never load the host packages.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
-from converters import cli as converters_cli
-from edge import cli as edge_cli
-from edge.errors import EdgewiseError
-from trainer import cli as trainer_cli
-
+# command -> (module, help); the module has configure_<command>(parser).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("trainer.cli", "train a model and write its edge bundle"),
+    "convert": ("converters.cli", "convert a saved host model into an edge bundle"),
+    "demo": ("trainer.cli", "train, convert, serve and query a model over MQTT, end to end"),
+    "agent": ("edge.cli", "serve bundles over MQTT on this device"),
+    "send": ("edge.cli", "publish CSV rows as requests and collect the answers"),
+    "watch": ("edge.cli", "print predictions and errors as they arrive"),
+}
 HOST_COMMANDS = {"train", "convert", "demo"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every subcommand."""
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv, skipping the global options."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--log-level":
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s arguments are loaded (all names are listed)."""
     parser = argparse.ArgumentParser(
         prog="edgewise",
         description="Train models on a host, convert them to edge bundles, serve them over MQTT.",
@@ -28,20 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"], help="default warning")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    trainer_cli.register(sub)
-    converters_cli.register(sub)
-    edge_cli.register(sub)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            getattr(importlib.import_module(module), f"configure_{name}")(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status. Errors are one line on stderr."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     level = "info" if args.command == "agent" and args.log_level == "warning" else args.log_level
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edge.errors import EdgewiseError
+
     try:
         return int(args.run(args))
     except EdgewiseError as exc:

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``train`` and ``demo`` to the ``edgewise`` parser."""
-    p = sub.add_parser("train", help="train a model and write its edge bundle")
+def configure_train(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise train``."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="built-in data set: iris, wine, breast_cancer, digits, diabetes")
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
@@ -25,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
     p.set_defaults(run=run_train)
 
-    p = sub.add_parser("demo", help="train, convert, serve and query a model over MQTT, end to end")
+
+def configure_demo(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise demo``."""
     p.add_argument("--dataset", default="iris", help="built-in data set (default iris)")
     p.add_argument("--model", default="random-forest", help="model name (default random-forest)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883",

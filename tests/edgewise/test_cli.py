@@ -1,0 +1,169 @@
+"""The ``edgewise`` command as a user runs it: help, errors as one line, train -> convert
+-> agent -> send/watch over a real broker, mosquitto_pub, and the demo."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.broker import LocalBroker
+from edgewise.cli import COMMANDS
+from tests.conftest import ROOT
+
+
+def edgewise(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgewise", *args], capture_output=True, text=True, cwd=ROOT,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(command: str | None) -> None:
+    result = edgewise(*([command] if command else []), "--help")
+    assert result.returncode == 0 and "usage: edgewise" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, mixed_csv: Path) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "rooms"
+    result = edgewise("train", "--csv", str(mixed_csv), "--target", "status", "--model", "random-forest",
+                      "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "parity on" in result.stdout and "accuracy" in result.stdout
+    return out
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 or lines[0].startswith("usage:"), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["train", "--csv", "nope.csv", "--target", "y", "--model", "knn", "--out", "x"], ["nope.csv: no such file"]),
+        (["train", "--csv", "{csv}", "--target", "colour", "--model", "knn", "--out", "x"], ["no column 'colour'", "status"]),
+        (["train", "--csv", "{csv}", "--target", "status", "--model", "deep-magic", "--out", "x"], ["unknown classification model 'deep-magic'", "random-forest"]),
+        (["train", "--csv", "{csv}", "--target", "status", "--model", "naive-bayes", "--task", "regression", "--out", "x"], ["target 'status' is not numeric"]),
+        (["train", "--dataset", "mnist", "--model", "knn", "--out", "x"], ["unknown data set 'mnist'"]),
+        (["train", "--csv", "{csv}", "--model", "knn", "--out", "x"], ["needs --target"]),
+        (["train", "--model", "knn", "--out", "x"], ["one of the arguments --dataset --csv is required"]),
+        (["convert", "nowhere", "--out", "x"], ["not a host model"]),
+        (["agent", "--bundle", "nowhere"], ["bundle nowhere: no such directory"]),
+        (["agent"], ["no bundle given"]),
+        (["agent", "--config", "missing.toml"], ["config file missing.toml: no such file"]),
+        (["agent", "--bundle", "b", "--broker", "http://x"], ["scheme must be mqtt"]),
+        (["send", "--model", "m", "--csv", "nope.csv", "--device", "d"], ["nope.csv: no such file"]),
+    ],
+)
+def test_errors_are_one_readable_line(args: list[str], fragments: list[str], mixed_csv: Path) -> None:
+    one_line_error(edgewise(*[a.replace("{csv}", str(mixed_csv)) for a in args]), *fragments)
+
+
+def test_bad_csv_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"a,b\n\xff\xfe,1\n")
+    one_line_error(edgewise("train", "--csv", str(bad), "--target", "b", "--model", "knn", "--out", "x"))
+
+
+def test_convert_rewrites_bundle_with_new_version(trained: Path, tmp_path: Path) -> None:
+    result = edgewise("convert", f"{trained}.host", "--out", str(tmp_path / "v2"), "--version", "2")
+    assert result.returncode == 0, result.stderr
+    assert "rooms v2" in result.stdout
+
+
+@pytest.fixture
+def agent_process(broker: LocalBroker, trained: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgewise", "agent", "--bundle", str(trained), "--broker", broker.url,
+         "--device", "cli"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+    proc.communicate(timeout=20)
+
+
+def test_send_and_watch_through_agent(
+    broker: LocalBroker, agent_process: subprocess.Popen[bytes], mixed_csv: Path, tmp_path: Path
+) -> None:
+    rows = mixed_csv.read_text().splitlines()[:41]
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "edgewise", "watch", "--broker", broker.url, "--device", "cli",
+         "--count", "5", "--timeout", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)  # the watcher subscribes before the rows go out
+    result = edgewise("send", "--broker", broker.url, "--device", "cli", "--model", "rooms",
+                      "--csv", str(csv_path), "--target", "status", "--batch", "4", "--timeout", "30")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "sent 40 rows, 40 answered" in result.stdout
+    accuracy = float(result.stdout.split("accuracy on device: ")[1].split()[0])
+    assert accuracy > 0.8
+    out, _ = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0
+    assert len(out.strip().splitlines()) == 5 and "edgewise/cli/rooms/out" in out
+
+
+def test_send_without_agent_says_so(broker: LocalBroker, mixed_csv: Path) -> None:
+    one_line_error(
+        edgewise("send", "--broker", broker.url, "--device", "ghost", "--model", "rooms", "--csv", str(mixed_csv)),
+        "no agent serves model 'rooms' on device 'ghost'",
+    )
+
+
+def test_mosquitto_pub_request_is_answered(broker: LocalBroker, agent_process: subprocess.Popen[bytes]) -> None:
+    pub, sub = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
+    if not (pub and sub):
+        pytest.skip("mosquitto-clients are not installed")
+    port = str(broker.port)
+    listener = subprocess.Popen([sub, "-p", port, "-t", "edgewise/cli/rooms/out", "-C", "1", "-W", "30"],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    body = '{"id":"shell","instances":[{"temp c":30,"zone":"attic","humidity":50,"power":100}]}'
+    deadline = time.monotonic() + 30
+    while listener.poll() is None and time.monotonic() < deadline:
+        subprocess.run([pub, "-p", port, "-q", "1", "-t", "edgewise/cli/rooms/in", "-m", body], check=True)
+        try:
+            out, _ = listener.communicate(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            continue  # the agent or the listener was not subscribed yet
+    assert '"id":"shell"' in out and '"label":"alarm"' in out
+
+
+def test_agent_exits_zero_on_sigterm(agent_process: subprocess.Popen[bytes], broker: LocalBroker) -> None:
+    from tests.mqtt_peer import Peer
+
+    peer = Peer(broker.port)
+    peer.subscribe("edgewise/cli/status")
+    # A retained "offline" from an earlier agent may come first; wait for this one's "online".
+    while peer.expect("/status", timeout=30).payload != b"online":
+        pass
+    agent_process.terminate()
+    assert agent_process.wait(20) == 0
+    assert peer.expect("/status").payload == b"offline"
+    peer.close()
+
+
+def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path) -> None:
+    result = edgewise("demo", "--broker", broker.url, "--dataset", "wine", "--model", "logistic-regression",
+                      "--workdir", str(tmp_path), timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"using the broker at {broker.url}" in result.stdout
+    line = next(l for l in result.stdout.splitlines() if l.startswith("accuracy on device"))
+    device_acc, host_acc = float(line.split()[3]), float(line.split()[-1])
+    assert device_acc == host_acc > 0.9
