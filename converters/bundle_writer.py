@@ -25,7 +25,9 @@ def library_versions(*names: str) -> dict[str, str]:
     return versions
 
 
-def write_bundle(out_dir: str | Path, model_bytes: bytes, model_file: str, manifest: dict[str, Any]) -> Bundle:
+def write_bundle(
+    out_dir: str | Path, model_bytes: bytes, model_file: str, manifest: dict[str, Any]
+) -> Bundle:
     """Write ``model_file`` and a manifest completed with hash, size and format fields.
 
     ``manifest`` holds every field but ``format_version``, ``created_at`` and the model

@@ -85,7 +85,9 @@ def load_host_model(path: str | Path) -> HostModel:
     if root.is_file() and root.name == MODEL_FILE:
         root = root.parent
     if not (root / MODEL_FILE).is_file():
-        raise EdgewiseError(f"{path}: not a host model (no {MODEL_FILE}; `edgewise train` makes one)")
+        raise EdgewiseError(
+            f"{path}: not a host model (no {MODEL_FILE}; `edgewise train` makes one)"
+        )
     try:
         meta = json.loads((root / META_FILE).read_text())
         heldout = json.loads((root / HELDOUT_FILE).read_text())
@@ -94,7 +96,9 @@ def load_host_model(path: str | Path) -> HostModel:
     untrusted = sio.get_untrusted_types(file=root / MODEL_FILE)
     foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
     if foreign:
-        raise EdgewiseError(f"{root / MODEL_FILE} holds types edgewise does not load: {foreign[:5]}")
+        raise EdgewiseError(
+            f"{root / MODEL_FILE} holds types edgewise does not load: {foreign[:5]}"
+        )
     pipeline = sio.load(root / MODEL_FILE, trusted=untrusted)
     X = pd.DataFrame(heldout["rows"], columns=heldout["columns"])
     for f in meta["features"]:

@@ -48,7 +48,12 @@ def convert_pipeline(pipeline: Any, features: list[dict[str, str]], layout: str)
         ]
     else:
         initial_types = [
-            (f["name"], StringTensorType([None, 1]) if f["dtype"] == "string" else FloatTensorType([None, 1]))
+            (
+                f["name"],
+                StringTensorType([None, 1])
+                if f["dtype"] == "string"
+                else FloatTensorType([None, 1]),
+            )
             for f in features
         ]
     est = _estimator(pipeline)
@@ -72,7 +77,9 @@ def onnx_feeds(
     if layout == "tensor":
         return {input_names[0]: X.to_numpy(dtype=np.float32)}
     return {
-        name: X[f["name"]].to_numpy(dtype=object if f["dtype"] == "string" else np.float32).reshape(-1, 1)
+        name: X[f["name"]]
+        .to_numpy(dtype=object if f["dtype"] == "string" else np.float32)
+        .reshape(-1, 1)
         for name, f in zip(input_names, features)
     }
 
@@ -93,9 +100,15 @@ def check_parity(
     if host.task == "regression":
         report = regression_parity(name, host.pipeline.predict(X), outputs["variable"], tolerance)
     else:
-        proba_ref = host.pipeline.predict_proba(X) if hasattr(host.pipeline, "predict_proba") else None
+        proba_ref = (
+            host.pipeline.predict_proba(X) if hasattr(host.pipeline, "predict_proba") else None
+        )
         report = classification_parity(
-            name, host.pipeline.predict(X), outputs["label"], proba_ref, outputs.get("probabilities"),
+            name,
+            host.pipeline.predict(X),
+            outputs["label"],
+            proba_ref,
+            outputs.get("probabilities"),
             tolerance,
         )
     return report, input_names
@@ -126,7 +139,11 @@ def export_sklearn(
         features.append(entry)
     input_spec: dict[str, Any] = {"layout": host.layout, "features": features}
     if host.layout == "tensor":
-        input_spec |= {"tensor_name": input_names[0], "dtype": "float32", "shape": [None, len(features)]}
+        input_spec |= {
+            "tensor_name": input_names[0],
+            "dtype": "float32",
+            "shape": [None, len(features)],
+        }
     if host.task == "classification":
         output = {
             "labels": [_native(c) for c in est.classes_],
@@ -146,7 +163,10 @@ def export_sklearn(
         "model": {"opset": TARGET_OPSET[""]},
         "input": input_spec,
         "output": output,
-        "preprocessing": {"inside_graph": host.meta.get("preprocessing", []), "outside_graph": outside},
+        "preprocessing": {
+            "inside_graph": host.meta.get("preprocessing", []),
+            "outside_graph": outside,
+        },
         "metrics": host.meta.get("metrics", {}),
         "parity": report.as_manifest(),
         "versions": library_versions("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy"),

@@ -92,7 +92,9 @@ class LocalBroker:
 
 def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
 
 def mosquitto_config(port: int, workdir: Path, persistence: bool = False) -> str:
@@ -114,7 +116,9 @@ def mosquitto_config(port: int, workdir: Path, persistence: bool = False) -> str
     return "\n".join(lines) + "\n"
 
 
-def start_mosquitto(workdir: str | Path, port: int | None = None, persistence: bool = False) -> LocalBroker:
+def start_mosquitto(
+    workdir: str | Path, port: int | None = None, persistence: bool = False
+) -> LocalBroker:
     """Start ``mosquitto`` on 127.0.0.1 and wait until it accepts connections."""
     binary = find_mosquitto()
     if binary is None:

@@ -155,7 +155,9 @@ class Agent:
         model = self.models.get(name)
         rid: str | int | None = None
         try:
-            request = decode_request(msg.payload, self.config.max_payload, self.config.max_instances)
+            request = decode_request(
+                msg.payload, self.config.max_payload, self.config.max_instances
+            )
             rid = request.id
             if model is None:
                 raise RequestError(

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge.errors import BundleError
 
@@ -52,7 +53,7 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["model"]["file"]
+        return self.path / str(self.manifest["model"]["file"])
 
     @property
     def model_format(self) -> str:
@@ -99,7 +100,10 @@ def validate_manifest(manifest: Any) -> None:
     try:
         _validator()(manifest)
     except fastjsonschema.JsonSchemaException as exc:
-        raise BundleError(f"manifest does not match bundle format v{FORMAT_VERSION}: {exc.message}")
+        reason = getattr(exc, "message", exc)
+        raise BundleError(
+            f"manifest does not match bundle format v{FORMAT_VERSION}: {reason}"
+        ) from None
     if manifest["input"]["layout"] == "columns":
         missing = [f["name"] for f in manifest["input"]["features"] if "onnx_input" not in f]
         if missing:

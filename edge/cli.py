@@ -16,17 +16,24 @@ def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
     p.add_argument("--broker", default=None, help=f"broker URL (default {DEFAULT_BROKER})")
     p.add_argument("--prefix", default=None, help="topic prefix (default edgewise)")
     p.add_argument(
-        "--protocol", choices=["auto", "5", "3.1.1"], default=None,
+        "--protocol",
+        choices=["auto", "5", "3.1.1"],
+        default=None,
         help="MQTT version (default auto: 5 where the broker speaks it)",
-    )  # fmt: skip
+    )
     if with_device:
         p.add_argument("--device", default=None, help="device id in the topics")
 
 
 def configure_agent(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise agent``."""
-    p.add_argument("--bundle", action="append", default=None, metavar="DIR",
-                   help="bundle directory to serve (repeat for several models)")  # fmt: skip
+    p.add_argument(
+        "--bundle",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="bundle directory to serve (repeat for several models)",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
     _broker_args(p)
     p.add_argument("--qos", type=int, choices=[0, 1], default=None, help="QoS of answers")
@@ -92,7 +99,10 @@ def run_send(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     rate = result.answered / result.seconds if result.seconds else 0.0
-    print(f"sent {result.sent} rows, {result.answered} answered in {result.seconds:.2f}s ({rate:.0f} rows/s)")
+    print(
+        f"sent {result.sent} rows, {result.answered} answered "
+        f"in {result.seconds:.2f}s ({rate:.0f} rows/s)"
+    )
     if result.errors:
         print("errors: " + ", ".join(f"{code} x{n}" for code, n in result.errors.items()))
     if result.accuracy is not None:

@@ -147,8 +147,20 @@ def send_csv(
         extra = [c for c in header if c not in dtypes]
         if target is None and len(extra) == 1:
             target = extra[0]
-        return _stream(conn, inbox, topics, model, header, rows, dtypes, target, batch, window,
-                       timeout, progress)  # fmt: skip
+        return _stream(
+            conn,
+            inbox,
+            topics,
+            model,
+            header,
+            rows,
+            dtypes,
+            target,
+            batch,
+            window,
+            timeout,
+            progress,
+        )
     finally:
         conn.stop(final_status=None, timeout=2)
 
@@ -199,20 +211,20 @@ def _stream(
                 break  # nothing came back for `timeout` seconds
             continue
         doc = json.loads(msg.payload)
-        idx = pending.pop(str(doc.get("id")), None) if isinstance(doc, dict) else None
-        if idx is None:
+        answered = pending.pop(str(doc.get("id")), None) if isinstance(doc, dict) else None
+        if answered is None:
             continue  # not ours (another client, or a duplicate)
         last_progress = time.monotonic()
         if msg.topic.endswith("/error"):
-            result.errors[doc.get("code", "?")] += len(idx)
+            result.errors[doc.get("code", "?")] += len(answered)
         else:
-            for i, pred in zip(idx, doc["predictions"]):
+            for i, pred in zip(answered, doc["predictions"]):
                 result.predictions[i] = pred
                 result.answered += 1
                 if t_idx is not None and "label" in pred and rows[i][t_idx] != "":
                     result.scored += 1
                     result.correct += _same(pred["label"], rows[i][t_idx])
-        bar.update(len(idx))
+        bar.update(len(answered))
     bar.close()
     result.seconds = time.monotonic() - started
     return result
@@ -230,7 +242,11 @@ def watch(
 ) -> int:
     """Print answers, errors and status changes as they arrive; returns how many."""
     dev = device or "+"
-    subs = [(f"{prefix}/{dev}/+/out", 0), (f"{prefix}/{dev}/+/error", 0), (f"{prefix}/{dev}/status", 0)]
+    subs = [
+        (f"{prefix}/{dev}/+/out", 0),
+        (f"{prefix}/{dev}/+/error", 0),
+        (f"{prefix}/{dev}/status", 0),
+    ]
     conn, inbox = connect(broker, protocol, subs, timeout=10)
     seen = 0
     deadline = None if timeout is None else time.monotonic() + timeout

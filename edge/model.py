@@ -141,8 +141,7 @@ class ServedModel:
         keys = [str(c) for c in self._labels]
         probs = outputs[self._proba_output].tolist()
         return [
-            {"label": lab, "probabilities": dict(zip(keys, row))}
-            for lab, row in zip(labels, probs)
+            {"label": lab, "probabilities": dict(zip(keys, row))} for lab, row in zip(labels, probs)
         ]
 
     def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -47,7 +48,9 @@ class BrokerAddress:
             url = "mqtt://" + url
         parts = urlsplit(url)
         if parts.scheme != "mqtt":
-            raise EdgewiseError(f"broker URL {url!r}: scheme must be mqtt:// (TLS is not built yet)")
+            raise EdgewiseError(
+                f"broker URL {url!r}: scheme must be mqtt:// (TLS is not built yet)"
+            )
         if not parts.hostname:
             raise EdgewiseError(f"broker URL {url!r} has no host")
         try:
@@ -85,7 +88,7 @@ class Backoff:
         """Seconds to wait before the next attempt."""
         ceiling = min(self.cap, self.initial * (2**self.attempt))
         self.attempt = min(self.attempt + 1, 32)
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
     def reset(self) -> None:
         self.attempt = 0
@@ -160,7 +163,7 @@ class MqttConnection:
         """Queue a message; thread-safe. v5 properties are dropped on 3.1.1."""
         props = None
         if self.protocol == "5" and (correlation_data is not None or user_properties):
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if correlation_data is not None:
                 props.CorrelationData = correlation_data
             if user_properties:
@@ -171,7 +174,7 @@ class MqttConnection:
         self, topic: str, payload: bytes, response_topic: str, correlation_data: bytes, qos: int = 0
     ) -> paho.MQTTMessageInfo:
         """Publish an MQTT 5 request that asks for its answer on ``response_topic``."""
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = response_topic
         props.CorrelationData = correlation_data
         return self._client.publish(topic, payload, qos=qos, properties=props)
@@ -202,7 +205,7 @@ class MqttConnection:
     def _make_client(self) -> paho.Client:
         proto = PROTOCOLS[self.protocol]
         client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=proto,
             clean_session=None if proto == paho.MQTTv5 else True,
@@ -311,7 +314,7 @@ class MqttConnection:
         self._on_message(
             Message(
                 topic=msg.topic,
-                payload=msg.payload,
+                payload=bytes(msg.payload),
                 qos=msg.qos,
                 received_at=time.monotonic(),
                 response_topic=getattr(props, "ResponseTopic", None),

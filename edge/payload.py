@@ -57,19 +57,25 @@ def decode_request(
     except ValueError as exc:
         raise RequestError("bad_json", f"payload is not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise RequestError("bad_request", f"payload must be a JSON object, got {type(doc).__name__}")
+        raise RequestError(
+            "bad_request", f"payload must be a JSON object, got {type(doc).__name__}"
+        )
     rid = doc.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise RequestError("bad_request", "field 'id' must be a string or an integer")
     unknown = sorted(set(doc) - {"id", "instances"})
     if unknown:
-        raise RequestError("bad_request", f"unknown field(s) {unknown}; allowed: id, instances", rid)
+        raise RequestError(
+            "bad_request", f"unknown field(s) {unknown}; allowed: id, instances", rid
+        )
     instances = doc.get("instances")
     if not isinstance(instances, list) or not instances:
         raise RequestError("bad_request", "field 'instances' must be a non-empty list", rid)
     if len(instances) > max_instances:
         raise RequestError(
-            "too_large", f"{len(instances)} instances, the limit is {max_instances} per request", rid
+            "too_large",
+            f"{len(instances)} instances, the limit is {max_instances} per request",
+            rid,
         )
     return Request(id=rid, instances=instances)
 

@@ -44,8 +44,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="edgewise",
         description="Train models on a host, convert them to edge bundles, serve them over MQTT.",
     )
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="default warning")  # fmt: skip
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="default warning",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -59,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
     level = "info" if args.command == "agent" and args.log_level == "warning" else args.log_level
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from edge.errors import EdgewiseError
 
     try:
@@ -70,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if args.command in HOST_COMMANDS:
             print(
-                f"edgewise {args.command}: error: needs the host libraries ({exc.name} is missing): "
+                f"edgewise {args.command}: error: needs the host libraries "
+                f"({exc.name} is missing): "
                 "pip install 'edgewise[host]'",
                 file=sys.stderr,
             )

@@ -42,7 +42,9 @@ def make_mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     hum = rng.normal(45, 12, n).round(1)
     power = (temp * 3 + (zone == "attic") * 15 + rng.normal(0, 2, n)).round(3)
     status = np.where(temp + (zone == "attic") * 4 + (hum > 55) * 3 > 24, "alarm", "ok")
-    df = pd.DataFrame({"temp c": temp, "zone": zone, "humidity": hum, "power": power, "status": status})
+    df = pd.DataFrame(
+        {"temp c": temp, "zone": zone, "humidity": hum, "power": power, "status": status}
+    )
     df.loc[rng.random(n) < 0.08, "humidity"] = np.nan
     df.loc[rng.random(n) < 0.05, "zone"] = np.nan
     return df

@@ -20,7 +20,9 @@ class Peer:
     def __init__(self, port: int, protocol: int = paho.MQTTv5) -> None:
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=protocol
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=f"test-{uuid.uuid4().hex[:8]}",
+            protocol=protocol,
         )
         self.client.on_message = lambda c, u, m: self.inbox.put(m)
         self.client.connect("127.0.0.1", port)
@@ -32,12 +34,18 @@ class Peer:
 
     def subscribe(self, *topics: str) -> None:
         for t in topics:
-            result, mid = self.client.subscribe(t, qos=1)
+            result, _ = self.client.subscribe(t, qos=1)
             assert result == paho.MQTT_ERR_SUCCESS
         time.sleep(0.1)  # let SUBACKs arrive before the test publishes
 
-    def publish(self, topic: str, payload: bytes | str, response_topic: str | None = None,
-                correlation: bytes | None = None, qos: int = 1) -> None:  # fmt: skip
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        qos: int = 1,
+    ) -> None:
         props = None
         if response_topic:
             props = Properties(PacketTypes.PUBLISH)

@@ -10,14 +10,24 @@ from pathlib import Path
 def configure_train(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise train``."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="built-in data set: iris, wine, breast_cancer, digits, diabetes")
+    src.add_argument(
+        "--dataset", help="built-in data set: iris, wine, breast_cancer, digits, diabetes"
+    )
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
     p.add_argument("--target", help="label column of the CSV")
-    p.add_argument("--task", choices=["classification", "regression"], help="override the inferred task")
-    p.add_argument("--model", required=True, help="random-forest, gradient-boosting, hist-gradient-boosting, "
-                   "logistic-regression, linear, svm, knn, naive-bayes, decision-tree")  # fmt: skip
+    p.add_argument(
+        "--task", choices=["classification", "regression"], help="override the inferred task"
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="random-forest, gradient-boosting, hist-gradient-boosting, "
+        "logistic-regression, linear, svm, knn, naive-bayes, decision-tree",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
-    p.add_argument("--host-dir", metavar="DIR", help="where the host model goes (default: DIR.host)")
+    p.add_argument(
+        "--host-dir", metavar="DIR", help="where the host model goes (default: DIR.host)"
+    )
     p.add_argument("--name", help="model name on the device (default: the --out folder name)")
     p.add_argument("--version", default="1", help="model version (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
@@ -29,8 +39,11 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise demo``."""
     p.add_argument("--dataset", default="iris", help="built-in data set (default iris)")
     p.add_argument("--model", default="random-forest", help="model name (default random-forest)")
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883",
-                   help="broker to use when reachable; else one is started for the run")  # fmt: skip
+    p.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        help="broker to use when reachable; else one is started for the run",
+    )
     p.add_argument("--device", default="demo", help="device id (default demo)")
     p.add_argument("--workdir", metavar="DIR", help="keep the bundle and logs here")
     p.set_defaults(run=run_demo)
@@ -54,7 +67,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
     if args.dataset and args.target:
         raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
-    data = load_builtin(args.dataset) if args.dataset else load_csv(args.csv, args.target, args.task)
+    data = (
+        load_builtin(args.dataset) if args.dataset else load_csv(args.csv, args.target, args.task)
+    )
     if args.dataset and args.task and args.task != data.task:
         raise EdgewiseError(f"data set {args.dataset} is a {data.task} task")
     name = args.name or default_name(args.out)

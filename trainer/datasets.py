@@ -117,7 +117,11 @@ def load_csv(path: str | Path, target: str, task: str | None = None) -> Dataset:
         y = y_raw.to_numpy(dtype=np.float64)
     elif is_numeric_dtype(y_raw) and not is_bool_dtype(y_raw):
         numeric_y = y_raw.to_numpy(dtype=float)
-        y = numeric_y.astype(np.int64) if np.all(np.mod(numeric_y, 1) == 0) else y_raw.astype(str).to_numpy()
+        y = (
+            numeric_y.astype(np.int64)
+            if np.all(np.mod(numeric_y, 1) == 0)
+            else y_raw.astype(str).to_numpy()
+        )
     else:
         y = y_raw.astype(str).to_numpy()
     categorical = [c for c in df.columns if not is_numeric_dtype(df[c]) or is_bool_dtype(df[c])]

@@ -40,7 +40,9 @@ def write_heldout_csv(host: HostModel, path: Path) -> Path:
 def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | None) -> int:
     """Run the demo; returns the exit status."""
     with ExitStack() as stack:
-        root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        root = (
+            Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
         root.mkdir(parents=True, exist_ok=True)
         name = f"{dataset}-{model}".replace("_", "-")
         print(f"[1/4] training {model} on the {dataset} data set")
@@ -49,8 +51,10 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
         host_metric = host.meta["metrics"].get("accuracy")
         bundle = export_sklearn(host, root / name)
         parity = bundle.manifest["parity"]
-        print(f"[2/4] converted to ONNX: {bundle.manifest['model']['size_bytes']} bytes, parity "
-              f"on {parity['rows']} held-out rows passed (max diff {parity['max_abs_diff']:.2g})")  # fmt: skip
+        print(
+            f"[2/4] converted to ONNX: {bundle.manifest['model']['size_bytes']} bytes, parity "
+            f"on {parity['rows']} held-out rows passed (max diff {parity['max_abs_diff']:.2g})"
+        )
 
         address = BrokerAddress.parse(broker_url)
         if reachable(address.host, address.port):
@@ -66,15 +70,31 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
         log_path = root / "agent.log"
         with log_path.open("wb") as log:
             agent = subprocess.Popen(
-                [sys.executable, "-m", "edgewise", "agent", "--bundle", str(bundle.path),
-                 "--broker", url, "--device", device],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "edgewise",
+                    "agent",
+                    "--bundle",
+                    str(bundle.path),
+                    "--broker",
+                    url,
+                    "--device",
+                    device,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         stack.callback(_stop_agent, agent)
         csv_path = write_heldout_csv(host, root / "heldout.csv")
-        print(f"[4/4] agent started (device {device!r}); streaming {len(host.X_heldout)} held-out rows")
-        result = send_csv(url, Topics("edgewise", device), name, csv_path, target=TARGET_COLUMN,
-                          info_timeout=30.0)  # fmt: skip
+        print(
+            f"[4/4] agent started (device {device!r}); "
+            f"streaming {len(host.X_heldout)} held-out rows"
+        )
+        result = send_csv(
+            url, Topics("edgewise", device), name, csv_path, target=TARGET_COLUMN, info_timeout=30.0
+        )
         if agent.poll() is not None:
             raise EdgewiseError(f"the agent exited early; see {log_path}")
         for i in sorted(result.predictions)[:3]:

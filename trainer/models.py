@@ -26,7 +26,9 @@ def _clf() -> dict[str, Factory]:
     return {
         "logistic-regression": lambda s: linear_model.LogisticRegression(max_iter=2000),
         "linear": lambda s: linear_model.LogisticRegression(max_iter=2000),
-        "random-forest": lambda s: ensemble.RandomForestClassifier(n_estimators=100, random_state=s),
+        "random-forest": lambda s: ensemble.RandomForestClassifier(
+            n_estimators=100, random_state=s
+        ),
         "gradient-boosting": lambda s: ensemble.GradientBoostingClassifier(random_state=s),
         "hist-gradient-boosting": lambda s: ensemble.HistGradientBoostingClassifier(random_state=s),
         "svm": lambda s: svm.SVC(probability=True, random_state=s),
@@ -52,14 +54,26 @@ def _reg() -> dict[str, Factory]:
 
 MODELS: dict[str, tuple[str, ...]] = {
     "classification": (
-        "logistic-regression", "linear", "random-forest", "gradient-boosting",
-        "hist-gradient-boosting", "svm", "knn", "naive-bayes", "decision-tree",
-    ),
-    "regression": (
-        "linear", "random-forest", "gradient-boosting", "hist-gradient-boosting", "svm", "knn",
+        "logistic-regression",
+        "linear",
+        "random-forest",
+        "gradient-boosting",
+        "hist-gradient-boosting",
+        "svm",
+        "knn",
+        "naive-bayes",
         "decision-tree",
     ),
-}  # fmt: skip
+    "regression": (
+        "linear",
+        "random-forest",
+        "gradient-boosting",
+        "hist-gradient-boosting",
+        "svm",
+        "knn",
+        "decision-tree",
+    ),
+}
 # Trees split on raw thresholds: scaling them gains nothing and its float32/float64
 # rounding could move a value across a threshold between scikit-learn and ONNX.
 _UNSCALED = {"random-forest", "gradient-boosting", "hist-gradient-boosting", "decision-tree"}
@@ -68,7 +82,9 @@ _UNSCALED = {"random-forest", "gradient-boosting", "hist-gradient-boosting", "de
 def check_model_name(name: str, task: str) -> None:
     """Raise a readable error unless ``name`` is a model for ``task``."""
     if name not in MODELS[task]:
-        raise EdgewiseError(f"unknown {task} model {name!r}; choose from: {', '.join(MODELS[task])}")
+        raise EdgewiseError(
+            f"unknown {task} model {name!r}; choose from: {', '.join(MODELS[task])}"
+        )
 
 
 def build_pipeline(

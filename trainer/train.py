@@ -33,9 +33,7 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, flo
     }
 
 
-def train(
-    data: Dataset, model: str, name: str, seed: int = 0, test_size: float = 0.2
-) -> HostModel:
+def train(data: Dataset, model: str, name: str, seed: int = 0, test_size: float = 0.2) -> HostModel:
     """Train ``model`` on ``data``; the held-out split is kept for metrics and parity."""
     check_model_name(model, data.task)
     if not 0 < test_size < 1:
@@ -52,14 +50,19 @@ def train(
         raise EdgewiseError(f"cannot split {data.source} for training: {exc}") from None
     pipeline = build_pipeline(model, data.task, data.numeric, data.categorical, seed)
     features = [
-        {"name": c, "dtype": "string" if c in data.categorical else "float32"} for c in data.X.columns
+        {"name": c, "dtype": "string" if c in data.categorical else "float32"}
+        for c in data.X.columns
     ]
     meta: dict[str, Any] = {"name": name, "task": data.task, "model": model, "layout": data.layout}
-    host = HostModel(pipeline, meta | {"features": features}, X_test.reset_index(drop=True), np.asarray(y_test))
+    host = HostModel(
+        pipeline, meta | {"features": features}, X_test.reset_index(drop=True), np.asarray(y_test)
+    )
     started = time.perf_counter()
     pipeline.fit(host.model_input(X_train), y_train)
     fit_s = time.perf_counter() - started
-    metrics = evaluate(data.task, host.y_heldout, pipeline.predict(host.model_input(host.X_heldout)))
+    metrics = evaluate(
+        data.task, host.y_heldout, pipeline.predict(host.model_input(host.X_heldout))
+    )
     host.meta |= {
         "preprocessing": describe_preprocessing(pipeline),
         "metrics": metrics | {"fit_seconds": round(fit_s, 4)},

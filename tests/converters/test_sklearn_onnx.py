@@ -34,7 +34,9 @@ CASES = [(m, d) for m in MODELS["classification"] for d in CLASSIFICATION_SETS] 
 
 
 @pytest.mark.parametrize(("model", "dataset"), CASES)
-def test_bundle_answers_like_scikit_learn(model: str, dataset: str, mixed_csv: Path, tmp_path: Path) -> None:
+def test_bundle_answers_like_scikit_learn(
+    model: str, dataset: str, mixed_csv: Path, tmp_path: Path
+) -> None:
     data = _data(dataset, mixed_csv)
     host = train(data, model, "m", seed=0)
     bundle = export_sklearn(host, tmp_path / "b")
@@ -47,7 +49,9 @@ def test_bundle_answers_like_scikit_learn(model: str, dataset: str, mixed_csv: P
     X = host.model_input(host.X_heldout)
     if data.task == "classification":
         assert [p["label"] for p in preds] == host.pipeline.predict(X).tolist()
-        proba = np.array([[p["probabilities"][str(c)] for c in host.pipeline.classes_] for p in preds])
+        proba = np.array(
+            [[p["probabilities"][str(c)] for c in host.pipeline.classes_] for p in preds]
+        )
         assert np.max(np.abs(proba - host.pipeline.predict_proba(X))) <= 1e-4
         assert bundle.manifest["metrics"]["accuracy"] > 0.6
     else:
@@ -62,7 +66,9 @@ def test_gate_refuses_a_model_that_answers_differently(tmp_path: Path) -> None:
     other = train(data, "gradient-boosting", "bc", seed=1).pipeline
     other.set_params(model__n_estimators=5).fit(host.model_input(data.X), data.y)
     wrong_graph = convert_pipeline(other, host.features, host.layout)
-    with pytest.raises(ParityError, match=r"GradientBoostingClassifier: .*worst probability difference"):
+    with pytest.raises(
+        ParityError, match=r"GradientBoostingClassifier: .*worst probability difference"
+    ):
         check_parity(host, wrong_graph)
 
 

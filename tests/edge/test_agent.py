@@ -25,11 +25,16 @@ def device() -> str:
 
 
 @pytest.fixture
-def agent(broker: LocalBroker, iris_bundle: Path, rooms_bundle: Path, device: str) -> Iterator[Agent]:
+def agent(
+    broker: LocalBroker, iris_bundle: Path, rooms_bundle: Path, device: str
+) -> Iterator[Agent]:
     config = AgentConfig(
-        bundles=(str(iris_bundle), str(rooms_bundle)), broker=broker.url, device=device,
-        max_payload=4096, max_instances=50,
-    )  # fmt: skip
+        bundles=(str(iris_bundle), str(rooms_bundle)),
+        broker=broker.url,
+        device=device,
+        max_payload=4096,
+        max_instances=50,
+    )
     a = Agent(config)
     a.start()
     assert a.connection.wait_connected(10)
@@ -55,14 +60,17 @@ def test_single_request_list_and_dict(peer: Peer, device: str) -> None:
     assert abs(sum(pred["probabilities"].values()) - 1) < 1e-5
     assert doc["inference_ms"] >= 0
 
-    peer.request(f"edgewise/{device}/iris-rf/in", {"id": 7, "instances": [dict(zip(IRIS_NAMES, IRIS_ROW))]})
+    peer.request(
+        f"edgewise/{device}/iris-rf/in", {"id": 7, "instances": [dict(zip(IRIS_NAMES, IRIS_ROW))]}
+    )
     doc = peer.expect_json("/iris-rf/out")
     assert doc["id"] == 7 and doc["predictions"][0]["label"] == "setosa"
 
 
 def test_batch_matches_host_predictions(peer: Peer, device: str) -> None:
-    from converters.host_model import HostModel  # noqa: F401  (host side only in tests)
     from sklearn.datasets import load_iris
+
+    from converters.host_model import HostModel  # noqa: F401  (host side only in tests)
 
     X = load_iris().data[::10].tolist()
     peer.request(f"edgewise/{device}/iris-rf/in", {"id": "batch", "instances": X})
@@ -129,7 +137,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("payload", "code", "rid"), BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("payload", "code", "rid"), BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)]
+)
 def test_bad_input_is_answered_and_agent_keeps_serving(
     peer: Peer, agent: Agent, device: str, payload: bytes, code: str, rid: str | None
 ) -> None:
@@ -160,7 +170,9 @@ def test_status_and_info_are_retained(broker: LocalBroker, iris_bundle: Path, de
         status = msgs[f"edgewise/{device}/status"]
         assert status.payload == b"online" and status.retain
         info = json.loads(msgs[f"edgewise/{device}/iris-rf/info"].payload)
-        assert [f["name"] for f in info["features"]] == IRIS_NAMES and info["backend"] == "onnxruntime"
+        assert [f["name"] for f in info["features"]] == IRIS_NAMES and info[
+            "backend"
+        ] == "onnxruntime"
         a.stop(timeout=5)
         assert p.expect("/status").payload == b"offline"
     finally:

@@ -32,7 +32,7 @@ def test_valid_bundle_loads(iris_bundle: Path) -> None:
 def test_changed_model_file_is_refused(bundle_copy: Path) -> None:
     with (bundle_copy / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(BundleError, match="sha256 .* the file was changed or corrupted"):
+    with pytest.raises(BundleError, match=r"sha256 .* the file was changed or corrupted"):
         load_bundle(bundle_copy)
 
 
@@ -45,7 +45,9 @@ def test_changed_model_file_is_refused(bundle_copy: Path) -> None:
         ({"name": "a/b"}, "does not match bundle format"),
     ],
 )
-def test_bad_manifest_is_refused(bundle_copy: Path, changes: dict[str, object], message: str) -> None:
+def test_bad_manifest_is_refused(
+    bundle_copy: Path, changes: dict[str, object], message: str
+) -> None:
     _edit(bundle_copy, **changes)
     with pytest.raises(BundleError, match=message):
         load_bundle(bundle_copy)
@@ -55,7 +57,7 @@ def test_missing_pieces(bundle_copy: Path, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no such directory"):
         load_bundle(tmp_path / "nowhere")
     (bundle_copy / "model.onnx").unlink()
-    with pytest.raises(BundleError, match="model file model.onnx is missing"):
+    with pytest.raises(BundleError, match=r"model file model\.onnx is missing"):
         load_bundle(bundle_copy)
     (bundle_copy / "manifest.json").write_text("{")
     with pytest.raises(BundleError, match="not valid JSON"):

@@ -14,7 +14,17 @@ from deploy.broker import LocalBroker
 from tests.conftest import CI, ROOT
 from tests.mqtt_peer import Peer
 
-HOST_MODULES = ["tensorflow", "keras", "sklearn", "skl2onnx", "onnx", "tf2onnx", "trainer", "converters", "pandas"]
+HOST_MODULES = [
+    "tensorflow",
+    "keras",
+    "sklearn",
+    "skl2onnx",
+    "onnx",
+    "tf2onnx",
+    "trainer",
+    "converters",
+    "pandas",
+]
 
 PROBE = """
 import json, sys
@@ -33,8 +43,12 @@ print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
 def test_agent_loads_no_host_library(broker: LocalBroker, iris_bundle: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(iris_bundle), broker.url],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "onnxruntime" in loaded and "paho" in loaded
     assert loaded.isdisjoint(HOST_MODULES), loaded & set(HOST_MODULES)
@@ -48,21 +62,42 @@ def test_agent_runs_from_edge_only_virtualenv(broker: LocalBroker, iris_bundle: 
             pytest.fail("CI=true needs EDGEWISE_EDGE_PYTHON (scripts/test builds .venv-edge)")
         pytest.skip("EDGEWISE_EDGE_PYTHON is not set")
     missing = subprocess.run(
-        [python, "-c", "import importlib.util as u; print([m for m in ('sklearn','onnx','tensorflow','pandas') if u.find_spec(m)])"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            python,
+            "-c",
+            "import importlib.util as u; "
+            "print([m for m in ('sklearn','onnx','tensorflow','pandas') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert missing.stdout.strip() == "[]", "the edge venv must not have host libraries"
     agent = subprocess.Popen(
-        [python, "-m", "edgewise", "agent", "--bundle", str(iris_bundle), "--broker", broker.url,
-         "--device", "edge-only"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/",
-    )  # fmt: skip
+        [
+            python,
+            "-m",
+            "edgewise",
+            "agent",
+            "--bundle",
+            str(iris_bundle),
+            "--broker",
+            broker.url,
+            "--device",
+            "edge-only",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd="/",
+    )
     peer = Peer(broker.port)
     try:
         peer.subscribe("edgewise/edge-only/status", "edgewise/edge-only/iris-rf/out")
         deadline_msgs = [peer.expect("/status", timeout=30)]
         assert deadline_msgs[0].payload == b"online"
-        peer.request("edgewise/edge-only/iris-rf/in", {"id": "e", "instances": [[5.1, 3.5, 1.4, 0.2]]})
+        peer.request(
+            "edgewise/edge-only/iris-rf/in", {"id": "e", "instances": [[5.1, 3.5, 1.4, 0.2]]}
+        )
         assert peer.expect_json("/iris-rf/out")["predictions"][0]["label"] == "setosa"
     finally:
         peer.close()

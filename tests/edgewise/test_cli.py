@@ -19,9 +19,12 @@ from tests.conftest import ROOT
 
 def edgewise(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgewise", *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "edgewise", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -33,8 +36,17 @@ def test_help(command: str | None) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, mixed_csv: Path) -> Path:
     out = tmp_path_factory.mktemp("cli") / "rooms"
-    result = edgewise("train", "--csv", str(mixed_csv), "--target", "status", "--model", "random-forest",
-                      "--out", str(out))  # fmt: skip
+    result = edgewise(
+        "train",
+        "--csv",
+        str(mixed_csv),
+        "--target",
+        "status",
+        "--model",
+        "random-forest",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "parity on" in result.stdout and "accuracy" in result.stdout
     return out
@@ -52,29 +64,76 @@ def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) ->
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["train", "--csv", "nope.csv", "--target", "y", "--model", "knn", "--out", "x"], ["nope.csv: no such file"]),
-        (["train", "--csv", "{csv}", "--target", "colour", "--model", "knn", "--out", "x"], ["no column 'colour'", "status"]),
-        (["train", "--csv", "{csv}", "--target", "status", "--model", "deep-magic", "--out", "x"], ["unknown classification model 'deep-magic'", "random-forest"]),
-        (["train", "--csv", "{csv}", "--target", "status", "--model", "naive-bayes", "--task", "regression", "--out", "x"], ["target 'status' is not numeric"]),
-        (["train", "--dataset", "mnist", "--model", "knn", "--out", "x"], ["unknown data set 'mnist'"]),
+        (
+            ["train", "--csv", "nope.csv", "--target", "y", "--model", "knn", "--out", "x"],
+            ["nope.csv: no such file"],
+        ),
+        (
+            ["train", "--csv", "{csv}", "--target", "colour", "--model", "knn", "--out", "x"],
+            ["no column 'colour'", "status"],
+        ),
+        (
+            [
+                "train",
+                "--csv",
+                "{csv}",
+                "--target",
+                "status",
+                "--model",
+                "deep-magic",
+                "--out",
+                "x",
+            ],
+            ["unknown classification model 'deep-magic'", "random-forest"],
+        ),
+        (
+            [
+                "train",
+                "--csv",
+                "{csv}",
+                "--target",
+                "status",
+                "--model",
+                "naive-bayes",
+                "--task",
+                "regression",
+                "--out",
+                "x",
+            ],
+            ["target 'status' is not numeric"],
+        ),
+        (
+            ["train", "--dataset", "mnist", "--model", "knn", "--out", "x"],
+            ["unknown data set 'mnist'"],
+        ),
         (["train", "--csv", "{csv}", "--model", "knn", "--out", "x"], ["needs --target"]),
-        (["train", "--model", "knn", "--out", "x"], ["one of the arguments --dataset --csv is required"]),
+        (
+            ["train", "--model", "knn", "--out", "x"],
+            ["one of the arguments --dataset --csv is required"],
+        ),
         (["convert", "nowhere", "--out", "x"], ["not a host model"]),
         (["agent", "--bundle", "nowhere"], ["bundle nowhere: no such directory"]),
         (["agent"], ["no bundle given"]),
         (["agent", "--config", "missing.toml"], ["config file missing.toml: no such file"]),
         (["agent", "--bundle", "b", "--broker", "http://x"], ["scheme must be mqtt"]),
-        (["send", "--model", "m", "--csv", "nope.csv", "--device", "d"], ["nope.csv: no such file"]),
+        (
+            ["send", "--model", "m", "--csv", "nope.csv", "--device", "d"],
+            ["nope.csv: no such file"],
+        ),
     ],
 )
-def test_errors_are_one_readable_line(args: list[str], fragments: list[str], mixed_csv: Path) -> None:
+def test_errors_are_one_readable_line(
+    args: list[str], fragments: list[str], mixed_csv: Path
+) -> None:
     one_line_error(edgewise(*[a.replace("{csv}", str(mixed_csv)) for a in args]), *fragments)
 
 
 def test_bad_csv_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"a,b\n\xff\xfe,1\n")
-    one_line_error(edgewise("train", "--csv", str(bad), "--target", "b", "--model", "knn", "--out", "x"))
+    one_line_error(
+        edgewise("train", "--csv", str(bad), "--target", "b", "--model", "knn", "--out", "x")
+    )
 
 
 def test_convert_rewrites_bundle_with_new_version(trained: Path, tmp_path: Path) -> None:
@@ -86,10 +145,22 @@ def test_convert_rewrites_bundle_with_new_version(trained: Path, tmp_path: Path)
 @pytest.fixture
 def agent_process(broker: LocalBroker, trained: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgewise", "agent", "--bundle", str(trained), "--broker", broker.url,
-         "--device", "cli"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edgewise",
+            "agent",
+            "--bundle",
+            str(trained),
+            "--broker",
+            broker.url,
+            "--device",
+            "cli",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     yield proc
     if proc.poll() is None:
         proc.terminate()
@@ -103,13 +174,43 @@ def test_send_and_watch_through_agent(
     csv_path = tmp_path / "rows.csv"
     csv_path.write_text("\n".join(rows) + "\n")
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "edgewise", "watch", "--broker", broker.url, "--device", "cli",
-         "--count", "5", "--timeout", "60"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edgewise",
+            "watch",
+            "--broker",
+            broker.url,
+            "--device",
+            "cli",
+            "--count",
+            "5",
+            "--timeout",
+            "60",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)  # the watcher subscribes before the rows go out
-    result = edgewise("send", "--broker", broker.url, "--device", "cli", "--model", "rooms",
-                      "--csv", str(csv_path), "--target", "status", "--batch", "4", "--timeout", "30")  # fmt: skip
+    result = edgewise(
+        "send",
+        "--broker",
+        broker.url,
+        "--device",
+        "cli",
+        "--model",
+        "rooms",
+        "--csv",
+        str(csv_path),
+        "--target",
+        "status",
+        "--batch",
+        "4",
+        "--timeout",
+        "30",
+    )
     assert result.returncode == 0, result.stderr
     assert "sent 40 rows, 40 answered" in result.stdout
     accuracy = float(result.stdout.split("accuracy on device: ")[1].split()[0])
@@ -121,22 +222,39 @@ def test_send_and_watch_through_agent(
 
 def test_send_without_agent_says_so(broker: LocalBroker, mixed_csv: Path) -> None:
     one_line_error(
-        edgewise("send", "--broker", broker.url, "--device", "ghost", "--model", "rooms", "--csv", str(mixed_csv)),
+        edgewise(
+            "send",
+            "--broker",
+            broker.url,
+            "--device",
+            "ghost",
+            "--model",
+            "rooms",
+            "--csv",
+            str(mixed_csv),
+        ),
         "no agent serves model 'rooms' on device 'ghost'",
     )
 
 
-def test_mosquitto_pub_request_is_answered(broker: LocalBroker, agent_process: subprocess.Popen[bytes]) -> None:
+def test_mosquitto_pub_request_is_answered(
+    broker: LocalBroker, agent_process: subprocess.Popen[bytes]
+) -> None:
     pub, sub = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
     if not (pub and sub):
         pytest.skip("mosquitto-clients are not installed")
     port = str(broker.port)
-    listener = subprocess.Popen([sub, "-p", port, "-t", "edgewise/cli/rooms/out", "-C", "1", "-W", "30"],
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    listener = subprocess.Popen(
+        [sub, "-p", port, "-t", "edgewise/cli/rooms/out", "-C", "1", "-W", "30"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     body = '{"id":"shell","instances":[{"temp c":30,"zone":"attic","humidity":50,"power":100}]}'
     deadline = time.monotonic() + 30
     while listener.poll() is None and time.monotonic() < deadline:
-        subprocess.run([pub, "-p", port, "-q", "1", "-t", "edgewise/cli/rooms/in", "-m", body], check=True)
+        subprocess.run(
+            [pub, "-p", port, "-q", "1", "-t", "edgewise/cli/rooms/in", "-m", body], check=True
+        )
         try:
             out, _ = listener.communicate(timeout=1)
             break
@@ -145,7 +263,9 @@ def test_mosquitto_pub_request_is_answered(broker: LocalBroker, agent_process: s
     assert '"id":"shell"' in out and '"label":"alarm"' in out
 
 
-def test_agent_exits_zero_on_sigterm(agent_process: subprocess.Popen[bytes], broker: LocalBroker) -> None:
+def test_agent_exits_zero_on_sigterm(
+    agent_process: subprocess.Popen[bytes], broker: LocalBroker
+) -> None:
     from tests.mqtt_peer import Peer
 
     peer = Peer(broker.port)
@@ -160,10 +280,20 @@ def test_agent_exits_zero_on_sigterm(agent_process: subprocess.Popen[bytes], bro
 
 
 def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path) -> None:
-    result = edgewise("demo", "--broker", broker.url, "--dataset", "wine", "--model", "logistic-regression",
-                      "--workdir", str(tmp_path), timeout=180)  # fmt: skip
+    result = edgewise(
+        "demo",
+        "--broker",
+        broker.url,
+        "--dataset",
+        "wine",
+        "--model",
+        "logistic-regression",
+        "--workdir",
+        str(tmp_path),
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"using the broker at {broker.url}" in result.stdout
-    line = next(l for l in result.stdout.splitlines() if l.startswith("accuracy on device"))
+    line = next(x for x in result.stdout.splitlines() if x.startswith("accuracy on device"))
     device_acc, host_acc = float(line.split()[3]), float(line.split()[-1])
     assert device_acc == host_acc > 0.9
