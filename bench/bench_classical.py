@@ -1,0 +1,177 @@
+"""Round-trip latency and throughput of a classical model served over MQTT, four ways.
+
+    .venv/bin/python bench/bench_classical.py [--n 2000] [--throughput-n 5000]
+
+In one run, on one private Mosquitto, with the same random forest (100 trees, iris):
+  (a) bare ONNX Runtime call on the bundle, 1 row (no MQTT)
+  (b) bare paho echo peer through the broker (the transport floor)
+  (c) the edgewise agent (`edgewise agent`, answers at QoS 0 like the others)
+  (d) a naive peer: paho callback -> json -> scikit-learn predict_proba per message
+Every peer is its own process; the client sends 1-row requests at QoS 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def pct(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.inbox: queue.Queue[bytes] = queue.Queue()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-client")
+        self.c.on_message = lambda c, u, m: self.inbox.put(m.payload)
+        self.c.on_connect = lambda c, u, f, rc, p: c.socket().setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        while not self.c.is_connected():
+            time.sleep(0.01)
+
+    def wait_topic(self, topic: str, timeout: float = 60) -> None:
+        self.c.subscribe(topic)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.inbox.get(timeout=0.5)
+                self.c.unsubscribe(topic)
+                time.sleep(0.1)
+                return
+            except queue.Empty:
+                continue
+        raise SystemExit(f"peer never published {topic}")
+
+    def measure(
+        self, topic_in: str, topic_out: str, n: int, n_tp: int
+    ) -> tuple[list[float], float]:
+        self.c.subscribe(topic_out)
+        time.sleep(0.2)
+        body = json.dumps({"id": "b", "instances": [ROW]})
+        for _ in range(200):  # warm-up
+            self.c.publish(topic_in, body)
+            self.inbox.get(timeout=10)
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.c.publish(topic_in, body)
+            self.inbox.get(timeout=10)
+            lat.append((time.perf_counter() - t0) * 1e6)
+        # Throughput: keep up to 100 requests in flight.
+        t0 = time.perf_counter()
+        sent = got = 0
+        while got < n_tp:
+            while sent < n_tp and sent - got < 100:
+                self.c.publish(topic_in, body)
+                sent += 1
+            self.inbox.get(timeout=30)
+            got += 1
+        rate = n_tp / (time.perf_counter() - t0)
+        self.c.unsubscribe(topic_out)
+        time.sleep(0.1)
+        return lat, rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="sequential round trips per case")
+    ap.add_argument("--throughput-n", type=int, default=5000, help="messages for throughput")
+    args = ap.parse_args()
+
+    from converters.host_model import save_host_model
+    from converters.sklearn_onnx import export_sklearn
+    from deploy.broker import start_mosquitto
+    from edge.bundle import load_bundle
+    from edge.model import ServedModel
+    from trainer.datasets import load_builtin
+    from trainer.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="edgewise-bench-"))
+    host = train(load_builtin("iris"), "random-forest", "iris-rf")
+    save_host_model(work / "iris-rf.host", host)
+    bundle = export_sklearn(host, work / "iris-rf")
+    broker = start_mosquitto(work / "broker")
+    rows: list[tuple[str, float, float, float]] = []
+
+    # (a) bare ONNX Runtime, the same session options as the agent's backend
+    model = ServedModel.load(load_bundle(bundle.path))
+    feeds = model.encode([ROW])
+    for _ in range(500):
+        model.backend.run(feeds)
+    lat = []
+    for _ in range(args.n):
+        t0 = time.perf_counter()
+        model.backend.run(feeds)
+        lat.append((time.perf_counter() - t0) * 1e6)
+    rows.append(
+        ("(a) bare onnxruntime call", pct(lat, 50), pct(lat, 99), 1e6 / statistics.mean(lat))
+    )
+
+    procs = []
+    client = Client(broker.port)
+    try:
+        py = sys.executable
+        cases = [
+            ("(b) bare paho echo", [py, str(ROOT / "bench/peers.py"), "echo", "--port", str(broker.port)],
+             "bench/echo/ready", "bench/echo/in", "bench/echo/out"),
+            ("(c) edgewise agent", [py, "-m", "edgewise", "agent", "--bundle", str(bundle.path),
+              "--broker", broker.url, "--device", "bench", "--qos", "0"],
+             "edgewise/bench/iris-rf/info", "edgewise/bench/iris-rf/in", "edgewise/bench/iris-rf/out"),
+            ("(d) naive paho + scikit-learn", [py, str(ROOT / "bench/peers.py"), "naive", "--port",
+              str(broker.port), "--host-model", str(work / "iris-rf.host")],
+             "bench/naive/ready", "bench/naive/in", "bench/naive/out"),
+        ]  # fmt: skip
+        for label, cmd, ready, t_in, t_out in cases:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            procs.append(proc)
+            client.wait_topic(ready)
+            n_tp = args.throughput_n if "naive" not in label else max(500, args.throughput_n // 10)
+            lat, rate = client.measure(
+                t_in, t_out, args.n if "naive" not in label else max(200, args.n // 5), n_tp
+            )
+            rows.append((label, pct(lat, 50), pct(lat, 99), rate))
+            proc.terminate()
+            proc.wait(20)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        broker.stop()
+
+    print(f"random forest (100 trees) on iris, 1-row requests, Mosquitto on loopback, "
+          f"{args.n} sequential round trips per case")  # fmt: skip
+    print(f"{'case':34s} {'p50 µs':>10s} {'p99 µs':>10s} {'msg/s':>10s}")
+    for label, p50, p99, rate in rows:
+        print(f"{label:34s} {p50:10.0f} {p99:10.0f} {rate:10.0f}")
+    agent, naive = rows[2], rows[3]
+    print(
+        f"agent vs naive peer: p50 {naive[1] / agent[1]:.1f}x lower, throughput {agent[3] / naive[3]:.1f}x higher"
+    )
+    print(f"agent overhead over bare echo: p50 +{agent[1] - rows[1][1]:.0f} µs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Baseline MQTT peers for bench_classical.py, each run as its own process.
+
+- echo:  paho callback republishes every request unchanged (the broker + paho floor).
+- naive: paho callback parses JSON and calls scikit-learn predict_proba per message, the
+         way a first attempt at "ML over MQTT" usually looks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["echo", "naive"])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host-model", help="host model directory (naive mode)")
+    args = ap.parse_args()
+    predict = None
+    if args.mode == "naive":
+        from converters.host_model import load_host_model
+
+        host = load_host_model(args.host_model)
+        pipeline, classes = host.pipeline, [str(c) for c in host.pipeline.classes_]
+
+        def predict(doc: dict) -> dict:  # type: ignore[type-arg]
+            import numpy as np
+
+            proba = pipeline.predict_proba(np.asarray(doc["instances"], dtype=np.float32))
+            preds = [
+                {"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist()))}
+                for p in proba
+            ]
+            return {"id": doc.get("id"), "predictions": preds}
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{args.mode}")
+
+    def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+        c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.subscribe(f"bench/{args.mode}/in", 0)
+        c.publish(f"bench/{args.mode}/ready", b"1", retain=True)
+
+    def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        body = msg.payload if predict is None else json.dumps(predict(json.loads(msg.payload)))
+        c.publish(f"bench/{args.mode}/out", body, qos=0)
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect("127.0.0.1", args.port)
+    try:
+        client.loop_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    time.sleep(0)
+    main()
