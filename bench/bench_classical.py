@@ -132,17 +132,23 @@ def main() -> None:
     client = Client(broker.port)
     try:
         py = sys.executable
+        peers = [py, str(ROOT / "bench" / "peers.py")]
+        port = str(broker.port)
+        agent_cmd = [py, "-m", "edgewise", "agent", "--bundle", str(bundle.path)]
+        agent_cmd += ["--broker", broker.url, "--device", "bench", "--qos", "0"]
+        naive_cmd = [*peers, "naive", "--port", port, "--host-model", str(work / "iris-rf.host")]
+        topics = "edgewise/bench/iris-rf/"
         cases = [
-            ("(b) bare paho echo", [py, str(ROOT / "bench/peers.py"), "echo", "--port", str(broker.port)],
-             "bench/echo/ready", "bench/echo/in", "bench/echo/out"),
-            ("(c) edgewise agent", [py, "-m", "edgewise", "agent", "--bundle", str(bundle.path),
-              "--broker", broker.url, "--device", "bench", "--qos", "0"],
-             "edgewise/bench/iris-rf/info", "edgewise/bench/iris-rf/in", "edgewise/bench/iris-rf/out"),
-            ("(d) naive paho + scikit-learn", [py, str(ROOT / "bench/peers.py"), "naive", "--port",
-              str(broker.port), "--host-model", str(work / "iris-rf.host")],
-             "bench/naive/ready", "bench/naive/in", "bench/naive/out"),
-        ]  # fmt: skip
-        for label, cmd, ready, t_in, t_out in cases:
+            ("(b) bare paho echo", [*peers, "echo", "--port", port], "bench/echo/"),
+            ("(c) edgewise agent", agent_cmd, topics),
+            ("(d) naive paho + scikit-learn", naive_cmd, "bench/naive/"),
+        ]
+        for label, cmd, base in cases:
+            ready, t_in, t_out = (
+                base + ("info" if base == topics else "ready"),
+                base + "in",
+                base + "out",
+            )
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
@@ -168,7 +174,8 @@ def main() -> None:
         print(f"{label:34s} {p50:10.0f} {p99:10.0f} {rate:10.0f}")
     agent, naive = rows[2], rows[3]
     print(
-        f"agent vs naive peer: p50 {naive[1] / agent[1]:.1f}x lower, throughput {agent[3] / naive[3]:.1f}x higher"
+        f"agent vs naive peer: p50 {naive[1] / agent[1]:.1f}x lower, "
+        f"throughput {agent[3] / naive[3]:.1f}x higher"
     )
     print(f"agent overhead over bare echo: p50 +{agent[1] - rows[1][1]:.0f} µs")
 

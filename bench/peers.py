@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
-import time
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -54,13 +54,10 @@ def main() -> None:
     client.on_connect = on_connect
     client.on_message = on_message
     client.connect("127.0.0.1", args.port)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         client.loop_forever()
-    except KeyboardInterrupt:
-        pass
     sys.exit(0)
 
 
 if __name__ == "__main__":
-    time.sleep(0)
     main()

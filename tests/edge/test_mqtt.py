@@ -19,6 +19,17 @@ from tests.mqtt_peer import Peer
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
+def assert_served(port: int, device: str, protocol: int = 5) -> None:
+    """A request to the device's iris-rf model is answered with its id."""
+    peer = Peer(port, protocol=protocol)
+    try:
+        peer.subscribe(f"edgewise/{device}/iris-rf/out")
+        peer.request(f"edgewise/{device}/iris-rf/in", {"id": device, "instances": [ROW]})
+        assert peer.expect_json("/out")["id"] == device
+    finally:
+        peer.close()
+
+
 def test_backoff_is_capped_and_jittered() -> None:
     b = Backoff(initial=0.5, cap=8.0, _rng=random.Random(0))
     delays = [b.next() for _ in range(12)]
@@ -53,11 +64,7 @@ def test_falls_back_to_311_on_amqtt(tmp_path: Path, iris_bundle: Path) -> None:
         assert agent.connection.protocol == "3.1.1"
         import paho.mqtt.client as paho
 
-        peer = Peer(b.port, protocol=paho.MQTTv311)
-        peer.subscribe("edgewise/old/iris-rf/out")
-        peer.request("edgewise/old/iris-rf/in", {"id": "a", "instances": [ROW]})
-        assert peer.expect_json("/out")["id"] == "a"
-        peer.close()
+        assert_served(b.port, "old", paho.MQTTv311)
     finally:
         agent.stop(timeout=2)
         b.stop()
@@ -78,11 +85,7 @@ def test_agent_reconnects_after_broker_restart(tmp_path: Path, iris_bundle: Path
         b.restart()
         assert agent.connection.wait_connected(40)
         assert agent.connection.reconnects >= 1
-        peer = Peer(b.port)
-        peer.subscribe("edgewise/rb/iris-rf/out")
-        peer.request("edgewise/rb/iris-rf/in", {"id": "back", "instances": [ROW]})
-        assert peer.expect_json("/out")["id"] == "back"
-        peer.close()
+        assert_served(b.port, "rb")
     finally:
         agent.stop(timeout=2)
         b.stop()

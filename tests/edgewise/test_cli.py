@@ -61,71 +61,32 @@ def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) ->
         assert fragment in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (
-            ["train", "--csv", "nope.csv", "--target", "y", "--model", "knn", "--out", "x"],
-            ["nope.csv: no such file"],
-        ),
-        (
-            ["train", "--csv", "{csv}", "--target", "colour", "--model", "knn", "--out", "x"],
-            ["no column 'colour'", "status"],
-        ),
-        (
-            [
-                "train",
-                "--csv",
-                "{csv}",
-                "--target",
-                "status",
-                "--model",
-                "deep-magic",
-                "--out",
-                "x",
-            ],
-            ["unknown classification model 'deep-magic'", "random-forest"],
-        ),
-        (
-            [
-                "train",
-                "--csv",
-                "{csv}",
-                "--target",
-                "status",
-                "--model",
-                "naive-bayes",
-                "--task",
-                "regression",
-                "--out",
-                "x",
-            ],
-            ["target 'status' is not numeric"],
-        ),
-        (
-            ["train", "--dataset", "mnist", "--model", "knn", "--out", "x"],
-            ["unknown data set 'mnist'"],
-        ),
-        (["train", "--csv", "{csv}", "--model", "knn", "--out", "x"], ["needs --target"]),
-        (
-            ["train", "--model", "knn", "--out", "x"],
-            ["one of the arguments --dataset --csv is required"],
-        ),
-        (["convert", "nowhere", "--out", "x"], ["not a host model"]),
-        (["agent", "--bundle", "nowhere"], ["bundle nowhere: no such directory"]),
-        (["agent"], ["no bundle given"]),
-        (["agent", "--config", "missing.toml"], ["config file missing.toml: no such file"]),
-        (["agent", "--bundle", "b", "--broker", "http://x"], ["scheme must be mqtt"]),
-        (
-            ["send", "--model", "m", "--csv", "nope.csv", "--device", "d"],
-            ["nope.csv: no such file"],
-        ),
-    ],
-)
-def test_errors_are_one_readable_line(
-    args: list[str], fragments: list[str], mixed_csv: Path
-) -> None:
-    one_line_error(edgewise(*[a.replace("{csv}", str(mixed_csv)) for a in args]), *fragments)
+ERROR_CASES = [
+    ("train --csv nope.csv --target y --model knn --out x", ["nope.csv: no such file"]),
+    ("train --csv {csv} --target colour --model knn --out x", ["no column 'colour'", "status"]),
+    (
+        "train --csv {csv} --target status --model deep-magic --out x",
+        ["unknown classification model 'deep-magic'", "random-forest"],
+    ),
+    (
+        "train --csv {csv} --target status --model naive-bayes --task regression --out x",
+        ["target 'status' is not numeric"],
+    ),
+    ("train --dataset mnist --model knn --out x", ["unknown data set 'mnist'"]),
+    ("train --csv {csv} --model knn --out x", ["needs --target"]),
+    ("train --model knn --out x", ["one of the arguments --dataset --csv is required"]),
+    ("convert nowhere --out x", ["not a host model"]),
+    ("agent --bundle nowhere", ["bundle nowhere: no such directory"]),
+    ("agent", ["no bundle given"]),
+    ("agent --config missing.toml", ["config file missing.toml: no such file"]),
+    ("agent --bundle b --broker http://x", ["scheme must be mqtt"]),
+    ("send --model m --csv nope.csv --device d", ["nope.csv: no such file"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), ERROR_CASES)
+def test_errors_are_one_readable_line(args: str, fragments: list[str], mixed_csv: Path) -> None:
+    one_line_error(edgewise(*args.replace("{csv}", str(mixed_csv)).split()), *fragments)
 
 
 def test_bad_csv_is_one_line(tmp_path: Path) -> None:
