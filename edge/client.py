@@ -98,16 +98,28 @@ def _same(label: Any, target: str) -> bool:
         return str(label) == target
 
 
-def wait_info(inbox: queue.Queue[Message], topic: str, timeout: float) -> dict[str, Any] | None:
-    """The model's retained info document, if an agent has published one."""
+def wait_ready(
+    inbox: queue.Queue[Message], info_topic: str, status_topic: str, timeout: float
+) -> dict[str, Any] | None:
+    """The model's info once its agent is online, or None after ``timeout``.
+
+    Both are retained: a stale info from an agent that has stopped must not count, so the
+    device's status must read ``online`` too. The agent publishes ``online`` only after it
+    has subscribed to its requests, so requests sent from then on are not lost.
+    """
+    info: dict[str, Any] | None = None
+    online = False
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         try:
             msg = inbox.get(timeout=left)
         except queue.Empty:
             break
-        if msg.topic == topic:
-            info: dict[str, Any] = json.loads(msg.payload)
+        if msg.topic == info_topic:
+            info = json.loads(msg.payload)
+        elif msg.topic == status_topic:
+            online = msg.payload == b"online"
+        if info is not None and online:
             return info
     return None
 
@@ -132,13 +144,14 @@ def send_csv(
     if target is not None and target not in header:
         raise EdgewiseError(f"CSV file {csv_path} has no column {target!r}")
     out, err, info_topic = (topics.model(model, k) for k in ("out", "error", "info"))
-    conn, inbox = connect(broker, protocol, [(out, 1), (err, 1), (info_topic, 1)], timeout=10)
+    subs = [(out, 1), (err, 1), (info_topic, 1), (topics.status, 1)]
+    conn, inbox = connect(broker, protocol, subs, timeout=10)
     try:
-        info = wait_info(inbox, info_topic, timeout=info_timeout)
+        info = wait_ready(inbox, info_topic, topics.status, timeout=info_timeout)
         if info is None:
             raise EdgewiseError(
                 f"no agent serves model {model!r} on device {topics.device!r} at {broker} "
-                f"(no retained {info_topic})"
+                f"(no retained {info_topic} with the device online)"
             )
         dtypes = {f["name"]: f["dtype"] for f in info["features"]}
         missing = [n for n in dtypes if n not in header]

@@ -240,7 +240,9 @@ def test_agent_exits_zero_on_sigterm(
     peer.close()
 
 
-def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", ["first", "again"])
+def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path, run: str) -> None:
+    # The second run finds the first run's retained info and offline status on the broker.
     result = edgewise(
         "demo",
         "--broker",
