@@ -158,32 +158,13 @@ class MqttConnection:
         qos: int = 0,
         retain: bool = False,
         correlation_data: bytes | None = None,
-        user_properties: list[tuple[str, str]] | None = None,
     ) -> paho.MQTTMessageInfo:
         """Queue a message; thread-safe. v5 properties are dropped on 3.1.1."""
         props = None
-        if self.protocol == "5" and (correlation_data is not None or user_properties):
+        if self.protocol == "5" and correlation_data is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if correlation_data is not None:
-                props.CorrelationData = correlation_data
-            if user_properties:
-                props.UserProperty = user_properties
+            props.CorrelationData = correlation_data
         return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
-
-    def publish_request(
-        self, topic: str, payload: bytes, response_topic: str, correlation_data: bytes, qos: int = 0
-    ) -> paho.MQTTMessageInfo:
-        """Publish an MQTT 5 request that asks for its answer on ``response_topic``."""
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = response_topic
-        props.CorrelationData = correlation_data
-        return self._client.publish(topic, payload, qos=qos, properties=props)
-
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        """Subscribe now and again after every reconnect."""
-        self._subscriptions.append((topic, qos))
-        if self.connected:
-            self._client.subscribe(topic, qos)
 
     def stop(self, final_status: str | None = "offline", timeout: float = 5.0) -> None:
         """Publish the final status (retained), disconnect cleanly and join the thread."""

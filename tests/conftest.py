@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,8 +79,3 @@ def rooms_bundle(tmp_path_factory: pytest.TempPathFactory, mixed_csv: Path) -> P
     out = tmp_path_factory.mktemp("bundles") / "rooms"
     export_sklearn(train(data, "hist-gradient-boosting", "rooms"), out)
     return out
-
-
-@pytest.fixture(scope="session")
-def python() -> str:
-    return sys.executable

@@ -70,8 +70,6 @@ def test_single_request_list_and_dict(peer: Peer, device: str) -> None:
 def test_batch_matches_host_predictions(peer: Peer, device: str) -> None:
     from sklearn.datasets import load_iris
 
-    from converters.host_model import HostModel  # noqa: F401  (host side only in tests)
-
     X = load_iris().data[::10].tolist()
     peer.request(f"edgewise/{device}/iris-rf/in", {"id": "batch", "instances": X})
     doc = peer.expect_json("/iris-rf/out")
