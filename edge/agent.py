@@ -164,7 +164,11 @@ class Agent:
                     "unknown_model", f"no model {name!r} on this device; have {sorted(self.models)}"
                 )
             started = time.perf_counter()
-            predictions = model.predict(request.instances)
+            predictions = (
+                model.predict(request.instances)
+                if request.tensor is None
+                else model.predict_tensor(request.tensor)
+            )
             elapsed_ms = (time.perf_counter() - started) * 1000.0
         except RequestError as exc:
             if rid is None:

@@ -37,6 +37,11 @@ class Backend(Protocol):
     @property
     def output_names(self) -> list[str]: ...
 
+    @property
+    def input_dtypes(self) -> dict[str, str]:
+        """NumPy dtype name of each input ("float32", "int8", "object" for strings)."""
+        ...
+
     def run(self, feeds: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         """Run one batch; every array's first axis is the batch."""
         ...
@@ -64,6 +69,7 @@ class OnnxRuntimeBackend:
             raise BundleError(f"onnxruntime cannot load {model_path.name}: {exc}") from None
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._outputs = [o.name for o in self._session.get_outputs()]
+        self._dtypes = {i.name: _ORT_TYPES.get(i.type, i.type) for i in self._session.get_inputs()}
 
     @property
     def input_names(self) -> list[str]:
@@ -73,9 +79,104 @@ class OnnxRuntimeBackend:
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
+    @property
+    def input_dtypes(self) -> dict[str, str]:
+        return dict(self._dtypes)
+
     def run(self, feeds: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         values = self._session.run(self._outputs, dict(feeds))
         return dict(zip(self._outputs, values))
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(string)": "object",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int64)": "int64",
+    "tensor(double)": "float64",
+}
+
+
+def _litert_interpreter() -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter
+
+
+def _tflite_runtime_interpreter() -> Any:
+    from tflite_runtime.interpreter import Interpreter
+
+    return Interpreter
+
+
+def _tensorflow_interpreter() -> Any:
+    import tensorflow as tf
+
+    return tf.lite.Interpreter
+
+
+class LiteRtBackend:
+    """A TFLite flatbuffer on a LiteRT-compatible interpreter (see ``TFLITE_RUNTIMES``)."""
+
+    def __init__(
+        self, model_path: Path, options: BackendOptions, runtime: str = "ai-edge-litert"
+    ) -> None:
+        interpreter_class = TFLITE_RUNTIMES[runtime]()  # ImportError: try the next runtime
+        self.name = runtime
+        try:
+            self._interp = interpreter_class(
+                model_path=str(model_path), num_threads=options.num_threads
+            )
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            if "NumPy" in str(exc):
+                # tflite-runtime 2.14 imports under NumPy 2 but cannot build an interpreter.
+                raise ImportError(f"{runtime} does not work with this NumPy: {exc}") from None
+            raise BundleError(f"{runtime} cannot load {model_path.name}: {exc}") from None
+        self._in = {d["name"]: d for d in self._interp.get_input_details()}
+        self._out = {d["name"]: d for d in self._interp.get_output_details()}
+        self._batch = {name: int(d["shape"][0]) for name, d in self._in.items()}
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._in)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._out)
+
+    @property
+    def input_dtypes(self) -> dict[str, str]:
+        return {name: np.dtype(d["dtype"]).name for name, d in self._in.items()}
+
+    def run(self, feeds: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        resized = False
+        for name, array in feeds.items():
+            if array.shape[0] != self._batch[name]:
+                # The batch axis is dynamic (-1 in the signature); resize only on change.
+                self._interp.resize_tensor_input(self._in[name]["index"], list(array.shape))
+                self._batch[name] = array.shape[0]
+                resized = True
+        if resized:
+            self._interp.allocate_tensors()
+        for name, array in feeds.items():
+            self._interp.set_tensor(self._in[name]["index"], array)
+        self._interp.invoke()
+        return {name: self._interp.get_tensor(d["index"]) for name, d in self._out.items()}
+
+
+# TFLite interpreters in order of preference: the maintained LiteRT wheel, the old
+# tflite-runtime (only where it imports and works), TensorFlow's own when it is installed.
+TFLITE_RUNTIMES: dict[str, Callable[[], Any]] = {
+    "ai-edge-litert": _litert_interpreter,
+    "tflite-runtime": _tflite_runtime_interpreter,
+    "tensorflow.lite": _tensorflow_interpreter,
+}
+
+
+def _tflite_factory(runtime: str) -> BackendFactory:
+    return lambda path, options: LiteRtBackend(path, options, runtime)
 
 
 BackendFactory = Callable[[Path, BackendOptions], Backend]
@@ -84,6 +185,7 @@ BackendFactory = Callable[[Path, BackendOptions], Backend]
 # backend adds its factory here, nothing is discovered by import side effects.
 REGISTRY: dict[str, list[tuple[str, BackendFactory]]] = {
     "onnx": [("onnxruntime", OnnxRuntimeBackend)],
+    "tflite": [(runtime, _tflite_factory(runtime)) for runtime in TFLITE_RUNTIMES],
 }
 
 
@@ -101,6 +203,8 @@ def load_backend(model_format: str, model_path: Path, options: BackendOptions) -
         except ImportError as exc:
             missing.append(f"{name} ({exc.name or exc})")
             continue
+        if missing:
+            log.info("not available: %s", "; ".join(missing))
         log.info("loaded %s with backend %s", model_path.name, name)
         return backend
     raise BackendUnavailableError(

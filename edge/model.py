@@ -26,10 +26,18 @@ class ServedModel:
         self.features: tuple[Feature, ...] = bundle.features
         self._index = {f.name: i for i, f in enumerate(self.features)}
         out = bundle.manifest["output"]
+        spec = bundle.manifest["input"]
         self._labels = bundle.labels
         self._label_output = out.get("label_output")
         self._proba_output = out.get("probabilities_output")
         self._value_output = out.get("value_output")
+        # One instance's shape for tensor inputs: (F,) rows, (T, C) windows, (H, W, C) images.
+        self.instance_shape: tuple[int, ...] | None = (
+            tuple(int(d) for d in spec["shape"][1:]) if bundle.layout == "tensor" else None
+        )
+        self._in_quant: dict[str, Any] | None = spec.get("quantization")
+        self._out_quant: dict[str, Any] | None = out.get("quantization")
+        self._impute = np.asarray(spec["impute"], dtype=np.float32) if spec.get("impute") else None
         self._check_io()
 
     @classmethod
@@ -51,6 +59,15 @@ class ServedModel:
                 f"bundle {self.name}: manifest names inputs {sorted(wanted)} / outputs "
                 f"{sorted(declared)} but the model has {sorted(inputs)} / {sorted(outputs)}"
             )
+        if self.bundle.layout == "tensor":
+            name = self.bundle.manifest["input"]["tensor_name"]
+            expected = self._in_quant["dtype"] if self._in_quant else "float32"
+            actual = self.backend.input_dtypes.get(name, expected)
+            if actual != expected:
+                raise BundleError(
+                    f"bundle {self.name}: manifest says input {name!r} is {expected}, "
+                    f"the model file takes {actual}"
+                )
 
     # -- requests -----------------------------------------------------------------------
 
@@ -115,12 +132,59 @@ class ServedModel:
             f"got {type(value).__name__}",
         )
 
+    def _nested(self, instances: Sequence[Any]) -> np.ndarray[Any, Any]:
+        """Windows / images given as nested JSON lists, checked against the input shape."""
+        shape = self.instance_shape or ()
+        try:
+            array = np.asarray(instances, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise RequestError(
+                "bad_shape",
+                f"instances must be numbers nested as {list(shape)} per instance "
+                "(ragged or non-numeric lists given)",
+            ) from None
+        return self._check_tensor(array)
+
+    def _check_tensor(self, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        shape = self.instance_shape or ()
+        if array.shape[1:] != shape:
+            raise RequestError(
+                "bad_shape",
+                f"an instance has shape {list(array.shape[1:])}, the model takes {list(shape)}",
+            )
+        bad = ~np.isfinite(array)
+        if self._impute is not None:
+            bad &= ~np.isnan(array)  # missing values are filled with training means
+        if bad.any():
+            raise RequestError("bad_value", "instances hold NaN or infinite values")
+        return array
+
+    def _tensor_feed(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        if self._impute is not None:
+            array = np.where(np.isnan(array), self._impute, array)
+        if self._in_quant:
+            # int8 models: real values in, quantized with the manifest's scale / zero point.
+            q = self._in_quant
+            info = np.iinfo(q["dtype"])
+            scaled = np.round(array / q["scale"]) + q["zero_point"]
+            array = np.clip(scaled, info.min, info.max).astype(q["dtype"])
+        return {self.bundle.manifest["input"]["tensor_name"]: array}
+
+    def encode_tensor(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        """Feeds for a batch given as one array (binary requests), checked like JSON ones."""
+        if self.instance_shape is None:
+            raise RequestError(
+                "bad_request", f"model {self.name} takes named columns; send JSON instances"
+            )
+        return self._tensor_feed(self._check_tensor(array.astype(np.float32, copy=False)))
+
     def encode(self, instances: Sequence[Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Validate instances and build the backend feeds for them."""
+        if self.instance_shape is not None and len(self.instance_shape) > 1:
+            return self._tensor_feed(self._nested(instances))
         rows = [self._row(inst, i) for i, inst in enumerate(instances)]
-        manifest_input = self.bundle.manifest["input"]
         if self.bundle.layout == "tensor":
-            return {manifest_input["tensor_name"]: np.asarray(rows, dtype=np.float32)}
+            return self._tensor_feed(np.asarray(rows, dtype=np.float32))
         feeds: dict[str, np.ndarray[Any, Any]] = {}
         for j, feature in enumerate(self.features):
             column = [row[j] for row in rows]
@@ -135,11 +199,19 @@ class ServedModel:
         if self._value_output:
             values = outputs[self._value_output].reshape(-1)
             return [{"value": float(v)} for v in values]
-        labels = outputs[str(self._label_output)].reshape(-1).tolist()
-        if not self._proba_output:
+        probs_array = outputs[self._proba_output] if self._proba_output else None
+        if probs_array is not None and self._out_quant:
+            q = self._out_quant
+            probs_array = (probs_array.astype(np.float32) - q["zero_point"]) * q["scale"]
+        if self._label_output:
+            labels = outputs[self._label_output].reshape(-1).tolist()
+        else:  # networks output probabilities only: the label is the most probable class
+            assert probs_array is not None
+            labels = [self._labels[i] for i in probs_array.argmax(axis=1).tolist()]
+        if probs_array is None:
             return [{"label": lab} for lab in labels]
         keys = [str(c) for c in self._labels]
-        probs = outputs[self._proba_output].tolist()
+        probs = probs_array.tolist()
         return [
             {"label": lab, "probabilities": dict(zip(keys, row))} for lab, row in zip(labels, probs)
         ]
@@ -147,3 +219,7 @@ class ServedModel:
     def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         """Validate, run and decode one batch of instances."""
         return self.decode(self.backend.run(self.encode(instances)))
+
+    def predict_tensor(self, array: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+        """Validate, run and decode a batch given as one array (batch axis first)."""
+        return self.decode(self.backend.run(self.encode_tensor(array)))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from edge.errors import RequestError
 
@@ -12,12 +15,73 @@ DEFAULT_MAX_PAYLOAD = 1 << 20  # 1 MiB
 DEFAULT_MAX_INSTANCES = 1024
 
 
+# Binary tensor requests (docs/mqtt.md): magic, dtype code, rank, id length, dims, id, data.
+TENSOR_MAGIC = b"EWT1"
+TENSOR_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<f4"), 2: np.dtype("u1")}
+_HEADER = struct.Struct("<4sBBH")
+MAX_RANK = 8
+
+
 @dataclass(frozen=True)
 class Request:
-    """A decoded request: its id (echoed in the answer) and its instances."""
+    """A decoded request: its id (echoed in the answer) and its instances.
+
+    JSON requests fill ``instances``; binary ones fill ``tensor`` (batch axis first).
+    """
 
     id: str | int | None
     instances: list[Any]
+    tensor: np.ndarray[Any, Any] | None = None
+
+
+def encode_tensor_request(array: np.ndarray[Any, Any], request_id: str | None = None) -> bytes:
+    """A binary request for a batch of windows/images: float32 or uint8, batch axis first."""
+    array = np.asarray(array)
+    codes = {dt: code for code, dt in TENSOR_DTYPES.items()}
+    dtype = array.dtype.newbyteorder("<") if array.dtype.kind == "f" else array.dtype
+    if dtype not in codes:
+        raise ValueError(f"binary requests carry float32 or uint8, not {array.dtype}")
+    if not 1 <= array.ndim <= MAX_RANK:
+        raise ValueError(f"rank {array.ndim}: binary requests carry 1..{MAX_RANK} axes")
+    rid = (request_id or "").encode("utf-8")
+    head = _HEADER.pack(TENSOR_MAGIC, codes[dtype], array.ndim, len(rid))
+    dims = struct.pack(f"<{array.ndim}I", *array.shape)
+    return head + dims + rid + np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def _decode_tensor(payload: bytes, max_instances: int) -> Request:
+    if len(payload) < _HEADER.size:
+        raise RequestError("bad_request", "binary request shorter than its header")
+    _, code, rank, id_len = _HEADER.unpack_from(payload)
+    if code not in TENSOR_DTYPES:
+        raise RequestError("bad_type", f"binary dtype code {code}; known: 1 (float32), 2 (uint8)")
+    if not 1 <= rank <= MAX_RANK:
+        raise RequestError("bad_request", f"binary rank {rank}; allowed 1..{MAX_RANK}")
+    offset = _HEADER.size + 4 * rank
+    if len(payload) < offset + id_len:
+        raise RequestError("bad_request", "binary request shorter than its header")
+    dims = struct.unpack_from(f"<{rank}I", payload, _HEADER.size)
+    try:
+        rid = payload[offset : offset + id_len].decode("utf-8") or None
+    except UnicodeDecodeError:
+        raise RequestError("bad_encoding", "binary request id is not UTF-8") from None
+    data = payload[offset + id_len :]
+    dtype = TENSOR_DTYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        raise RequestError(
+            "bad_shape",
+            f"binary data is {len(data)} bytes, shape {list(dims)} of {dtype.name} needs "
+            f"{expected}",
+            rid,
+        )
+    if dims[0] < 1 or dims[0] > max_instances:
+        raise RequestError(
+            "too_large" if dims[0] else "bad_request",
+            f"{dims[0]} instances; allowed 1..{max_instances} per request",
+            rid,
+        )
+    return Request(id=rid, instances=[], tensor=np.frombuffer(data, dtype=dtype).reshape(dims))
 
 
 def _reject_constant(name: str) -> float:
@@ -48,6 +112,8 @@ def decode_request(
         raise RequestError(
             "too_large", f"payload is {len(payload)} bytes, the limit is {max_payload}"
         )
+    if payload.startswith(TENSOR_MAGIC):
+        return _decode_tensor(payload, max_instances)
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:

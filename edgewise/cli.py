@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from edge.errors import EdgewiseError
 
+    # TensorFlow reads its C++ log level once, at import: keep its banners off the terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.run(args))
     except EdgewiseError as exc:

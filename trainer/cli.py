@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainer.tensors import TensorData
 
 
 def configure_train(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise train``."""
+    from converters.cli import add_conversion_arguments
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
-        "--dataset", help="built-in data set: iris, wine, breast_cancer, digits, diabetes"
+        "--dataset",
+        help="built-in data set: iris, wine, breast_cancer, digits, diabetes, "
+        "vibration (sensor windows, generated)",
     )
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
+    src.add_argument(
+        "--images", metavar="DIR", help="image folder, one subfolder per class (cnn2d)"
+    )
     p.add_argument("--target", help="label column of the CSV")
     p.add_argument(
         "--task", choices=["classification", "regression"], help="override the inferred task"
@@ -21,8 +32,9 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="random-forest, gradient-boosting, hist-gradient-boosting, "
-        "logistic-regression, linear, svm, knn, naive-bayes, decision-tree",
+        help="classical: random-forest, gradient-boosting, hist-gradient-boosting, "
+        "logistic-regression, linear, svm, knn, naive-bayes, decision-tree; "
+        "deep (Keras): mlp (tables), cnn1d (sensor windows), cnn2d (images)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument(
@@ -32,6 +44,30 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", default="1", help="model version (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
+    deep = p.add_argument_group("deep models")
+    deep.add_argument("--epochs", type=int, default=60, help="most epochs (default 60)")
+    deep.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    deep.add_argument(
+        "--patience", type=int, default=8, help="early stopping patience in epochs (default 8)"
+    )
+    deep.add_argument("--window", type=int, help="--csv of raw samples: window length in rows")
+    deep.add_argument("--stride", type=int, help="--csv of raw samples: step between windows")
+    deep.add_argument("--image-size", type=int, default=32, help="--images: resize to N x N")
+    deep.add_argument("--grayscale", action="store_true", help="--images: one channel")
+    deep.add_argument("--classes", help="keep only these classes (comma-separated)")
+    deep.add_argument(
+        "--per-class", type=int, metavar="N", help="use at most N training samples per class"
+    )
+    deep.add_argument(
+        "--base", metavar="MODEL.keras", help="transfer learning: new head on this network"
+    )
+    deep.add_argument(
+        "--freeze-base", action="store_true", help="with --base: train the new head only"
+    )
+    deep.add_argument(
+        "-v", "--verbose", action="store_true", help="show Keras's progress per epoch"
+    )
+    add_conversion_arguments(p.add_argument_group("conversion"))  # type: ignore[arg-type]
     p.set_defaults(run=run_train)
 
 
@@ -55,16 +91,102 @@ def default_name(out: str) -> str:
     return name or "model"
 
 
+def load_tensor_data(args: argparse.Namespace) -> TensorData:
+    """The deep-learning data the arguments name, filtered by --classes."""
+    import numpy as np
+
+    from edge.errors import EdgewiseError
+    from trainer.datasets import load_builtin, load_csv
+    from trainer.tensors import (
+        from_tabular,
+        load_digits_images,
+        load_image_folder,
+        load_vibration,
+        load_window_csv,
+    )
+
+    if args.images:
+        data = load_image_folder(args.images, args.image_size, args.grayscale)
+    elif args.csv and args.window:
+        data = load_window_csv(
+            args.csv, args.window, args.stride or args.window, args.target or "label"
+        )
+    elif args.dataset == "vibration":
+        data = load_vibration(seed=args.seed)
+    elif args.dataset == "digits" and args.model == "cnn2d":
+        data = load_digits_images()
+    elif args.dataset:
+        data = from_tabular(load_builtin(args.dataset))
+    else:
+        if not args.target:
+            raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
+        data = from_tabular(load_csv(args.csv, args.target, args.task))
+    if args.classes:
+        wanted = [c.strip() for c in args.classes.split(",") if c.strip()]
+        have = {str(label): label for label in data.labels}
+        unknown = [c for c in wanted if c not in have]
+        if unknown:
+            raise EdgewiseError(f"--classes {unknown}: not in the data; it has {sorted(have)}")
+        keep = np.isin(data.y.astype(str), wanted)
+        index = np.flatnonzero(keep)
+        test = None if data.test_index is None else np.flatnonzero(np.isin(index, data.test_index))
+        data = data.subset(index)
+        data.test_index = test
+    return data
+
+
+def run_train_deep(args: argparse.Namespace) -> int:
+    from converters.cli import export_host_model, keras_options, print_bundle
+    from converters.keras_host import save_keras_host_model
+    from trainer.deep import train_deep
+
+    keras_options(args)  # checked before hours of training, not after
+    data = load_tensor_data(args)
+    name = args.name or default_name(args.out)
+    host = train_deep(
+        data,
+        args.model,
+        name,
+        seed=args.seed,
+        test_size=args.test_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        base=args.base,
+        freeze_base=args.freeze_base,
+        per_class=args.per_class,
+        verbose=2 if args.verbose else 0,
+    )
+    host_dir = save_keras_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
+    shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
+    print(
+        f"trained {args.model} on {data.source} ({data.kind}, {len(data.X)} samples of shape "
+        f"{list(data.X.shape[1:])}): {shown}"
+    )
+    print(f"host model {host_dir} (model.keras, history.json; stays on the host)")
+    bundle = export_host_model(host, args, name)
+    print_bundle(bundle.path, bundle.manifest)
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from converters.cli import print_bundle
+    from trainer.deep import DEEP_MODELS
+
+    if args.model in DEEP_MODELS:
+        return run_train_deep(args)
+    from converters.cli import check_sklearn_options, export_host_model, print_bundle
     from converters.host_model import save_host_model
-    from converters.sklearn_onnx import export_sklearn
     from edge.errors import EdgewiseError
     from trainer.datasets import load_builtin, load_csv
     from trainer.train import train
 
+    if args.images or args.dataset == "vibration" or args.window:
+        raise EdgewiseError(
+            f"{args.model} is a classical model: windows and images go to cnn1d / cnn2d"
+        )
     if args.csv and not args.target:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
+    check_sklearn_options(args)
     if args.dataset and args.target:
         raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
     data = (
@@ -78,7 +200,7 @@ def run_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
     print(f"trained {args.model} on {data.source} ({data.task}, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (stays on the host)")
-    bundle = export_sklearn(host, args.out, name=name, version=args.version)
+    bundle = export_host_model(host, args, name)
     print_bundle(bundle.path, bundle.manifest)
     return 0
 

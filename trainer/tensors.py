@@ -1,0 +1,182 @@
+"""Array data for the deep models: tabular rows, sensor windows and images.
+
+Every loader returns a ``TensorData``: X is float32 with the batch first (N, F) for
+tabular, (N, T, C) for windows, (N, H, W, C) for images, in the units the device will
+send (raw sensor values, raw pixel values); normalization lives inside the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_numeric_dtype
+
+from edge.errors import EdgewiseError
+from trainer.datasets import Dataset
+from trainer.vibration import CHANNELS, SAMPLE_RATE_HZ
+from trainer.vibration import generate as generate_vibration
+
+KINDS = ("tabular", "window", "image")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclass
+class TensorData:
+    """Inputs, class labels and provenance for one deep-learning data set."""
+
+    X: np.ndarray
+    y: np.ndarray
+    kind: str
+    channels: list[str]  # feature names (tabular) or names of the last axis
+    source: str
+    value_scale: float = 1.0  # images: 1 / largest pixel value
+    # Indices of held-out rows chosen by the loader (time series must not leak), else None.
+    test_index: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sha256(self) -> str:
+        y = np.asarray(self.y).astype(str)
+        return hashlib.sha256(self.X.tobytes() + "\n".join(y).encode()).hexdigest()
+
+    @property
+    def labels(self) -> list[str | int]:
+        values = np.unique(self.y)
+        return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+    def subset(self, index: np.ndarray) -> TensorData:
+        """The rows at ``index`` (provenance kept)."""
+        return TensorData(
+            self.X[index], self.y[index], self.kind, self.channels, self.source, self.value_scale
+        )
+
+
+def load_vibration(per_class: int = 200, seed: int = 0) -> TensorData:
+    """The built-in machine-vibration windows (trainer.vibration), seeded."""
+    X, y = generate_vibration(per_class=per_class, seed=seed)
+    return TensorData(
+        X,
+        y,
+        "window",
+        list(CHANNELS),
+        f"edgewise:vibration(per_class={per_class},seed={seed},fs={SAMPLE_RATE_HZ:g}Hz)",
+    )
+
+
+def load_digits_images() -> TensorData:
+    """scikit-learn's 8x8 digits as images (values 0..16, one channel)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X = np.asarray(bunch.images, dtype=np.float32)[..., np.newaxis]
+    return TensorData(X, np.asarray(bunch.target), "image", ["gray"], "sklearn:digits", 1 / 16)
+
+
+def load_image_folder(path: str | Path, size: int = 32, grayscale: bool = False) -> TensorData:
+    """A folder with one subfolder per class of PNG/JPEG images, resized to size x size."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise EdgewiseError(f"image folder {root}: no such directory")
+    if not 4 <= size <= 512:
+        raise EdgewiseError(f"--image-size {size}: use 4..512 pixels")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise EdgewiseError(f"image folder {root}: needs one subfolder per class, found {classes}")
+    mode = "L" if grayscale else "RGB"
+    images: list[np.ndarray] = []
+    labels: list[str] = []
+    for label in classes:
+        files = sorted(p for p in (root / label).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise EdgewiseError(f"image folder {root}: class {label!r} has no PNG/JPEG images")
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    pixels = img.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise EdgewiseError(f"image {file}: cannot be read ({exc})") from None
+            images.append(np.asarray(pixels, dtype=np.float32).reshape(size, size, -1))
+            labels.append(label)
+    channels = ["gray"] if grayscale else ["r", "g", "b"]
+    return TensorData(
+        np.stack(images), np.asarray(labels), "image", channels, f"folder:{root.name}", 1 / 255
+    )
+
+
+def load_window_csv(
+    path: str | Path,
+    window: int,
+    stride: int,
+    label: str = "label",
+    time_column: str | None = "timestamp",
+    test_size: float = 0.2,
+) -> TensorData:
+    """Cut a CSV of raw samples (time, channels..., label) into labelled windows.
+
+    A window never spans two labels: the rows are cut into runs of one label and each run
+    into windows. The held-out windows are the last ``test_size`` of each run, and the
+    training windows that overlap them are dropped, so overlapping windows do not leak.
+    """
+    p = Path(path)
+    if window < 2 or stride < 1:
+        raise EdgewiseError(f"--window {window} / --stride {stride}: use window >= 2, stride >= 1")
+    if not p.is_file():
+        raise EdgewiseError(f"CSV file {p}: no such file")
+    try:
+        df = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise EdgewiseError(f"CSV file {p} cannot be read: {str(exc).splitlines()[0]}") from None
+    if label not in df.columns:
+        raise EdgewiseError(f"CSV file {p} has no label column {label!r}")
+    if time_column and time_column in df.columns:
+        df = df.sort_values(time_column, kind="stable").drop(columns=[time_column])
+    y_all = df.pop(label).astype(str).to_numpy()
+    bad = [c for c in df.columns if not is_numeric_dtype(df[c])]
+    if bad or df.shape[1] == 0:
+        raise EdgewiseError(f"CSV file {p}: channels must be numeric columns (not {bad})")
+    values = df.to_numpy(dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise EdgewiseError(f"CSV file {p}: sensor channels have missing or infinite values")
+    starts, labels, held_out = [], [], []
+    run_edges = np.flatnonzero(y_all[1:] != y_all[:-1]) + 1
+    for lo, hi in zip(np.r_[0, run_edges], np.r_[run_edges, len(y_all)]):
+        run = list(range(lo, hi - window + 1, stride))
+        n_test = round(len(run) * test_size)
+        test_from = run[-n_test] if n_test else hi
+        for s in run:
+            is_test = s >= test_from
+            if not is_test and s + window > test_from:
+                continue  # overlaps a held-out window
+            starts.append(s)
+            labels.append(y_all[lo])
+            held_out.append(is_test)
+    if not starts:
+        raise EdgewiseError(f"CSV file {p}: no run of one label is {window} samples long")
+    X = np.stack([values[s : s + window] for s in starts])
+    return TensorData(
+        X,
+        np.asarray(labels),
+        "window",
+        [str(c) for c in df.columns],
+        f"csv:{p.name}(window={window},stride={stride})",
+        test_index=np.flatnonzero(held_out),
+    )
+
+
+def from_tabular(data: Dataset) -> TensorData:
+    """A classical Dataset as a float matrix for the MLP (numeric columns only)."""
+    if data.categorical:
+        raise EdgewiseError(
+            f"mlp takes numeric columns; {data.source} has categorical {data.categorical[:5]}: "
+            "use a classical model (they one-hot encode inside the graph)"
+        )
+    if data.task != "classification":
+        raise EdgewiseError("deep models are built for classification; use a classical model")
+    X = data.X.to_numpy(dtype=np.float32)
+    return TensorData(X, np.asarray(data.y), "tabular", list(data.X.columns), data.source)
