@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from deploy.broker import LocalBroker, find_mosquitto, start_mosquitto
+
+if TYPE_CHECKING:
+    from converters.keras_host import KerasHostModel
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -78,4 +82,47 @@ def rooms_bundle(tmp_path_factory: pytest.TempPathFactory, mixed_csv: Path) -> P
     data = load_csv(mixed_csv, "status")
     out = tmp_path_factory.mktemp("bundles") / "rooms"
     export_sklearn(train(data, "hist-gradient-boosting", "rooms"), out)
+    return out
+
+
+# -- deep models: small networks trained once per session with fixed seeds ----------------
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def vibration_host() -> KerasHostModel:
+    """A 1-D CNN on the built-in vibration windows (100 per class, a few epochs)."""
+    from trainer.deep import train_deep
+    from trainer.tensors import load_vibration
+
+    return train_deep(load_vibration(per_class=100, seed=0), "cnn1d", "vibration", epochs=15)
+
+
+@pytest.fixture(scope="session")
+def digits_host() -> KerasHostModel:
+    """A 2-D CNN on scikit-learn's 8x8 digits."""
+    from trainer.deep import train_deep
+    from trainer.tensors import load_digits_images
+
+    return train_deep(load_digits_images(), "cnn2d", "digits", epochs=25)
+
+
+@pytest.fixture(scope="session")
+def vibration_int8_bundle(tmp_path_factory: pytest.TempPathFactory, vibration_host: Any) -> Path:
+    """The vibration CNN as a full-integer TFLite bundle (int8 input and output)."""
+    from converters.keras_export import KerasExportOptions, export_keras
+
+    out = tmp_path_factory.mktemp("bundles") / "vibration"
+    export_keras(vibration_host, out, KerasExportOptions("tflite", "int8"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory: pytest.TempPathFactory, digits_host: Any) -> Path:
+    """The digits CNN as a float32 TFLite bundle."""
+    from converters.keras_export import export_keras
+
+    out = tmp_path_factory.mktemp("bundles") / "digits"
+    export_keras(digits_host, out)
     return out

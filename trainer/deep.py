@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ def build_network(kind: str, data: TensorData, X_train: np.ndarray, n_classes: i
         x = layers.Conv1D(32, 5, activation="relu", padding="same")(x)
         x = layers.MaxPooling1D(2)(x)
         x = layers.Conv1D(32, 3, activation="relu", padding="same")(x)
-        x = layers.GlobalAveragePooling1D()(x)
+        x = layers.GlobalAveragePooling1D(name="embedding")(x)
         x = layers.Dense(32, activation="relu", name="features")(x)
     elif kind == "cnn2d":
         x = layers.Rescaling(data.value_scale, name="rescale")(inputs)
@@ -69,7 +70,10 @@ def build_network(kind: str, data: TensorData, X_train: np.ndarray, n_classes: i
         x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
         x = layers.MaxPooling2D(2)(x)
         x = layers.Conv2D(64, 3, activation="relu", padding="same")(x)
-        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.MaxPooling2D(2)(x)
+        # Small maps keep where the strokes are (flatten); large ones are pooled to a vector.
+        small = x.shape[1] * x.shape[2] <= 16
+        x = (layers.Flatten if small else layers.GlobalAveragePooling2D)(name="embedding")(x)
         x = layers.Dense(64, activation="relu", name="features")(x)
     else:
         raise EdgewiseError(f"unknown deep model {kind!r}; use one of {', '.join(DEEP_MODELS)}")
@@ -87,14 +91,17 @@ def from_base(base_path: str, X_train: np.ndarray, n_classes: int, freeze: bool)
             f"--base {base_path} takes inputs of shape {tuple(base.input_shape[1:])}, "
             f"the data has {tuple(X_train.shape[1:])}"
         )
-    try:
-        features = base.get_layer("features")
-    except ValueError:
-        features = base.layers[-2]  # a network not made by edgewise: drop its last layer
+    names = [layer.name for layer in base.layers]
+    # Keep the generic part: the pooled convolution features of a CNN ("embedding"), the
+    # last hidden layer of an MLP ("features"), or all but the last layer of a foreign one.
+    cut = next((n for n in ("embedding", "features") if n in names), names[-2])
     if freeze:
         for layer in base.layers:
             layer.trainable = False
-    head = keras.layers.Dense(n_classes, activation="softmax", name="head")(features.output)
+    x = base.get_layer(cut).output
+    if cut == "embedding":
+        x = keras.layers.Dense(base.get_layer("features").units, "relu", name="features")(x)
+    head = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
     return keras.Model(base.inputs, head, name=f"{base.name}_transfer")
 
 
@@ -153,6 +160,8 @@ def train_deep(
         raise EdgewiseError("test size must be in (0, 1); epochs, batch size, patience >= 1")
     if per_class is not None and per_class < 1:
         raise EdgewiseError(f"--per-class {per_class}: use 1 or more")
+    if base and not Path(base).is_file():
+        raise EdgewiseError(f"{base}: no such Keras model file")
     import keras
 
     labels = data.labels

@@ -74,7 +74,22 @@ ERROR_CASES = [
     ),
     ("train --dataset mnist --model knn --out x", ["unknown data set 'mnist'"]),
     ("train --csv {csv} --model knn --out x", ["needs --target"]),
-    ("train --model knn --out x", ["one of the arguments --dataset --csv is required"]),
+    ("train --model knn --out x", ["one of the arguments --dataset --csv --images is required"]),
+    ("train --dataset vibration --model random-forest --out x", ["is a classical model"]),
+    ("train --dataset iris --model cnn1d --out x", ["cnn1d takes window data"]),
+    ("train --dataset iris --model knn --quantize int8 --out x", ["convert to --format onnx"]),
+    (
+        "train --dataset vibration --model cnn1d --quantize int4 --out x",
+        ["--quantize 'int4' is not offered for tflite; use one of none, float16, dynamic, int8"],
+    ),
+    ("train --dataset digits --model cnn2d --classes 5,x --out x", ["--classes ['x']"]),
+    ("train --images nowhere --model cnn2d --out x", ["image folder nowhere: no such directory"]),
+    (
+        "train --dataset digits --model cnn2d --base nope.keras --out x",
+        ["nope.keras: no such Keras model file"],
+    ),
+    ("convert m.keras --format onnx --quantize float16 --out x", ["not offered for onnx"]),
+    ("convert m.keras --calibration-samples 0 --out x", ["use 1 or more"]),
     ("convert nowhere --out x", ["not a host model"]),
     ("agent --bundle nowhere", ["bundle nowhere: no such directory"]),
     ("agent", ["no bundle given"]),
@@ -260,3 +275,35 @@ def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path, run: str
     line = next(x for x in result.stdout.splitlines() if x.startswith("accuracy on device"))
     device_acc, host_acc = float(line.split()[3]), float(line.split()[-1])
     assert device_acc == host_acc > 0.9
+
+
+def test_deep_train_then_convert(tmp_path: Path) -> None:
+    """cnn1d on the vibration set to an int8 TFLite bundle, then the host model to ONNX."""
+    out = tmp_path / "vib"
+    result = edgewise(
+        "train",
+        "--dataset",
+        "vibration",
+        "--model",
+        "cnn1d",
+        "--epochs",
+        "3",
+        "--quantize",
+        "int8",
+        "--calibration-samples",
+        "50",
+        "--max-accuracy-drop",
+        "100",
+        "--out",
+        str(out),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trained cnn1d" in result.stdout and "TFLITE int8" in result.stdout
+    host = Path(f"{out}.host")
+    assert {p.name for p in host.iterdir()} >= {"model.keras", "history.json", "meta.json"}
+    result = edgewise(
+        "convert", str(host / "model.keras"), "--format", "onnx", "--out", str(tmp_path / "o")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ONNX" in result.stdout and "max_abs_diff" in result.stdout

@@ -1,0 +1,119 @@
+"""The agent serving TFLite networks over a real Mosquitto: an int8 1-D CNN on vibration
+windows and a float 2-D CNN on digit images, with JSON and binary requests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deploy.broker import LocalBroker
+from edge.agent import Agent
+from edge.config import AgentConfig
+from edge.payload import encode_tensor_request
+from tests.mqtt_peer import Peer
+
+
+@pytest.fixture(scope="module")
+def device() -> str:
+    return f"deep-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def agent(
+    broker: LocalBroker, vibration_int8_bundle: Path, digits_bundle: Path, device: str
+) -> Iterator[Agent]:
+    config = AgentConfig(
+        bundles=(str(vibration_int8_bundle), str(digits_bundle)),
+        broker=broker.url,
+        device=device,
+        max_instances=64,
+    )
+    a = Agent(config)
+    a.start()
+    assert a.connection.wait_connected(10)
+    yield a
+    a.stop(timeout=5)
+
+
+@pytest.fixture
+def peer(broker: LocalBroker, agent: Agent, device: str) -> Iterator[Peer]:
+    p = Peer(broker.port)
+    p.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error")
+    yield p
+    p.close()
+
+
+def _host_case(request: pytest.FixtureRequest, model: str) -> tuple[Any, np.ndarray, list[Any]]:
+    host = request.getfixturevalue("vibration_host" if model == "vibration" else "digits_host")
+    X = host.X_heldout[:24]
+    keras_labels = [host.labels[i] for i in host.model.predict(X, verbose=0).argmax(1)]
+    return host, X, keras_labels
+
+
+@pytest.mark.parametrize("model", ["vibration", "digits"])
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+def test_answers_like_keras(
+    request: pytest.FixtureRequest, agent: Agent, peer: Peer, device: str, model: str, encoding: str
+) -> None:
+    host, X, keras_labels = _host_case(request, model)
+    assert agent.models[model].backend.name == "ai-edge-litert"
+    topic = f"edgewise/{device}/{model}/in"
+    if encoding == "json":
+        peer.request(topic, {"id": "j", "instances": X.tolist()})
+    else:
+        # Digit pixels are small integers: send them as uint8, as a camera would.
+        array = X.astype(np.uint8) if model == "digits" else X
+        peer.publish(topic, encode_tensor_request(array, "b"))
+    doc = peer.expect_json(f"/{model}/out")
+    assert doc["id"] == ("j" if encoding == "json" else "b")
+    labels = [p["label"] for p in doc["predictions"]]
+    agree = np.mean([a == b for a, b in zip(labels, keras_labels)])
+    # The float model agrees exactly; int8 may flip a near-tie (its gate is on accuracy).
+    assert agree >= (1.0 if model == "digits" else 22 / 24), (labels, keras_labels)
+    truth = [host.labels[i] for i in host.y_heldout[:24]]
+    assert np.mean([a == b for a, b in zip(labels, truth)]) >= 0.85
+    for p in doc["predictions"]:
+        assert abs(sum(p["probabilities"].values()) - 1) < 0.02  # int8 steps are 1/256
+
+
+@pytest.mark.parametrize(
+    ("model", "payload", "code"),
+    [
+        ("vibration", {"id": "s1", "instances": [[[0.0, 0.0, 0.0]] * 10]}, "bad_shape"),
+        ("vibration", {"id": "s2", "instances": [[[0.0, 0.0]] * 256]}, "bad_shape"),
+        ("vibration", {"id": "s3", "instances": [[[0.0, "x", 0.0]] * 256]}, "bad_shape"),
+        ("digits", encode_tensor_request(np.zeros((1, 8, 7, 1), np.uint8), "s4"), "bad_shape"),
+        (
+            "digits",
+            encode_tensor_request(np.full((1, 8, 8, 1), np.nan, np.float32), "s5"),
+            "bad_value",
+        ),
+        (
+            "digits",
+            encode_tensor_request(np.zeros((1, 8, 8, 1), np.float32), "s6")[:-4],
+            "bad_shape",
+        ),
+        ("digits", {"id": "s7", "instances": [{"gray": 1}]}, "bad_shape"),
+    ],
+)
+def test_bad_tensors_are_answered_and_serving_goes_on(
+    peer: Peer, device: str, model: str, payload: Any, code: str
+) -> None:
+    topic = f"edgewise/{device}/{model}/in"
+    if isinstance(payload, bytes):
+        peer.publish(topic, payload)
+    else:
+        peer.request(topic, payload)
+    err = peer.expect_json(f"/{model}/error")
+    assert err["code"] == code and err["id"].startswith("s"), err
+    peer.publish(topic, encode_tensor_request(np.zeros((1, *_shape(model)), np.float32), "ok"))
+    assert peer.expect_json(f"/{model}/out")["id"] == "ok"
+
+
+def _shape(model: str) -> tuple[int, ...]:
+    return (256, 3) if model == "vibration" else (8, 8, 1)

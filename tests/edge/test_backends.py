@@ -1,0 +1,103 @@
+"""The TFLite backend: registry order, dynamic batch, fallbacks when runtimes are missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.backends import REGISTRY, BackendOptions, load_backend
+from edge.bundle import load_bundle
+from edge.model import ServedModel
+from tests.conftest import ROOT
+
+# Runs code with some top-level modules made unimportable, as on a device without them.
+BLOCKED = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ImportError(f"No module named {name!r}", name=name)
+        return None
+BLOCK = set(sys.argv[1].split(","))
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_registry_order_is_explicit() -> None:
+    assert [name for name, _ in REGISTRY["tflite"]] == [
+        "ai-edge-litert",
+        "tflite-runtime",
+        "tensorflow.lite",
+    ]
+    assert [name for name, _ in REGISTRY["onnx"]] == ["onnxruntime"]
+
+
+@pytest.mark.parametrize("num_threads", [None, 1, 2])
+def test_batch_size_changes_between_calls(digits_bundle: Path, num_threads: int | None) -> None:
+    bundle = load_bundle(digits_bundle)
+    backend = load_backend("tflite", bundle.model_path, BackendOptions(num_threads))
+    served = ServedModel(bundle, backend)
+    X = np.random.default_rng(0).integers(0, 17, (9, 8, 8, 1)).astype(np.float32)
+    whole = [p["label"] for p in served.predict_tensor(X)]
+    singles = [served.predict_tensor(X[i : i + 1])[0]["label"] for i in range(len(X))]
+    again = [p["label"] for p in served.predict_tensor(X[:4])]
+    assert whole == singles and again == whole[:4]
+
+
+PROBE = """
+from edge.bundle import load_bundle
+from edge.model import ServedModel
+import numpy as np
+m = ServedModel.load(load_bundle(sys.argv[2]))
+x = np.zeros((2, 8, 8, 1), np.float32)
+print(m.backend.name, m.predict_tensor(x)[0]["label"])
+"""
+
+
+def _probe(block: str, bundle: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKED + PROBE, block, str(bundle)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_falls_back_to_tensorflow_lite_when_litert_is_missing(digits_bundle: Path) -> None:
+    expected = ServedModel.load(load_bundle(digits_bundle)).predict_tensor(
+        np.zeros((2, 8, 8, 1), np.float32)
+    )[0]["label"]
+    out = _probe("ai_edge_litert,tflite_runtime", digits_bundle)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["tensorflow.lite", str(expected)]
+
+
+def test_no_tflite_runtime_is_one_clear_line(digits_bundle: Path) -> None:
+    cli = BLOCKED + "from edgewise.cli import main; sys.exit(main(sys.argv[2:]))"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            cli,
+            "ai_edge_litert,tflite_runtime,tensorflow",
+            "agent",
+            "--bundle",
+            str(digits_bundle),
+            "--broker",
+            "mqtt://127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("edgewise agent: error: no runtime for tflite models")
+    assert "ai-edge-litert" in lines[0] and "tensorflow.lite" in lines[0]
