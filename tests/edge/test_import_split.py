@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,9 +41,26 @@ print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
 """
 
 
-def test_agent_loads_no_host_library(broker: LocalBroker, iris_bundle: Path) -> None:
+@pytest.fixture(params=["iris", "vibration"])
+def case(request: pytest.FixtureRequest) -> tuple[Path, str, list[Any], Any]:
+    """(bundle, model name, instances, label the host process predicts): ONNX and TFLite."""
+    from edge.bundle import load_bundle
+    from edge.model import ServedModel
+
+    if request.param == "iris":
+        path, instances = request.getfixturevalue("iris_bundle"), [[5.1, 3.5, 1.4, 0.2]]
+    else:
+        path = request.getfixturevalue("vibration_int8_bundle")
+        instances = request.getfixturevalue("vibration_host").X_heldout[:1].tolist()
+    bundle = load_bundle(path)
+    label = ServedModel.load(bundle).predict(instances)[0]["label"]
+    return path, bundle.name, instances, label
+
+
+def test_agent_loads_no_host_library(broker: LocalBroker, case: tuple[Path, str, Any, Any]) -> None:
+    bundle, *_ = case
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(iris_bundle), broker.url],
+        [sys.executable, "-c", PROBE, str(bundle), broker.url],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -50,11 +68,13 @@ def test_agent_loads_no_host_library(broker: LocalBroker, iris_bundle: Path) -> 
         check=True,
     )
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert "onnxruntime" in loaded and "paho" in loaded
+    assert "paho" in loaded and ({"onnxruntime", "ai_edge_litert"} & loaded)
     assert loaded.isdisjoint(HOST_MODULES), loaded & set(HOST_MODULES)
 
 
-def test_agent_runs_from_edge_only_virtualenv(broker: LocalBroker, iris_bundle: Path) -> None:
+def test_agent_runs_from_edge_only_virtualenv(
+    broker: LocalBroker, case: tuple[Path, str, list[Any], Any]
+) -> None:
     """EDGEWISE_EDGE_PYTHON: a Python whose venv has only `pip install .[edge]` (scripts/test)."""
     python = os.environ.get("EDGEWISE_EDGE_PYTHON")
     if not python:
@@ -80,11 +100,11 @@ def test_agent_runs_from_edge_only_virtualenv(broker: LocalBroker, iris_bundle: 
             "edgewise",
             "agent",
             "--bundle",
-            str(iris_bundle),
+            str(case[0]),
             "--broker",
             broker.url,
             "--device",
-            "edge-only",
+            f"edge-only-{case[1]}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -92,13 +112,12 @@ def test_agent_runs_from_edge_only_virtualenv(broker: LocalBroker, iris_bundle: 
     )
     peer = Peer(broker.port)
     try:
-        peer.subscribe("edgewise/edge-only/status", "edgewise/edge-only/iris-rf/out")
-        deadline_msgs = [peer.expect("/status", timeout=30)]
-        assert deadline_msgs[0].payload == b"online"
-        peer.request(
-            "edgewise/edge-only/iris-rf/in", {"id": "e", "instances": [[5.1, 3.5, 1.4, 0.2]]}
-        )
-        assert peer.expect_json("/iris-rf/out")["predictions"][0]["label"] == "setosa"
+        _, name, instances, label = case
+        device = f"edgewise/edge-only-{name}"
+        peer.subscribe(f"{device}/status", f"{device}/{name}/out")
+        assert peer.expect("/status", timeout=30).payload == b"online"
+        peer.request(f"{device}/{name}/in", {"id": "e", "instances": instances})
+        assert peer.expect_json(f"/{name}/out")["predictions"][0]["label"] == label
     finally:
         peer.close()
         agent.terminate()
