@@ -7,9 +7,9 @@ For the vibration windows (cnn1d) and the 8x8 digits (cnn2d), trained here with 
            int8: file size, held-out accuracy (run through the edge backend, with the
            agent's int8 quantize/dequantize), per-sample latency of one bare call (batch 1).
            Keras is timed as a tf.function (model.predict per sample is ~50 ms).
-  table 2: round trips through Mosquitto: the bare interpreter call as the floor, then the
-           edgewise agent serving the float32 and the int8 TFLite bundle, binary requests
-           (and JSON for comparison), QoS 0, sequential.
+  table 2: round trips through Mosquitto to the edgewise agent serving the float32 and
+           the int8 TFLite bundle, binary requests (and JSON for comparison), QoS 0,
+           sequential; compare with the bare interpreter call of table 1.
 """
 
 from __future__ import annotations
