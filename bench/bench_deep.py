@@ -31,16 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.roundtrip import Client, pct  # noqa: E402
+from converters.keras_convert import QUANTIZE_MODES  # noqa: E402
 
-MODES = [
-    ("tflite", "none"),
-    ("tflite", "float16"),
-    ("tflite", "dynamic"),
-    ("tflite", "int8"),
-    ("onnx", "none"),
-    ("onnx", "dynamic"),
-    ("onnx", "int8"),
-]
+MODES = [(fmt, q) for fmt, modes in QUANTIZE_MODES.items() for q in modes]
 
 
 def time_calls(fn: Any, n: int) -> list[float]:

@@ -8,21 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from converters.keras_convert import QUANTIZE_MODES
 from converters.keras_export import KerasExportOptions, export_keras, gate
 from converters.parity import ParityError
 from edge.bundle import load_bundle
 from edge.errors import EdgewiseError
 from edge.model import ServedModel
 
-MODES = [
-    ("tflite", "none"),
-    ("tflite", "float16"),
-    ("tflite", "dynamic"),
-    ("tflite", "int8"),
-    ("onnx", "none"),
-    ("onnx", "dynamic"),
-    ("onnx", "int8"),
-]
+MODES = [(fmt, q) for fmt, modes in QUANTIZE_MODES.items() for q in modes]
 
 
 @pytest.fixture(scope="module")
