@@ -35,6 +35,7 @@ class ServedModel:
         self.instance_shape: tuple[int, ...] | None = (
             tuple(int(d) for d in spec["shape"][1:]) if bundle.layout == "tensor" else None
         )
+        self._tensor_name: str | None = spec.get("tensor_name")
         self._in_quant: dict[str, Any] | None = spec.get("quantization")
         self._out_quant: dict[str, Any] | None = out.get("quantization")
         self._impute = np.asarray(spec["impute"], dtype=np.float32) if spec.get("impute") else None
@@ -49,7 +50,7 @@ class ServedModel:
     def _check_io(self) -> None:
         inputs = set(self.backend.input_names)
         if self.bundle.layout == "tensor":
-            wanted = {self.bundle.manifest["input"]["tensor_name"]}
+            wanted = {str(self._tensor_name)}
         else:
             wanted = {str(f.onnx_input) for f in self.features}
         outputs = set(self.backend.output_names)
@@ -60,7 +61,7 @@ class ServedModel:
                 f"{sorted(declared)} but the model has {sorted(inputs)} / {sorted(outputs)}"
             )
         if self.bundle.layout == "tensor":
-            name = self.bundle.manifest["input"]["tensor_name"]
+            name = str(self._tensor_name)
             expected = self._in_quant["dtype"] if self._in_quant else "float32"
             actual = self.backend.input_dtypes.get(name, expected)
             if actual != expected:
@@ -168,7 +169,7 @@ class ServedModel:
             info = np.iinfo(q["dtype"])
             scaled = np.round(array / q["scale"]) + q["zero_point"]
             array = np.clip(scaled, info.min, info.max).astype(q["dtype"])
-        return {self.bundle.manifest["input"]["tensor_name"]: array}
+        return {str(self._tensor_name): array}
 
     def encode_tensor(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Feeds for a batch given as one array (binary requests), checked like JSON ones."""
