@@ -1,40 +1,54 @@
 """The edge agent: requests from MQTT, inference in a worker thread, answers to MQTT.
 
 Threads: paho's network thread (``edge.mqtt``) only enqueues received messages; one worker
-thread decodes, runs and answers them. ``stop()`` stops taking requests, finishes those in
-the queue (bounded by ``drain_timeout``), publishes ``offline`` and disconnects.
+thread takes them in batches, answers each (prediction or error), commits the batch's
+answers to the outbox (``edge.delivery``) and only then acknowledges the requests to the
+broker; the outbox thread publishes; a health thread publishes the retained health.
+
+``stop()`` stops taking requests (those not taken stay unacknowledged in the broker's
+session), finishes those queued, flushes the outbox, publishes ``offline`` and
+disconnects, each step bounded by ``drain_timeout``.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
 from edge.backends import BackendOptions
 from edge.bundle import load_bundle
 from edge.config import AgentConfig
+from edge.delivery import Delivery, DirectDelivery, OutboxDelivery
 from edge.errors import EdgewiseError, RequestError
+from edge.health import LatencyWindow, cpu_temperature, rss_bytes
 from edge.model import ServedModel
 from edge.mqtt import BrokerAddress, Message, MqttConnection
+from edge.outbox import Outbox, OutMessage
 from edge.payload import decode_request, encode, error_doc, peek_id
 
 log = logging.getLogger(__name__)
 
+BATCH = 64  # requests answered per outbox commit at most
+RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
+
 
 @dataclass
 class Counters:
-    """What the agent has done since it started (read by health reporting and tests)."""
+    """What the agent has done since it started (health reporting and tests read it)."""
 
     received: int = 0
     answered: int = 0
     errors: int = 0
     overloaded: int = 0
+    duplicates: int = 0  # redeliveries of requests already answered, skipped
 
 
 def load_models(config: AgentConfig) -> dict[str, ServedModel]:
@@ -59,10 +73,20 @@ class Agent:
         self.topics = config.topics
         self.models = models if models is not None else load_models(config)
         self.counters = Counters()
-        self._queue: queue.Queue[Message] = queue.Queue(maxsize=config.queue_size)
+        self.inference_ms = {name: LatencyWindow() for name in self.models}
+        self.e2e_ms = {name: LatencyWindow() for name in self.models}
+        # QoS 1 requests are bounded by the broker's in-flight window (receive_maximum);
+        # QoS 0 ones by queue_size, beyond which they are answered "overloaded".
+        self._queue: queue.Queue[Message] = queue.Queue()
+        self._recent: collections.OrderedDict[tuple[int, str, int], None] = (
+            collections.OrderedDict()
+        )
         self._accepting = threading.Event()
         self._stopped = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._threads: list[threading.Thread] = []
+        self._started_at = time.monotonic()
         self.connection = MqttConnection(
             BrokerAddress.parse(config.broker),
             client_id=f"edgewise-agent-{config.device}",
@@ -70,15 +94,35 @@ class Agent:
             on_message=self._enqueue,
             subscriptions=[(self.topics.requests, config.qos)],
             status_topic=self.topics.status,
+            session=config.session,
+            on_published=self._on_published,
+        )
+        self._direct = DirectDelivery(self.connection)  # for what must not wait on disk
+        self.delivery: Delivery = (
+            OutboxDelivery(
+                Outbox(
+                    config.outbox_path,
+                    max_count=config.outbox_max_count,
+                    max_bytes=config.outbox_max_bytes,
+                    sync=config.outbox_sync,
+                ),
+                self.connection,
+            )
+            if config.durable
+            else self._direct
         )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect (in the background, retrying) and start serving."""
+        self._started_at = time.monotonic()
         self._accepting.set()
-        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._worker.start()
+        self.delivery.start()
+        for target, name in ((self._work, "inference"), (self._report, "health")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         for model in self.models.values():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(
@@ -86,25 +130,30 @@ class Agent:
             )
         self.connection.start()
         log.info(
-            "serving %s on %s as device %r",
+            "serving %s on %s as device %r (%s)",
             ", ".join(f"{m.name} v{m.version}" for m in self.models.values()),
             self.connection.broker,
             self.config.device,
+            f"outbox {self.config.outbox_path}" if self.config.durable else "no outbox",
         )
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop taking requests, finish queued ones, publish offline, disconnect."""
+        """Stop taking requests, finish queued ones, flush, publish offline, disconnect."""
         if self._stopped.is_set():
             return
         timeout = self.config.drain_timeout if timeout is None else timeout
         self._accepting.clear()
         deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
+        while (not self._queue.empty() or not self._idle.is_set()) and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stopped.set()
-        if self._worker is not None:
-            self._worker.join(max(0.1, deadline - time.monotonic()))
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
+            log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
+        self._publish_health()
         self.connection.stop(final_status="offline", timeout=max(1.0, deadline - time.monotonic()))
+        self.delivery.close()
         log.info("stopped: %s", self.counters)
 
     def run_forever(self) -> None:
@@ -113,7 +162,8 @@ class Agent:
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if stop_requested.is_set():
-                raise SystemExit(1)
+                log.warning("second signal %d: exiting now", signum)
+                os._exit(128 + signum)  # the outbox is on disk; it replays on the next start
             log.info("signal %d: finishing in-flight requests", signum)
             stop_requested.set()
 
@@ -129,27 +179,69 @@ class Agent:
     def _enqueue(self, msg: Message) -> None:
         """paho callback (network thread): hand the message to the worker, nothing more."""
         if not self._accepting.is_set():
-            return
-        try:
-            self._queue.put_nowait(msg)
-        except queue.Full:
+            return  # a QoS 1 request stays unacknowledged: the broker redelivers it later
+        if msg.qos == 0 and self._queue.qsize() >= self.config.queue_size:
             self.counters.overloaded += 1
-            model = self.topics.model_of(msg.topic) or "unknown"
-            self._publish_error(msg, model, None, "overloaded", "agent queue is full; retry later")
+            name = self.topics.model_of(msg.topic) or "unknown"
+            doc = error_doc(None, "overloaded", "agent queue is full; retry later", name)
+            self._direct.send(self._error_messages(msg, name, encode(doc)))
+            return
+        self._queue.put(msg)
+
+    def _on_published(self, mid: int) -> None:
+        self.delivery.on_published(mid)
 
     def _work(self) -> None:
         while not self._stopped.is_set():
             try:
-                msg = self._queue.get(timeout=0.2)
+                first = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self._idle.clear()
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                self.handle(msg)
+                self._serve(batch)
+            finally:
+                self._idle.set()
+
+    def _serve(self, batch: list[Message]) -> None:
+        """Answer a batch, commit the answers, then acknowledge the requests."""
+        answers: list[OutMessage] = []
+        for msg in batch:
+            key = (msg.mid, msg.topic, hash(msg.payload))
+            if msg.dup and key in self._recent:
+                self.counters.duplicates += 1
+                continue
+            try:
+                answers.extend(self.handle(msg))
             except Exception:  # a bug must not kill the worker; it is logged loudly
                 log.exception("unexpected error handling a message on %s", msg.topic)
+                name = self.topics.model_of(msg.topic) or "unknown"
+                doc = error_doc(peek_id(msg.payload), "internal", "the agent failed", name)
+                answers.extend(self._error_messages(msg, name, encode(doc)))
+        try:
+            self.delivery.send(answers)
+        except Exception:  # e.g. a full disk: answer anyway, without the outbox's promise
+            log.exception("outbox write failed; publishing %d answers directly", len(answers))
+            self._direct.send(answers)
+        now = time.monotonic()
+        for msg in batch:
+            window = self.e2e_ms.get(self.topics.model_of(msg.topic) or "")
+            if window is not None:
+                window.add((now - msg.received_at) * 1000.0)
+            self.connection.ack(msg)
+            if msg.qos:
+                self._recent[(msg.mid, msg.topic, hash(msg.payload))] = None
+                if len(self._recent) > RECENT:
+                    self._recent.popitem(last=False)
 
-    def handle(self, msg: Message) -> None:
-        """Answer one request message (prediction or error)."""
+    def handle(self, msg: Message) -> list[OutMessage]:
+        """The answer to one request: a prediction, or an error (and its copies)."""
         self.counters.received += 1
         name = self.topics.model_of(msg.topic) or "unknown"
         model = self.models.get(name)
@@ -175,8 +267,10 @@ class Agent:
                 rid = exc.request_id
             if rid is None and exc.code == "bad_json":
                 rid = peek_id(msg.payload)
-            self._publish_error(msg, name, rid, exc.code, exc.message)
-            return
+            self.counters.errors += 1
+            body = encode(error_doc(rid, exc.code, exc.message, name))
+            return self._error_messages(msg, name, body)
+        self.inference_ms[name].add(elapsed_ms)
         answer = {
             "id": rid,
             "model": model.name,
@@ -184,32 +278,70 @@ class Agent:
             "predictions": predictions,
             "inference_ms": round(elapsed_ms, 4),
         }
-        self._answer(msg, self.topics.model(name, "out"), encode(answer))
         self.counters.answered += 1
+        return [self._reply(msg, self.topics.model(name, "out"), encode(answer))]
 
-    def _answer(self, msg: Message, topic: str, body: bytes) -> None:
+    def _reply(self, msg: Message, topic: str, body: bytes) -> OutMessage:
         # MQTT 5 request/response: answer where the requester asked, with its correlation data.
         if msg.response_topic:
-            self.connection.publish(
-                msg.response_topic,
-                body,
-                qos=self.config.qos,
-                correlation_data=msg.correlation_data,
-            )
-        else:
-            self.connection.publish(topic, body, qos=self.config.qos)
+            return OutMessage(msg.response_topic, body, 1, correlation_data=msg.correlation_data)
+        return OutMessage(topic, body, self.config.qos)
 
-    def _publish_error(
-        self, msg: Message, model: str, rid: str | int | None, code: str, message: str
-    ) -> None:
-        self.counters.errors += 1
-        body = encode(error_doc(rid, code, message, model))
-        error_topic = self.topics.model(model, "error")
+    def _error_messages(self, msg: Message, model: str, body: bytes) -> list[OutMessage]:
         # Errors always go to the error topic (the monitoring channel), and also to the
         # requester's response topic when it gave one.
-        self.connection.publish(error_topic, body, qos=self.config.qos)
+        error_topic = self.topics.model(model, "error")
+        out = [OutMessage(error_topic, body, self.config.qos)]
         if msg.response_topic:
-            self._answer(msg, error_topic, body)
+            out.append(self._reply(msg, error_topic, body))
+        return out
+
+    # -- health -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The document published (retained) on ``{prefix}/{device}/health``."""
+        counters = asdict(self.counters)
+        counters.update(
+            dropped=self.delivery.dropped,
+            outbox_depth=self.delivery.depth,
+            reconnects=self.connection.reconnects,
+            queued=self._queue.qsize(),
+        )
+        return {
+            "device": self.config.device,
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "connected": self.connection.connected,
+            "durable": self.config.durable,
+            "counters": counters,
+            "models": {
+                name: {
+                    "version": model.version,
+                    "sha256": model.bundle.manifest["model"]["sha256"],
+                    "backend": model.backend.name,
+                    "inference_ms": self.inference_ms[name].summary(),
+                    "e2e_ms": self.e2e_ms[name].summary(),
+                }
+                for name, model in self.models.items()
+            },
+            "rss_bytes": rss_bytes(),
+            "cpu_temp_c": cpu_temperature(),
+            "time": time.time(),
+        }
+
+    def _report(self) -> None:
+        self.connection.wait_connected(self.config.health_interval)
+        while not self._stopped.is_set():
+            if self.connection.connected:
+                self._publish_health()
+            self._stopped.wait(self.config.health_interval)
+
+    def _publish_health(self) -> None:
+        try:
+            body = encode(self.health())
+        except Exception:  # health must never take the agent down
+            log.exception("could not build the health report")
+            return
+        self.connection.publish(self.topics.health, body, qos=1, retain=True)
 
     @staticmethod
     def _info(model: ServedModel) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``MqttConnection`` runs paho's network loop in one thread of its own, reconnects with
 capped, jittered exponential back-off, speaks MQTT 5 where the broker does (3.1.1
 otherwise), keeps a retained status with a last will, and hands every received message
-to a callback that must only enqueue it.
+to a callback that must only enqueue it. With a ``Session`` it keeps a persistent
+session and requests are acknowledged by hand (``ack``), after their answers are stored.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class Message:
     received_at: float  # time.monotonic()
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    mid: int = 0
+    dup: bool = False
+    generation: int = 0  # which connection delivered it: acks go back on that one only
 
 
 @dataclass
@@ -94,6 +98,16 @@ class Backoff:
         self.attempt = 0
 
 
+@dataclass(frozen=True)
+class Session:
+    """A persistent session: the broker keeps subscriptions and QoS 1 messages while we
+    are away (MQTT 5: clean start off, expiry in seconds; 3.1.1: clean session off), and
+    requests are acknowledged by hand with ``MqttConnection.ack``."""
+
+    expiry: int = 7 * 24 * 3600
+    receive_maximum: int = 100  # MQTT 5: unacked requests the broker may send us at once
+
+
 def _no_op_socket_hook(client: paho.Client, userdata: Any, sock: Any) -> None:
     """paho's external-loop hook; the network thread's loop() does the writing."""
 
@@ -112,6 +126,8 @@ class MqttConnection:
         status_topic: str | None = None,
         keepalive: int = 30,
         backoff: Backoff | None = None,
+        session: Session | None = None,
+        on_published: Callable[[int], None] | None = None,
     ) -> None:
         if protocol not in ("auto", *PROTOCOLS):
             raise EdgewiseError(f"MQTT protocol {protocol!r}: use auto, 5 or 3.1.1")
@@ -124,6 +140,9 @@ class MqttConnection:
         self._status_topic = status_topic
         self._keepalive = keepalive
         self._backoff = backoff or Backoff()
+        self._session = session
+        self._on_published = on_published
+        self.generation = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._ever_connected = False
@@ -166,6 +185,15 @@ class MqttConnection:
             props.CorrelationData = correlation_data
         return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
+    def ack(self, msg: Message) -> None:
+        """Acknowledge a QoS 1 request (persistent sessions ack by hand; thread-safe).
+
+        A message from an earlier connection is not acked: the broker redelivers it on
+        the new one, and that copy is the one to ack.
+        """
+        if self._session is not None and msg.qos > 0 and msg.generation == self.generation:
+            self._client.ack(msg.mid, msg.qos)
+
     def stop(self, final_status: str | None = "offline", timeout: float = 5.0) -> None:
         """Publish the final status (retained), disconnect cleanly and join the thread."""
         if self.connected and self._status_topic and final_status is not None:
@@ -185,11 +213,13 @@ class MqttConnection:
 
     def _make_client(self) -> paho.Client:
         proto = PROTOCOLS[self.protocol]
+        persistent = self._session is not None
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=proto,
-            clean_session=None if proto == paho.MQTTv5 else True,
+            clean_session=None if proto == paho.MQTTv5 else not persistent,
+            manual_ack=persistent,
         )
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
@@ -199,6 +229,8 @@ class MqttConnection:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        if self._on_published is not None:
+            client.on_publish = self._handle_publish
         # With a write hook registered, publish() from other threads only queues the packet
         # and wakes our loop() through paho's socket pair; otherwise it would write to the
         # socket itself, racing the network thread on partial writes.
@@ -215,12 +247,30 @@ class MqttConnection:
         self._client = self._make_client()
         return True
 
+    def _connect(self) -> None:
+        if self.protocol != "5":
+            self._client.connect(self.broker.host, self.broker.port, self._keepalive)
+            return
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        clean_start = True
+        if self._session is not None:
+            clean_start = False
+            props.SessionExpiryInterval = self._session.expiry
+            props.ReceiveMaximum = self._session.receive_maximum
+        self._client.connect(
+            self.broker.host,
+            self.broker.port,
+            self._keepalive,
+            clean_start=clean_start,
+            properties=props,
+        )
+
     def _run(self) -> None:
         first = True  # connect() on a new client, reconnect() afterwards
         while not self._stop.is_set():
             try:
                 if first:
-                    self._client.connect(self.broker.host, self.broker.port, self._keepalive)
+                    self._connect()
                 else:
                     self._client.reconnect()
             except OSError as exc:
@@ -270,6 +320,7 @@ class MqttConnection:
             # paho leaves Nagle on: QoS 0 round trips then see a ~40 ms p99 tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._ever_connected = True
+        self.generation += 1
         self._backoff.reset()
         if self._subscriptions:
             client.subscribe(self._subscriptions)
@@ -300,5 +351,19 @@ class MqttConnection:
                 received_at=time.monotonic(),
                 response_topic=getattr(props, "ResponseTopic", None),
                 correlation_data=getattr(props, "CorrelationData", None),
+                mid=msg.mid,
+                dup=bool(msg.dup),
+                generation=self.generation,
             )
         )
+
+    def _handle_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._on_published is not None:
+            self._on_published(mid)

@@ -40,6 +40,10 @@ class Topics:
     def status(self) -> str:
         return f"{self.prefix}/{self.device}/status"
 
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}/{self.device}/health"
+
     def model_of(self, topic: str) -> str | None:
         """The model name in a request topic of this device, or None."""
         head = f"{self.prefix}/{self.device}/"

@@ -20,6 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's agents (in process or child processes) keep their outbox in its tmp dir."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
+
+
 def require_mosquitto() -> None:
     """Skip without a mosquitto binary; under CI=true that is a failure."""
     if find_mosquitto() is None:

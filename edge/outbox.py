@@ -1,0 +1,211 @@
+"""The durable outbox: answers wait here, on disk, until the broker has acknowledged them.
+
+A request is acknowledged to the broker only after its answer is committed here, and an
+entry is deleted only on the broker's PUBACK, so a broker outage or an agent crash loses
+nothing: the next start replays what is left, in order. It is bounded by count and bytes;
+when full, the oldest entries go and are counted (``dropped``, kept across restarts).
+
+SQLite in WAL mode from the standard library: one file, crash-safe, no server. One
+connection is shared by the worker (``put``) and the publisher (``peek``/``remove``)
+under a lock; every write is one transaction, so a batch of answers costs one commit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from edge.errors import EdgewiseError
+
+SYNC_MODES = ("full", "normal")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    correlation BLOB
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """One message to publish: where, what, and the MQTT 5 correlation data if any."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    correlation_data: bytes | None = None
+
+
+class Outbox:
+    """A bounded, durable FIFO of ``OutMessage`` (see the module docstring).
+
+    ``sync="full"`` makes every commit survive power loss (an fsync per batch);
+    ``"normal"`` survives a process crash but may lose the last commits on power loss.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_count: int = 100_000,
+        max_bytes: int = 64 << 20,
+        sync: str = "full",
+    ) -> None:
+        if sync not in SYNC_MODES:
+            raise EdgewiseError(f"outbox sync {sync!r}: use one of {list(SYNC_MODES)}")
+        if max_count < 1 or max_bytes < 1:
+            raise EdgewiseError("outbox max_count and max_bytes must be positive")
+        self.path = Path(path)
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._lockfile = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.executescript(_SCHEMA)
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
+            ).fetchone()
+            row = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._lockfile.close()
+            raise EdgewiseError(f"outbox {self.path}: cannot open ({exc})") from None
+        self._count = int(count)
+        self._bytes = int(size)
+        self._dropped = int(row[0]) if row else 0
+
+    @property
+    def depth(self) -> int:
+        """Entries waiting for a PUBACK."""
+        return self._count
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def dropped(self) -> int:
+        """Entries removed unsent because the outbox was full (since it was created)."""
+        return self._dropped
+
+    def put(self, messages: Sequence[OutMessage]) -> None:
+        """Store messages in one transaction; drop the oldest beyond the bounds."""
+        if not messages:
+            return
+        rows = [(m.topic, m.payload, m.qos, int(m.retain), m.correlation_data) for m in messages]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO outbox (topic, payload, qos, retain, correlation) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                count = self._count + len(rows)
+                size = self._bytes + sum(len(m.payload) for m in messages)
+                dropped = 0
+                if count > self.max_count or size > self.max_bytes:
+                    dropped, count, size = self._drop_oldest(count, size)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count, self._bytes, self._dropped = count, size, self._dropped + dropped
+
+    def _drop_oldest(self, count: int, size: int) -> tuple[int, int, int]:
+        # Inside put()'s transaction: walk from the oldest until both bounds hold.
+        victims: list[int] = []
+        cursor = self._db.execute("SELECT seq, LENGTH(payload) FROM outbox ORDER BY seq")
+        for seq, length in cursor:
+            if count <= self.max_count and size <= self.max_bytes:
+                break
+            victims.append(seq)
+            count -= 1
+            size -= length
+        cursor.close()
+        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in victims])
+        total = self._dropped + len(victims)
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('dropped', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (total,),
+        )
+        return len(victims), count, size
+
+    def peek(self, after: int = 0, limit: int = 100) -> list[tuple[int, OutMessage]]:
+        """Up to ``limit`` entries with a sequence number above ``after``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [
+            (seq, OutMessage(topic, bytes(payload), qos, bool(retain), correlation))
+            for seq, topic, payload, qos, retain, correlation in rows
+        ]
+
+    def remove(self, seqs: Iterable[int]) -> None:
+        """Delete acknowledged entries (unknown ones, e.g. already dropped, are ignored)."""
+        keys = [(s,) for s in seqs]
+        if not keys:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed_bytes = 0
+                removed = 0
+                for key in keys:
+                    row = self._db.execute(
+                        "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload)", key
+                    ).fetchone()
+                    if row is not None:
+                        removed += 1
+                        removed_bytes += int(row[0])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count -= removed
+            self._bytes -= removed_bytes
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        self._lockfile.close()
+
+
+def _lock_exclusively(path: Path) -> IO[str]:
+    """Hold an exclusive lock for this process's life: one agent per outbox."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise EdgewiseError(
+            f"outbox {path.with_suffix('')} is in use by another agent "
+            "(one agent per device and state directory)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
