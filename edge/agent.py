@@ -49,6 +49,7 @@ class Counters:
     errors: int = 0
     overloaded: int = 0
     duplicates: int = 0  # redeliveries of requests already answered, skipped
+    peak_queued: int = 0  # most requests ever waiting for the worker (back-pressure check)
 
 
 def load_models(config: AgentConfig) -> dict[str, ServedModel]:
@@ -187,6 +188,9 @@ class Agent:
             self._direct.send(self._error_messages(msg, name, encode(doc)))
             return
         self._queue.put(msg)
+        waiting = self._queue.qsize()
+        if waiting > self.counters.peak_queued:
+            self.counters.peak_queued = waiting
 
     def _on_published(self, mid: int) -> None:
         self.delivery.on_published(mid)

@@ -36,9 +36,27 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
     _broker_args(p)
-    p.add_argument("--qos", type=int, choices=[0, 1], default=None, help="QoS of answers")
+    p.add_argument(
+        "--qos", type=int, choices=[0, 1], default=None, help="QoS of requests, answers (default 1)"
+    )
     p.add_argument("--num-threads", type=int, default=None, help="runtime threads per model")
-    p.add_argument("--queue-size", type=int, default=None, help="requests waiting at most")
+    p.add_argument("--queue-size", type=int, default=None, help="QoS 0 requests waiting at most")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the outbox lives (default $XDG_STATE_HOME/edgewise or ~/.local/state/edgewise)",
+    )
+    p.add_argument(
+        "--no-outbox",
+        dest="durable",
+        action="store_false",
+        default=None,
+        help="no persistent session or on-disk outbox (lower latency; answers can be lost)",
+    )
+    p.add_argument(
+        "--health-interval", type=float, default=None, help="seconds between health reports"
+    )
     p.set_defaults(run=run_agent)
 
 
@@ -77,6 +95,9 @@ def run_agent(args: argparse.Namespace) -> int:
         qos=args.qos,
         num_threads=args.num_threads,
         queue_size=args.queue_size,
+        state_dir=args.state_dir,
+        durable=args.durable,
+        health_interval=args.health_interval,
     )
     Agent(config).run_forever()
     return 0

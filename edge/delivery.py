@@ -159,8 +159,9 @@ class OutboxDelivery:
         if room <= 0:
             return
         for seq, m in self.outbox.peek(self._last_seq, room):
+            # QoS 0 entries (--qos 0) are settled when written to the socket.
             info = self._connection.publish(
-                m.topic, m.payload, qos=1, retain=m.retain, correlation_data=m.correlation_data
+                m.topic, m.payload, qos=m.qos, retain=m.retain, correlation_data=m.correlation_data
             )
             self._in_flight[info.mid] = seq
             self._last_seq = seq
