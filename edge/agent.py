@@ -37,6 +37,7 @@ from edge.payload import decode_request, encode, error_doc, peek_id
 log = logging.getLogger(__name__)
 
 BATCH = 64  # requests answered per outbox commit at most
+PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this small
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
 
 
@@ -76,9 +77,7 @@ class Agent:
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
-        # QoS 1 requests are bounded by the broker's in-flight window (receive_maximum);
-        # QoS 0 ones by queue_size, beyond which they are answered "overloaded".
-        self._queue: queue.Queue[Message] = queue.Queue()
+        self._queue: queue.Queue[Message] = queue.Queue(maxsize=config.queue_size)
         self._recent: collections.OrderedDict[tuple[int, str, int], None] = (
             collections.OrderedDict()
         )
@@ -178,19 +177,38 @@ class Agent:
     # -- message path -------------------------------------------------------------------
 
     def _enqueue(self, msg: Message) -> None:
-        """paho callback (network thread): hand the message to the worker, nothing more."""
-        if not self._accepting.is_set():
-            return  # a QoS 1 request stays unacknowledged: the broker redelivers it later
-        if msg.qos == 0 and self._queue.qsize() >= self.config.queue_size:
-            self.counters.overloaded += 1
-            name = self.topics.model_of(msg.topic) or "unknown"
-            doc = error_doc(None, "overloaded", "agent queue is full; retry later", name)
-            self._direct.send(self._error_messages(msg, name, encode(doc)))
+        """paho callback (network thread): hand the message to the worker, nothing more.
+
+        The queue is bounded. A QoS 0 request beyond it is answered "overloaded". A QoS 1
+        request waits for room: paho stops reading the socket meanwhile, so the broker
+        holds the backlog (TCP back-pressure). Its receive-maximum window should do that
+        alone, but Mosquitto 2.0.11 overruns it once PUBACKs flow (eclipse-mosquitto#2301).
+        The worker never waits on this thread, so the wait is short.
+        """
+        while self._accepting.is_set():
+            if msg.qos == 0:
+                try:
+                    self._queue.put_nowait(msg)
+                except queue.Full:
+                    self._overloaded(msg)
+                    return
+            else:
+                try:
+                    self._queue.put(msg, timeout=0.5)
+                except queue.Full:
+                    continue
+            waiting = self._queue.qsize()
+            if waiting > self.counters.peak_queued:
+                self.counters.peak_queued = waiting
             return
-        self._queue.put(msg)
-        waiting = self._queue.qsize()
-        if waiting > self.counters.peak_queued:
-            self.counters.peak_queued = waiting
+        # Stopping: a QoS 1 request stays unacknowledged and the broker redelivers it later.
+
+    def _overloaded(self, msg: Message) -> None:
+        self.counters.overloaded += 1
+        name = self.topics.model_of(msg.topic) or "unknown"
+        rid = peek_id(msg.payload) if len(msg.payload) <= PEEK_LIMIT else None
+        doc = error_doc(rid, "overloaded", "agent queue is full; retry later", name)
+        self._direct.send(self._error_messages(msg, name, encode(doc)))
 
     def _on_published(self, mid: int) -> None:
         self.delivery.on_published(mid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import time
 import uuid
 from typing import Any
@@ -25,6 +26,10 @@ class Peer:
             protocol=protocol,
         )
         self.client.on_message = lambda c, u, m: self.inbox.put(m)
+        # Nagle off, as in the agent: else each request can wait ~40 ms for a delayed ACK.
+        self.client.on_connect = lambda c, u, f, rc, p: c.socket().setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         deadline = time.monotonic() + 5

@@ -93,7 +93,9 @@ class Requester:
         self.client.loop_stop()
 
 
-def start_agent(bundle: Path, broker: LocalBroker, device: str, log: Path) -> subprocess.Popen[bytes]:
+def start_agent(
+    bundle: Path, broker: LocalBroker, device: str, log: Path
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "edgewise", "agent", "--bundle", str(bundle)]
     cmd += ["--broker", broker.url, "--device", device, "--health-interval", "1"]
     with log.open("ab") as out:
