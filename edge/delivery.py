@@ -84,7 +84,10 @@ class OutboxDelivery:
         self._window = window
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox seq
-        self._last_seq = 0  # highest seq handed to paho by this process
+        # Highest seq handed to paho by this process. Entries left from an earlier run sit
+        # at or below last_seq: start before them so they are replayed first.
+        self._last_seq = 0 if outbox.depth else outbox.last_seq
+        self._lock = threading.Lock()  # _in_flight and _last_seq: worker and publisher
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,9 +101,20 @@ class OutboxDelivery:
         return self.outbox.dropped
 
     def send(self, messages: Sequence[OutMessage]) -> None:
-        """Commit to disk (one transaction), then wake the publisher."""
-        self.outbox.put(messages)
-        self._wake.set()
+        """Commit to disk (one transaction), then publish at once if nothing older waits."""
+        seqs = self.outbox.put(messages)
+        if not seqs:
+            return
+        with self._lock:
+            if (
+                self._connection.connected
+                and self._last_seq == seqs[0] - 1
+                and len(self._in_flight) + len(seqs) <= self._window
+            ):
+                for seq, m in zip(seqs, messages, strict=True):
+                    self._publish(seq, m)
+                return
+        self._wake.set()  # a backlog, a full window or no link: the publisher thread goes on
 
     def on_published(self, mid: int) -> None:
         """Network thread: a PUBACK arrived; the publisher thread settles it."""
@@ -144,24 +158,33 @@ class OutboxDelivery:
 
     def _settle(self) -> None:
         done: list[int] = []
-        while True:
-            try:
-                mid = self._acks.get_nowait()
-            except queue.Empty:
-                break
-            seq = self._in_flight.pop(mid, None)
-            if seq is not None:
-                done.append(seq)
+        with self._lock:
+            while True:
+                try:
+                    mid = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+                seq = self._in_flight.pop(mid, None)
+                if seq is not None:
+                    done.append(seq)
         self.outbox.remove(done)
 
     def _feed(self) -> None:
-        room = self._window - len(self._in_flight)
+        with self._lock:
+            room = self._window - len(self._in_flight)
+            after = self._last_seq
         if room <= 0:
             return
-        for seq, m in self.outbox.peek(self._last_seq, room):
-            # QoS 0 entries (--qos 0) are settled when written to the socket.
-            info = self._connection.publish(
-                m.topic, m.payload, qos=m.qos, retain=m.retain, correlation_data=m.correlation_data
-            )
-            self._in_flight[info.mid] = seq
-            self._last_seq = seq
+        pending = self.outbox.peek(after, room)
+        with self._lock:
+            for seq, m in pending:
+                if seq > self._last_seq:  # the worker may have published it meanwhile
+                    self._publish(seq, m)
+
+    def _publish(self, seq: int, m: OutMessage) -> None:
+        # Under _lock. QoS 0 entries (--qos 0) are settled when written to the socket.
+        info = self._connection.publish(
+            m.topic, m.payload, qos=m.qos, retain=m.retain, correlation_data=m.correlation_data
+        )
+        self._in_flight[info.mid] = seq
+        self._last_seq = seq

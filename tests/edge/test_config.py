@@ -34,6 +34,12 @@ def test_shipped_example_config_is_valid() -> None:
         ("queue_size = 0\n", "queue_size must be a positive integer"),
         ("protocol = '4'\n", "protocol '4'"),
         ("device = \n", "not valid TOML"),
+        ("outbox_sync = 'off'\n", "outbox_sync 'off'"),
+        ("durable = 'yes'\n", "durable must be true or false"),
+        ("outbox_max_count = 0\n", "outbox_max_count must be a positive integer"),
+        ("receive_maximum = 70000\n", "receive_maximum must be 1..65535"),
+        ("health_interval = 0\n", "health_interval must be a positive number"),
+        ("session_expiry = true\n", "session_expiry must be a positive integer"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
@@ -41,3 +47,10 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) 
     path.write_text(text)
     with pytest.raises(EdgewiseError, match=message):
         AgentConfig.from_toml(path)
+
+
+def test_state_dir_follows_xdg_state_home(state_home: Path) -> None:
+    config = AgentConfig(device="pi-3")
+    assert config.outbox_path == state_home / "edgewise" / "pi-3.outbox.sqlite"
+    assert config.session is not None and config.session.receive_maximum == 100
+    assert AgentConfig(device="pi-3", durable=False).session is None
