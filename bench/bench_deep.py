@@ -100,6 +100,7 @@ def agent_table(name: str, host: Any, bundles: dict[str, Path], n: int) -> None:
             device = f"bench-{kind}-{enc}".lower()
             cmd = [sys.executable, "-m", "edgewise", "agent", "--bundle", str(bundles[key])]
             cmd += ["--broker", broker.url, "--device", device, "--qos", "0"]
+            cmd += ["--state-dir", str(broker.workdir / "state")]
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )

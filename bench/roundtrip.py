@@ -30,17 +30,19 @@ class Client:
         while not self.c.is_connected():
             time.sleep(0.01)
 
-    def wait_topic(self, topic: str, timeout: float = 60) -> None:
+    def wait_topic(self, topic: str, timeout: float = 60, payload: bytes | None = None) -> None:
+        """Wait for a message on ``topic`` (with this payload, if given)."""
         self.c.subscribe(topic)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.inbox.get(timeout=0.5)
+                got = self.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if payload is None or got == payload:
                 self.c.unsubscribe(topic)
                 time.sleep(0.1)
                 return
-            except queue.Empty:
-                continue
         raise SystemExit(f"peer never published {topic}")
 
     def measure(

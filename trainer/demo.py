@@ -81,6 +81,8 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
                     url,
                     "--device",
                     device,
+                    "--state-dir",
+                    str(root / "state"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

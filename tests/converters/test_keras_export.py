@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,20 @@ def test_every_mode_passes_its_gate_and_answers_like_keras(
         assert "quantization" not in m["input"]
 
 
-def test_int8_with_one_calibration_sample_is_refused(tmp_path: Path, digits_host: Any) -> None:
-    """A real failing conversion: one calibration image gives activation ranges too narrow."""
+def test_int8_with_unrepresentative_calibration_is_refused(
+    tmp_path: Path, digits_host: Any
+) -> None:
+    """A real failing conversion: calibration images at 2 % of their brightness give input
+    and activation ranges far too narrow, so real images saturate the int8 model.
+
+    (One real calibration image was enough to fail on one machine and not on another:
+    the trained network differs slightly between CPUs.)
+    """
+    dim = dataclasses.replace(digits_host, X_calibration=digits_host.X_calibration * 0.02)
     out = tmp_path / "refused"
-    options = KerasExportOptions("tflite", "int8", calibration_samples=1)
+    options = KerasExportOptions("tflite", "int8", calibration_samples=8)
     with pytest.raises(ParityError, match=r"accuracy drops .* try --quantize dynamic") as info:
-        export_keras(digits_host, out, options)
+        export_keras(dim, out, options)
     assert "more --calibration-samples" in str(info.value)
     assert not out.exists(), "a refused conversion writes nothing"
 
