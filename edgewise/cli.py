@@ -18,12 +18,13 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.cli", "train a model and write its edge bundle"),
     "convert": ("converters.cli", "convert a saved host model into an edge bundle"),
+    "compare": ("trainer.compare_cli", "classical vs deep candidates measured on your data"),
     "demo": ("trainer.cli", "train, convert, serve and query a model over MQTT, end to end"),
     "agent": ("edge.cli", "serve bundles over MQTT on this device"),
     "send": ("edge.cli", "publish CSV rows as requests and collect the answers"),
     "watch": ("edge.cli", "print predictions and errors as they arrive"),
 }
-HOST_COMMANDS = {"train", "convert", "demo"}
+HOST_COMMANDS = {"train", "convert", "compare", "demo"}
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

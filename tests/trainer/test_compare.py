@@ -1,0 +1,189 @@
+"""``edgewise compare`` end to end: real training, conversion and edge measurement; the
+report renders, its figures match the JSON, and the exported bundle serves over MQTT."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.broker import LocalBroker
+from edge.agent import Agent
+from edge.config import AgentConfig
+from tests.edgewise.test_cli import edgewise
+from tests.mqtt_peer import Peer
+from trainer.compare import CandidateResult, CompareReport
+from trainer.report import recommend, table_rows
+
+
+class Page(HTMLParser):
+    """Counts tags and classes, and keeps the text of #recommendation and the table cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, int] = {}
+        self.classes: dict[str, list[str]] = {}
+        self.recommendation = ""
+        self.cells: list[str] = []
+        self._in: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if a.get("class"):
+            self.classes.setdefault(str(a["class"]), []).append(str(a.get("data-name")))
+        if tag not in ("meta", "br", "link", "img", "hr"):  # void: no end tag follows
+            self._in.append(a.get("id") or tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._in:
+            self._in.pop()
+
+    def handle_data(self, data: str) -> None:
+        if "recommendation" in self._in:
+            self.recommendation += data
+        if self._in and self._in[-1] == "td" and "summary" in self._in:
+            self.cells.append(data)
+
+
+@pytest.fixture(scope="module")
+def iris_compare(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compare")
+    result = edgewise(
+        "compare", "--dataset", "iris", "--candidates", "logistic-regression,random-forest,mlp",
+        "--epochs", "15", "--report", str(root / "report"),
+        "--export", "best", "--out", str(root / "best"), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[3/3] mlp" in result.stderr  # progress
+    return root
+
+
+def test_report_json_has_every_measure(iris_compare: Path) -> None:
+    doc = json.loads((iris_compare / "report" / "compare.json").read_text())
+    assert doc["task"] == "classification" and doc["primary"] == "accuracy"
+    names = [c["name"] for c in doc["candidates"]]
+    assert names == ["logistic-regression", "random-forest", "mlp"]
+    for c in doc["candidates"]:
+        assert not c["skipped"]
+        assert 0.5 < c["quality_edge"]["accuracy"] <= 1 and "f1_macro" in c["quality_edge"]
+        assert 0 < c["latency_us"]["p50"] <= c["latency_us"]["p99"]
+        assert c["size_bytes"] > 0 and c["fit_seconds"] > 0
+        assert set(c["learning_curve"]) == {"0.1", "0.25", "0.5", "1"}
+        assert set(c["importance"]) == set(doc["features"])
+        assert sum(map(sum, c["confusion"])) == doc["test_rows"]
+        assert Path(c["bundle"], "manifest.json").is_file()
+    by = {c["name"]: c for c in doc["candidates"]}
+    assert by["logistic-regression"]["readable"] and not by["mlp"]["readable"]
+    assert by["mlp"]["artifact"] == "tflite" and by["random-forest"]["artifact"] == "onnx"
+    # int8 of the MLP: either measured (and smaller) or refused by the gate with the reason.
+    mlp = by["mlp"]
+    assert (mlp["size_int8_bytes"] or 0) < mlp["size_bytes"] or "refused" in mlp["int8_note"]
+    # Classical parity is exact here: the converted model answers like scikit-learn.
+    for name in ("logistic-regression", "random-forest"):
+        assert by[name]["quality_edge"]["accuracy"] == by[name]["quality"]["accuracy"]
+    assert doc["recommendation"]["choice"] in names
+
+
+def test_report_html_renders_the_json(iris_compare: Path) -> None:
+    doc = json.loads((iris_compare / "report" / "compare.json").read_text())
+    page = Page()
+    page.feed((iris_compare / "report" / "compare.html").read_text(encoding="utf-8"))
+    assert "<script" not in (iris_compare / "report" / "compare.html").read_text()
+    assert page.tags.get("svg", 0) >= 2 + len(doc["candidates"])  # scatter, curves, bars
+    names = [c["name"] for c in doc["candidates"]]
+    assert sorted(page.classes["point"]) == sorted(names)
+    assert sorted(page.classes["curve"]) == sorted(names)
+    assert len(page.classes["confusion"]) == len(names)
+    assert doc["recommendation"]["text"] in " ".join(page.recommendation.split())
+    report = CompareReport(
+        **{**doc, "candidates": [CandidateResult(**c) for c in doc["candidates"]]}
+    )
+    assert page.cells == [cell for row in table_rows(report) for cell in row]
+
+
+def test_exported_best_serves_over_mqtt(iris_compare: Path, broker: LocalBroker) -> None:
+    doc = json.loads((iris_compare / "report" / "compare.json").read_text())
+    manifest = json.loads((iris_compare / "best" / "manifest.json").read_text())
+    assert manifest["name"] == doc["recommendation"]["choice"]
+    device = f"cmp-{uuid.uuid4().hex[:6]}"
+    agent = Agent(
+        AgentConfig(bundles=(str(iris_compare / "best"),), broker=broker.url, device=device)
+    )
+    agent.start()
+    peer = Peer(broker.port)
+    try:
+        assert agent.connection.wait_connected(10)
+        peer.subscribe(f"edgewise/{device}/+/out")
+        peer.request(
+            f"edgewise/{device}/{manifest['name']}/in",
+            {"id": "c1", "instances": [[5.1, 3.5, 1.4, 0.2]]},
+        )
+        answer = peer.expect_json("/out")
+        assert answer["id"] == "c1" and answer["predictions"][0]["label"] == "setosa"
+    finally:
+        peer.close()
+        agent.stop(timeout=5)
+
+
+def candidate(
+    name: str, acc: float, p50: float, kb: float, readable: bool = False
+) -> CandidateResult:
+    # Pure recommendation logic: figures made up for the rule, not measured.
+    return CandidateResult(
+        name, "classical", readable, "onnx", {"accuracy": acc}, {"accuracy": acc},
+        latency_us={"p50": p50, "p99": p50 * 2}, size_bytes=int(kb * 1024),
+    )  # fmt: skip
+
+
+def fake_report(*cands: CandidateResult) -> CompareReport:
+    return CompareReport("t", "classification", 100, 20, ["a"], [0, 1], "accuracy", list(cands))
+
+
+@pytest.mark.parametrize(
+    ("constraints", "choice", "phrase"),
+    [
+        ({}, "gbm", "within 0.5 points of the best (cnn, 0.9700), 10.0x lower latency"),
+        ({"max_size_kb": 10}, "tree", "the best accuracy measured (0.9500)"),
+        ({"max_latency_ms": 0.1}, "gbm", "the best accuracy measured (0.9650)"),
+        ({"min_accuracy": 0.969}, "cnn", "the best accuracy measured (0.9700)"),
+        ({"max_latency_ms": 0.001}, None, "No candidate meets the constraints"),
+    ],
+)
+def test_recommendation_rule(constraints: dict[str, Any], choice: str | None, phrase: str) -> None:
+    report = fake_report(
+        candidate("cnn", 0.97, 500.0, 40.0),
+        candidate("gbm", 0.965, 50.0, 300.0),
+        candidate("tree", 0.95, 20.0, 2.0, readable=True),
+    )
+    rec = recommend(report, **constraints)
+    assert rec["choice"] == choice and phrase in rec["text"]
+
+
+def test_readable_wins_when_as_fast_and_as_good() -> None:
+    report = fake_report(
+        candidate("forest", 0.96, 30.0, 70.0), candidate("logreg", 0.958, 33.0, 1.0, True)
+    )
+    assert recommend(report)["choice"] == "logreg"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "vibration"], "tabular data for now"),
+        (["--dataset", "iris", "--export", "best"], "--export NAME and --out DIR go together"),
+        (["--dataset", "iris", "--candidates", "resnet"], "unknown candidate(s) ['resnet']"),
+        (["--dataset", "diabetes", "--candidates", "mlp"], "unknown candidate(s) ['mlp']"),
+        (["--csv", "x.csv"], "--csv needs --target"),
+        (["--dataset", "iris", "--min-accuracy", "97"], "fraction in 0..1"),
+    ],
+)
+def test_bad_options_are_one_line(args: list[str], message: str) -> None:
+    result = edgewise("compare", *args)
+    assert result.returncode == 2 or result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -1,0 +1,332 @@
+"""Classical ML or deep learning? Measure both on the user's own tabular data.
+
+``compare`` trains every candidate on one seeded split, converts it with the project's
+own converters (parity gates included), and measures the converted artifact through the
+edge code that will run it on the device (``ServedModel``): quality, per-sample latency,
+size, a learning curve, and permutation importance. ``recommend`` picks one under the
+user's constraints and says why, in figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from converters.keras_export import KerasExportOptions, export_keras
+from converters.parity import ParityError
+from converters.sklearn_onnx import export_sklearn
+from edge.bundle import load_bundle
+from edge.errors import EdgewiseError
+from edge.model import ServedModel
+from trainer.datasets import Dataset
+from trainer.models import MODELS, build_pipeline
+from trainer.train import evaluate, train
+
+log = logging.getLogger(__name__)
+
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+# Inherently readable: a person can follow the decision (weights, one tree, likelihoods).
+READABLE = {"logistic-regression", "linear", "decision-tree", "naive-bayes"}
+DEFAULT_CANDIDATES = {
+    "classification": ("logistic-regression", "decision-tree", "random-forest",
+                       "hist-gradient-boosting", "knn", "mlp"),
+    "regression": ("linear", "decision-tree", "random-forest", "hist-gradient-boosting", "knn"),
+}  # fmt: skip
+DEEP = {"mlp"}
+LATENCY_CALLS = 300
+
+
+@dataclass
+class CandidateResult:
+    """Everything measured for one candidate (the JSON report holds a list of these)."""
+
+    name: str
+    family: str  # "classical" or "deep"
+    readable: bool
+    artifact: str = ""  # "onnx" / "tflite"
+    quality: dict[str, float] = field(default_factory=dict)  # host model, held-out split
+    quality_edge: dict[str, float] = field(default_factory=dict)  # converted, via edge code
+    quality_int8: dict[str, float] | None = None
+    int8_note: str = ""
+    fit_seconds: float = 0.0
+    latency_us: dict[str, float] = field(default_factory=dict)  # p50/p99 per sample, batch 1
+    size_bytes: int = 0
+    size_int8_bytes: int | None = None
+    learning_curve: dict[str, float | None] = field(default_factory=dict)  # fraction -> score
+    importance: dict[str, float] = field(default_factory=dict)  # feature -> score drop
+    confusion: list[list[int]] | None = None
+    bundle: str = ""
+    skipped: str = ""  # why the candidate could not be measured, if it could not
+
+
+@dataclass
+class CompareReport:
+    """The whole comparison: data set, candidates, recommendation."""
+
+    source: str
+    task: str
+    rows: int
+    test_rows: int
+    features: list[str]
+    labels: list[Any] | None
+    primary: str  # the metric the recommendation ranks by
+    candidates: list[CandidateResult]
+    recommendation: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def primary_metric(task: str) -> str:
+    return "accuracy" if task == "classification" else "rmse"
+
+
+def check_candidates(names: Sequence[str], task: str) -> list[str]:
+    """Validate candidate names before any work."""
+    allowed = [*MODELS[task], *(DEEP if task == "classification" else ())]
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise EdgewiseError(f"unknown candidate(s) {bad} for {task}; choose from {allowed}")
+    if not names:
+        raise EdgewiseError("no candidate given")
+    return list(dict.fromkeys(names))
+
+
+def compare(
+    data: Dataset,
+    work: Path,
+    candidates: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    epochs: int = 60,
+    fractions: Sequence[float] = FRACTIONS,
+    progress: Callable[[str], None] = lambda step: None,
+) -> CompareReport:
+    """Train, convert and measure every candidate on ``data`` (bundles go under ``work``)."""
+    names = check_candidates(candidates or DEFAULT_CANDIDATES[data.task], data.task)
+    results: list[CandidateResult] = []
+    report: CompareReport | None = None
+    for i, name in enumerate(names, 1):
+        progress(f"[{i}/{len(names)}] {name}")
+        family = "deep" if name in DEEP else "classical"
+        result = CandidateResult(name, family, name in READABLE)
+        try:
+            if family == "classical":
+                heldout = _classical(data, name, work, seed, fractions, result)
+            else:
+                heldout = _deep(data, name, work, seed, epochs, fractions, result)
+        except (EdgewiseError, ParityError) as exc:
+            result.skipped = str(exc)
+            log.warning("%s skipped: %s", name, exc)
+            results.append(result)
+            continue
+        if report is None:
+            report = CompareReport(
+                data.source,
+                data.task,
+                len(data.X),
+                len(heldout[1]),
+                list(data.X.columns),
+                sorted(np.unique(data.y).tolist()) if data.task == "classification" else None,
+                primary_metric(data.task),
+                results,
+            )
+        results.append(result)
+    if report is None:
+        raise EdgewiseError(
+            "no candidate could be trained: " + "; ".join(r.skipped for r in results)
+        )
+    return report
+
+
+def _split(data: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # The same call as trainer.train.train, so every candidate sees the same test rows.
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(data.y))
+    stratify = None
+    if data.task == "classification":
+        _, counts = np.unique(data.y, return_counts=True)
+        stratify = data.y if counts.min() >= 2 else None
+    train_idx, test_idx = train_test_split(idx, test_size=0.2, random_state=seed, stratify=stratify)
+    return train_idx, test_idx
+
+
+def _fraction_index(train_idx: np.ndarray, y: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """A seeded subsample of the training rows (a fit that fails on it scores None)."""
+    rng = np.random.default_rng(seed)
+    if frac >= 1.0:
+        return train_idx
+    n = max(2, round(frac * len(train_idx)))
+    picked = rng.permutation(train_idx)[:n]
+    return np.sort(picked)
+
+
+def _rows(X: pd.DataFrame) -> list[list[Any]]:
+    return [[None if pd.isna(v) else v for v in row] for row in X.itertuples(index=False)]
+
+
+def _measure_edge(
+    model: ServedModel, rows: list[list[Any]], y: np.ndarray, task: str, seed: int
+) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+    """Quality of the converted model through the edge code, and its per-sample latency."""
+    pred = _predict(model, rows, task)
+    quality = evaluate(task, y, pred)
+    calls = [rows[i % len(rows)] for i in range(LATENCY_CALLS)]
+    for row in calls[:30]:  # warm-up
+        model.predict([row])
+    lat = []
+    for row in calls:
+        t0 = time.perf_counter()
+        model.predict([row])
+        lat.append((time.perf_counter() - t0) * 1e6)
+    return (
+        quality,
+        {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+        pred,
+    )
+
+
+def _predict(model: ServedModel, rows: list[list[Any]], task: str) -> np.ndarray:
+    out = model.predict(rows)
+    key = "label" if task == "classification" else "value"
+    return np.asarray([p[key] for p in out])
+
+
+def _importance(
+    model: ServedModel, X: pd.DataFrame, y: np.ndarray, task: str, seed: int, repeats: int = 3
+) -> dict[str, float]:
+    """Permutation importance on the converted model: how much the primary metric worsens
+    when one feature's column is shuffled (accuracy points lost, or RMSE gained)."""
+    rng = np.random.default_rng(seed)
+    metric = primary_metric(task)
+    base = evaluate(task, y, _predict(model, _rows(X), task))[metric]
+    scores: dict[str, float] = {}
+    for col in X.columns:
+        drops = []
+        for _ in range(repeats):
+            shuffled = X.copy()
+            shuffled[col] = rng.permutation(shuffled[col].to_numpy())
+            value = evaluate(task, y, _predict(model, _rows(shuffled), task))[metric]
+            drops.append(base - value if metric == "accuracy" else value - base)
+        scores[str(col)] = round(float(np.mean(drops)), 5)
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+
+
+def _confusion(y: np.ndarray, pred: np.ndarray, labels: list[Any]) -> list[list[int]]:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(y.tolist(), pred.tolist(), strict=True):
+        matrix[index[t], index[p]] += 1
+    return matrix.tolist()
+
+
+def _classical(
+    data: Dataset,
+    name: str,
+    work: Path,
+    seed: int,
+    fractions: Sequence[float],
+    result: CandidateResult,
+) -> tuple[np.ndarray, np.ndarray]:
+    host = train(data, name, name, seed=seed)
+    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
+    result.quality = {k: v for k, v in host.meta["metrics"].items() if k != "fit_seconds"}
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    bundle = export_sklearn(host, out)
+    result.artifact, result.bundle = "onnx", str(bundle.path)
+    served = ServedModel.load(load_bundle(bundle.path))
+    result.size_bytes = (bundle.path / served.bundle.manifest["model"]["file"]).stat().st_size
+    y = np.asarray(host.y_heldout)
+    result.quality_edge, result.latency_us, pred = _measure_edge(
+        served, _rows(host.X_heldout), y, data.task, seed
+    )
+    if data.task == "classification":
+        labels = sorted(np.unique(data.y).tolist())
+        result.confusion = _confusion(y, pred, labels)
+    result.importance = _importance(served, host.X_heldout, y, data.task, seed)
+    train_idx, test_idx = _split(data, seed)
+    metric = primary_metric(data.task)
+    for frac in fractions:
+        sub = _fraction_index(train_idx, data.y, frac, seed)
+        pipe = build_pipeline(name, data.task, data.numeric, data.categorical, seed)
+        try:
+            pipe.fit(host.model_input(data.X.iloc[sub]), data.y[sub])
+            score = evaluate(data.task, data.y[test_idx], pipe.predict(
+                host.model_input(data.X.iloc[test_idx])))[metric]  # fmt: skip
+        except ValueError as exc:  # e.g. one class only in a tiny fraction
+            log.info("%s at %.0f%% of the training set: %s", name, frac * 100, exc)
+            score = None
+        result.learning_curve[f"{frac:g}"] = score
+    return train_idx, test_idx
+
+
+def _deep(
+    data: Dataset,
+    name: str,
+    work: Path,
+    seed: int,
+    epochs: int,
+    fractions: Sequence[float],
+    result: CandidateResult,
+) -> tuple[np.ndarray, np.ndarray]:
+    from trainer.deep import train_deep
+    from trainer.tensors import TensorData, from_tabular
+
+    tensor = from_tabular(data)  # refuses categorical columns and regression, one line
+    train_idx, test_idx = _split(data, seed)
+
+    def fit(index: np.ndarray) -> Any:
+        rows = np.concatenate([index, test_idx])
+        sub = TensorData(
+            tensor.X[rows], tensor.y[rows], "tabular", tensor.channels, tensor.source,
+            test_index=np.arange(len(index), len(rows)),
+        )  # fmt: skip
+        return train_deep(sub, name, name, seed=seed, epochs=epochs)
+
+    host = fit(train_idx)
+    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
+    result.quality = {
+        k: v for k, v in host.meta["metrics"].items() if k in ("accuracy", "f1_macro")
+    }
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
+    result.artifact, result.bundle = "tflite", str(bundle.path)
+    served = ServedModel.load(load_bundle(bundle.path))
+    result.size_bytes = (bundle.path / served.bundle.manifest["model"]["file"]).stat().st_size
+    X_test = data.X.iloc[test_idx].reset_index(drop=True)
+    y = data.y[test_idx]
+    result.quality_edge, result.latency_us, pred = _measure_edge(
+        served, _rows(X_test), y, data.task, seed
+    )
+    result.confusion = _confusion(y, pred, sorted(np.unique(data.y).tolist()))
+    result.importance = _importance(served, X_test, y, data.task, seed)
+    int8_dir = work / f"{name}-int8"
+    shutil.rmtree(int8_dir, ignore_errors=True)
+    try:
+        int8 = export_keras(host, int8_dir, KerasExportOptions("tflite", "int8"))
+        served8 = ServedModel.load(load_bundle(int8.path))
+        result.size_int8_bytes = (
+            (int8.path / served8.bundle.manifest["model"]["file"]).stat().st_size
+        )
+        result.quality_int8 = evaluate(data.task, y, _predict(served8, _rows(X_test), data.task))
+    except ParityError as exc:
+        result.int8_note = f"int8 refused by the parity gate: {exc}"
+    for frac in fractions:
+        if frac >= 1.0:
+            result.learning_curve[f"{frac:g}"] = result.quality["accuracy"]
+            continue
+        sub_host = fit(_fraction_index(train_idx, data.y, frac, seed))
+        result.learning_curve[f"{frac:g}"] = float(sub_host.meta["metrics"]["accuracy"])
+    return train_idx, test_idx

@@ -1,0 +1,107 @@
+"""``edgewise compare``: classical candidates against deep ones on the user's own data.
+
+Only argparse at import; options are checked before scikit-learn or TensorFlow load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def configure_compare(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise compare``."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="built-in tabular data set: iris, wine, breast_cancer, ...")
+    src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
+    p.add_argument("--target", help="label column of the CSV")
+    p.add_argument("--task", choices=["classification", "regression"], help="override the task")
+    p.add_argument(
+        "--candidates",
+        help="comma-separated (default: logistic-regression/linear, decision-tree, "
+        "random-forest, hist-gradient-boosting, knn, and mlp for classification)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the models")
+    p.add_argument("--epochs", type=int, default=60, help="most epochs for deep candidates")
+    p.add_argument("--max-latency-ms", type=float, help="constraint: p50 per sample on device")
+    p.add_argument("--max-size-kb", type=float, help="constraint: artifact size")
+    p.add_argument("--min-accuracy", type=float, help="constraint: converted accuracy (0..1)")
+    p.add_argument(
+        "--report", metavar="DIR", help="where compare.json, compare.html and bundles go"
+    )
+    p.add_argument("--export", metavar="best|NAME", help="write this candidate's bundle to --out")
+    p.add_argument("--out", metavar="DIR", help="with --export: the bundle directory to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(run=run_compare)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from edge.errors import EdgewiseError
+
+    if args.dataset in ("vibration", "digits-images"):
+        raise EdgewiseError(
+            "compare takes tabular data for now; sensor windows and images are not built yet"
+        )
+    if args.csv and not args.target:
+        raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
+    if args.dataset and args.target:
+        raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
+    if bool(args.export) != bool(args.out):
+        raise EdgewiseError("--export NAME and --out DIR go together")
+    if args.out and Path(args.out).exists():
+        raise EdgewiseError(f"--out {args.out} exists; choose a new directory")
+    if args.epochs < 1:
+        raise EdgewiseError(f"--epochs {args.epochs}: use 1 or more")
+    for name in ("max_latency_ms", "max_size_kb"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise EdgewiseError(f"--{name.replace('_', '-')} {value}: use a positive number")
+    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
+        raise EdgewiseError(f"--min-accuracy {args.min_accuracy}: use a fraction in 0..1")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    _check(args)
+    from edge.errors import EdgewiseError
+    from trainer.compare import DEFAULT_CANDIDATES, check_candidates, compare
+    from trainer.datasets import load_builtin, load_csv
+    from trainer.report import recommend, render_html, render_table
+
+    data = (
+        load_builtin(args.dataset) if args.dataset else load_csv(args.csv, args.target, args.task)
+    )
+    names = (
+        [c.strip() for c in args.candidates.split(",") if c.strip()]
+        if args.candidates
+        else list(DEFAULT_CANDIDATES[data.task])
+    )
+    names = check_candidates(names, data.task)
+    if args.export and args.export != "best" and args.export not in names:
+        raise EdgewiseError(f"--export {args.export}: not a candidate; have {names}")
+    stem = Path(args.dataset or Path(args.csv).stem).name
+    root = Path(args.report or f"compare-{stem}")
+    root.mkdir(parents=True, exist_ok=True)
+
+    def progress(step: str) -> None:
+        if not args.no_progress:
+            print(f"{step}: training, converting, measuring", file=sys.stderr, flush=True)
+
+    report = compare(
+        data, root / "bundles", names, seed=args.seed, epochs=args.epochs, progress=progress
+    )
+    recommend(report, args.max_latency_ms, args.max_size_kb, args.min_accuracy)
+    (root / "compare.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    (root / "compare.html").write_text(render_html(report), encoding="utf-8")
+    print(render_table(report))
+    print(f"\nreport: {root / 'compare.html'} (figures in {root / 'compare.json'})")
+    if args.export:
+        choice = report.recommendation.get("choice") if args.export == "best" else args.export
+        found = [r for r in report.candidates if r.name == choice and not r.skipped]
+        if not found:
+            raise EdgewiseError(f"--export {args.export}: no measured candidate to export")
+        shutil.copytree(found[0].bundle, args.out)
+        print(f"exported {choice} to {args.out}")
+    return 0

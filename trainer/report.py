@@ -1,0 +1,297 @@
+"""What ``edgewise compare`` prints and writes: the recommendation, a terminal table, and
+one self-contained HTML page (inline SVG plots, no script, no network) that opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from trainer.compare import CandidateResult, CompareReport
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+MID = 'text-anchor="middle"'
+STYLE = """body{font-family:sans-serif;max-width:960px;margin:2em auto}
+table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+#recommendation{background:#eef6ee;padding:1em} svg text{font-size:12px}"""
+NEAR = {"accuracy": 0.01, "rmse": 0.05}  # "as good": within 1 point / within 5 % RMSE
+
+
+def _score(r: CandidateResult, metric: str) -> float:
+    return float(r.quality_edge[metric])
+
+
+def recommend(
+    report: CompareReport,
+    max_latency_ms: float | None = None,
+    max_size_kb: float | None = None,
+    min_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """Pick a candidate: among those meeting the constraints and near the best quality,
+    the fastest (a readable one when it is as fast); the reasons are measured figures."""
+    metric = report.primary
+    measured = [r for r in report.candidates if not r.skipped]
+    report.constraints = {
+        "max_latency_ms": max_latency_ms,
+        "max_size_kb": max_size_kb,
+        "min_accuracy": min_accuracy,
+    }
+    excluded: dict[str, str] = {}
+    ok = []
+    for r in measured:
+        why = []
+        if max_latency_ms is not None and r.latency_us["p50"] / 1000 > max_latency_ms:
+            why.append(f"p50 latency {r.latency_us['p50'] / 1000:.3f} ms > {max_latency_ms} ms")
+        if max_size_kb is not None and r.size_bytes / 1024 > max_size_kb:
+            why.append(f"size {r.size_bytes / 1024:.1f} KB > {max_size_kb} KB")
+        if min_accuracy is not None and metric == "accuracy" and _score(r, metric) < min_accuracy:
+            why.append(f"accuracy {_score(r, metric):.4f} < {min_accuracy}")
+        if why:
+            excluded[r.name] = "; ".join(why)
+        else:
+            ok.append(r)
+    if not ok:
+        report.recommendation = {
+            "choice": None,
+            "text": "No candidate meets the constraints: "
+            + "; ".join(f"{k}: {v}" for k, v in excluded.items()),
+            "excluded": excluded,
+        }
+        return report.recommendation
+    higher = metric == "accuracy"
+    best = max(ok, key=lambda r: _score(r, metric) if higher else -_score(r, metric))
+    b = _score(best, metric)
+    near = [
+        r for r in ok
+        if (b - _score(r, metric) <= NEAR[metric] if higher
+            else _score(r, metric) <= b * (1 + NEAR[metric]))
+    ]  # fmt: skip
+    fastest = min(near, key=lambda r: r.latency_us["p50"])
+    readable = [
+        r for r in near if r.readable and r.latency_us["p50"] <= 1.2 * fastest.latency_us["p50"]
+    ]
+    choice = readable[0] if readable and not fastest.readable else fastest
+    c = _score(choice, metric)
+    parts = [f"{choice.name} ({choice.family}, {choice.artifact})"]
+    if choice is best:
+        parts.append(f"the best {metric} measured ({c:.4f})")
+    else:
+        gap = (b - c) * 100 if higher else (c / b - 1) * 100
+        unit = "points" if higher else "% RMSE"
+        parts.append(
+            f"{metric} {c:.4f}, within {gap:.1f} {unit} of the best ({best.name}, {b:.4f})"
+        )
+        ratio = best.latency_us["p50"] / max(choice.latency_us["p50"], 1e-9)
+        parts.append(f"{ratio:.1f}x lower latency than {best.name}")
+    parts.append(f"p50 {choice.latency_us['p50']:.0f} µs per sample on the edge runtime")
+    parts.append(f"{choice.size_bytes / 1024:.1f} KB")
+    parts.append("readable" if choice.readable else "not inherently readable")
+    report.recommendation = {
+        "choice": choice.name,
+        "best_quality": best.name,
+        "text": ": ".join(parts[:2]) + ", " + ", ".join(parts[2:]),
+        "excluded": excluded,
+    }
+    return report.recommendation
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table_rows(report: CompareReport) -> list[list[str]]:
+    """The comparison as strings; the terminal table and the HTML table share them."""
+    m = report.primary
+    rows = []
+    for r in report.candidates:
+        if r.skipped:
+            rows.append([r.name, r.family, "skipped: " + r.skipped[:60]] + [""] * 7)
+            continue
+        rows.append([
+            r.name, r.family, r.artifact,
+            _fmt(r.quality.get(m)), _fmt(r.quality_edge.get(m)),
+            _fmt(r.quality_int8.get(m) if r.quality_int8 else None),
+            f"{r.latency_us['p50']:.1f}", f"{r.size_bytes / 1024:.1f}",
+            "-" if r.size_int8_bytes is None else f"{r.size_int8_bytes / 1024:.1f}",
+            f"{r.fit_seconds:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def headers(report: CompareReport) -> list[str]:
+    m = report.primary
+    return ["candidate", "family", "artifact", f"{m} host", f"{m} edge", f"{m} int8",
+            "p50 µs", "KB", "KB int8", "fit s"]  # fmt: skip
+
+
+def render_table(report: CompareReport) -> str:
+    """A plain-text table for the terminal, the recommendation above it."""
+    head, rows = headers(report), table_rows(report)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = [report.recommendation.get("text", ""), ""]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+
+def _svg(width: int, height: int, body: list[str], title: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
+        + "".join(body) + "</svg>"
+    )  # fmt: skip
+
+
+def _scatter(report: CompareReport) -> str:
+    """Quality (y) against per-sample latency (x, log scale); circle area ~ size."""
+    done = [r for r in report.candidates if not r.skipped]
+    w, h, pad = 640, 360, 60
+    xs = [math.log10(max(r.latency_us["p50"], 0.1)) for r in done]
+    ys = [_score(r, report.primary) for r in done]
+    x0, x1 = min(xs) - 0.2, max(xs) + 0.2
+    y0, y1 = min(ys), max(ys)
+    y0, y1 = (
+        (y0 - 0.05, y1 + 0.05) if y1 - y0 < 0.1 else (y0 - 0.1 * (y1 - y0), y1 + 0.1 * (y1 - y0))
+    )
+    sx = lambda v: pad + (v - x0) / (x1 - x0) * (w - 2 * pad)  # noqa: E731
+    sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - 2 * pad)  # noqa: E731
+    body = [f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>',
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#333"/>',
+            f'<text x="{w / 2}" y="{h - 15}" {MID}>p50 latency per sample, µs (log)</text>',
+            f'<text x="15" y="{h / 2}" transform="rotate(-90 15 {h / 2})" text-anchor="middle">'
+            f"{report.primary} (edge)</text>"]  # fmt: skip
+    for tick in range(math.ceil(x0), math.floor(x1) + 1):
+        body.append(
+            f'<text x="{sx(tick):.1f}" y="{h - pad + 16}" text-anchor="middle">{10**tick:g}</text>'
+        )
+    for k in range(5):
+        v = y0 + (y1 - y0) * k / 4
+        body.append(f'<text x="{pad - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+    for i, (r, x, y) in enumerate(zip(done, xs, ys, strict=True)):
+        radius = 4 + 3 * math.log10(1 + r.size_bytes / 1024)
+        color = PALETTE[i % len(PALETTE)]
+        body.append(
+            f'<circle class="point" data-name="{r.name}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" '
+            f'r="{radius:.1f}" fill="{color}" fill-opacity="0.7"/>'
+        )
+        body.append(
+            f'<text x="{sx(x) + radius + 3:.1f}" y="{sy(y) + 4:.1f}">{html.escape(r.name)}</text>'
+        )
+    return _svg(w, h, body, f"{report.primary} vs latency (circle area ~ artifact size)")
+
+
+def _curves(report: CompareReport) -> str:
+    done = [r for r in report.candidates if not r.skipped and r.learning_curve]
+    w, h, pad = 640, 320, 60
+    values = [v for r in done for v in r.learning_curve.values() if v is not None]
+    if not values:
+        return ""
+    y0, y1 = min(values), max(values)
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.05, y1 + 0.05
+    sx = lambda f: pad + f * (w - 2 * pad)  # noqa: E731
+    sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - 2 * pad)  # noqa: E731
+    body = [
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>',
+        f'<text x="{w / 2}" y="{h - 15}" {MID}>fraction of the training set</text>',
+    ]
+    for k in range(5):
+        v = y0 + (y1 - y0) * k / 4
+        body.append(f'<text x="{pad - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+    for i, r in enumerate(done):
+        pts = [(float(f), v) for f, v in r.learning_curve.items() if v is not None]
+        color = PALETTE[i % len(PALETTE)]
+        path = " ".join(f"{sx(f):.1f},{sy(v):.1f}" for f, v in pts)
+        body.append(
+            f'<polyline class="curve" data-name="{r.name}" points="{path}" fill="none" '
+            f'stroke="{color}" stroke-width="2"/>'
+        )
+        if pts:
+            f, v = pts[-1]
+            body.append(
+                f'<text x="{sx(f) + 4:.1f}" y="{sy(v) + 4 + 12 * (i % 3 - 1):.1f}" '
+                f'fill="{color}">{html.escape(r.name)}</text>'
+            )
+    return _svg(w, h, body, f"learning curves ({report.primary} on the test split)")
+
+
+def _bars(r: CandidateResult, top: int = 8) -> str:
+    items = list(r.importance.items())[:top]
+    if not items:
+        return ""
+    w, row = 460, 22
+    h = row * len(items) + 10
+    peak = max(max(v for _, v in items), 1e-9)
+    body = []
+    for i, (name, v) in enumerate(items):
+        length = max(0.0, v) / peak * 200
+        body.append(f'<text x="0" y="{i * row + 15}">{html.escape(name[:28])}</text>')
+        body.append(
+            f'<rect class="bar" x="220" y="{i * row + 4}" width="{length:.1f}" height="14" '
+            'fill="#1f77b4"/>'
+        )
+        body.append(f'<text x="{226 + length:.1f}" y="{i * row + 15}">{v:.4f}</text>')
+    return _svg(w, h, body, f"{r.name}: permutation importance")
+
+
+def _confusion_table(r: CandidateResult, labels: list[Any]) -> str:
+    if not r.confusion:
+        return ""
+    peak = max(max(row) for row in r.confusion) or 1
+    head = "".join(f"<th>{html.escape(str(lab))}</th>" for lab in labels)
+    body = []
+    for lab, row in zip(labels, r.confusion, strict=True):
+        cells = "".join(
+            f'<td style="background:rgba(31,119,180,{v / peak:.2f})">{v}</td>' for v in row
+        )
+        body.append(f"<tr><th>{html.escape(str(lab))}</th>{cells}</tr>")
+    return (
+        f'<table class="confusion"><tr><th>true \\ predicted</th>{head}</tr>{"".join(body)}</table>'
+    )
+
+
+def render_html(report: CompareReport) -> str:
+    """One self-contained page: recommendation first, then table, plots, details."""
+    rows = table_rows(report)
+    table = (
+        "<table id='summary'><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in headers(report))
+        + "</tr>"
+    )
+    for row in rows:
+        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    table += "</table>"
+    details = []
+    for r in report.candidates:
+        if r.skipped:
+            continue
+        note = f"<p>{html.escape(r.int8_note)}</p>" if r.int8_note else ""
+        details.append(
+            f"<section><h3>{html.escape(r.name)}</h3>"
+            f"<p>{'inherently readable' if r.readable else 'not inherently readable'}; "
+            f"bundle <code>{html.escape(r.bundle)}</code></p>{note}"
+            f"{_bars(r)}{_confusion_table(r, report.labels or [])}</section>"
+        )
+    constraints = ", ".join(f"{k} {v}" for k, v in report.constraints.items() if v is not None)
+    rec = report.recommendation
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>edgewise compare: {html.escape(report.source)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Classical ML or deep learning on {html.escape(report.source)}?</h1>
+<div id="recommendation"><strong>Recommendation.</strong> {html.escape(rec.get("text", ""))}
+<br>Constraints: {html.escape(constraints or "none")}.</div>
+<p>{report.task}, {report.rows} rows, {report.test_rows} held out (the same seeded split
+for every candidate).
+Quality "edge" is the converted artifact run through the device's own code; latency is one
+sample per call through that code on this machine.</p>
+<h2>Summary</h2>{table}
+<h2>Quality vs latency vs size</h2>{_scatter(report)}
+<h2>Learning curves</h2>{_curves(report)}
+<h2>Candidates</h2>{"".join(details)}
+</body></html>
+"""
