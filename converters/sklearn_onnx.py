@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from converters.bundle_writer import library_versions, write_bundle
+from converters.explain import explain_spec
 from converters.host_model import HostModel
 from converters.parity import (
     DEFAULT_TOLERANCE,
@@ -172,6 +173,9 @@ def export_sklearn(
         "versions": library_versions("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy"),
         "training_data": host.meta["training_data"],
     }
+    explain = explain_spec(host)
+    if explain is not None:
+        manifest["explain"] = explain
     return write_bundle(out_dir, model_bytes, "model.onnx", manifest)
 
 

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 BATCH = 64  # requests answered per outbox commit at most
 PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this small
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
+EXPLAIN_TOP = 3  # features per explanation
 
 
 @dataclass
@@ -279,7 +280,7 @@ class Agent:
                 )
             started = time.perf_counter()
             predictions = (
-                model.predict(request.instances)
+                model.predict(request.instances, explain=request.explain, top=EXPLAIN_TOP)
                 if request.tensor is None
                 else model.predict_tensor(request.tensor)
             )
@@ -376,4 +377,5 @@ class Agent:
             "features": [{"name": f.name, "dtype": f.dtype} for f in model.features],
             "labels": model.bundle.labels,
             "backend": model.backend.name,
+            "explain": model.explainer.method if model.explainer else None,
         }

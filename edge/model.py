@@ -11,6 +11,7 @@ import numpy as np
 from edge.backends import Backend, BackendOptions, load_backend
 from edge.bundle import Bundle, Feature
 from edge.errors import BundleError, RequestError
+from edge.explain import DEFAULT_TOP, Explainer
 
 _NUMBER = (int, float)
 
@@ -39,6 +40,12 @@ class ServedModel:
         self._in_quant: dict[str, Any] | None = spec.get("quantization")
         self._out_quant: dict[str, Any] | None = out.get("quantization")
         self._impute = np.asarray(spec["impute"], dtype=np.float32) if spec.get("impute") else None
+        explain = bundle.manifest.get("explain")
+        self.explainer = (
+            Explainer(explain, [f.name for f in self.features], self._labels or None)
+            if explain and self.bundle.layout == "tensor" and len(self.instance_shape or ()) == 1
+            else None
+        )
         self._check_io()
 
     @classmethod
@@ -217,9 +224,23 @@ class ServedModel:
             {"label": lab, "probabilities": dict(zip(keys, row))} for lab, row in zip(labels, probs)
         ]
 
-    def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
-        """Validate, run and decode one batch of instances."""
-        return self.decode(self.backend.run(self.encode(instances)))
+    def predict(
+        self, instances: Sequence[Any], explain: bool = False, top: int | None = DEFAULT_TOP
+    ) -> list[dict[str, Any]]:
+        """Validate, run and decode one batch of instances (explained when asked)."""
+        if explain and self.explainer is None:
+            raise RequestError(
+                "unsupported",
+                f"model {self.name} cannot explain its predictions; explanations need a "
+                "linear model or trees on numeric inputs (docs/mqtt.md)",
+            )
+        feeds = self.encode(instances)
+        predictions = self.decode(self.backend.run(feeds))
+        if explain and self.explainer is not None:
+            rows = feeds[str(self._tensor_name)]
+            for pred, why in zip(predictions, self.explainer.explain(rows, predictions, top)):
+                pred["explanation"] = why
+        return predictions
 
     def predict_tensor(self, array: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
         """Validate, run and decode a batch given as one array (batch axis first)."""

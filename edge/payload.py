@@ -32,6 +32,7 @@ class Request:
     id: str | int | None
     instances: list[Any]
     tensor: np.ndarray[Any, Any] | None = None
+    explain: bool = False
 
 
 def encode_tensor_request(array: np.ndarray[Any, Any], request_id: str | None = None) -> bytes:
@@ -129,11 +130,14 @@ def decode_request(
     rid = doc.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise RequestError("bad_request", "field 'id' must be a string or an integer")
-    unknown = sorted(set(doc) - {"id", "instances"})
+    unknown = sorted(set(doc) - {"id", "instances", "explain"})
     if unknown:
         raise RequestError(
-            "bad_request", f"unknown field(s) {unknown}; allowed: id, instances", rid
+            "bad_request", f"unknown field(s) {unknown}; allowed: id, instances, explain", rid
         )
+    explain = doc.get("explain", False)
+    if not isinstance(explain, bool):
+        raise RequestError("bad_request", "field 'explain' must be true or false", rid)
     instances = doc.get("instances")
     if not isinstance(instances, list) or not instances:
         raise RequestError("bad_request", "field 'instances' must be a non-empty list", rid)
@@ -143,7 +147,7 @@ def decode_request(
             f"{len(instances)} instances, the limit is {max_instances} per request",
             rid,
         )
-    return Request(id=rid, instances=instances)
+    return Request(id=rid, instances=instances, explain=explain)
 
 
 def encode(doc: dict[str, Any]) -> bytes:
