@@ -100,6 +100,19 @@ def check_parity(
     name = type(_estimator(host.pipeline)).__name__
     if host.task == "regression":
         report = regression_parity(name, host.pipeline.predict(X), outputs["variable"], tolerance)
+    elif host.task == "anomaly":
+        report = regression_parity(
+            name, host.pipeline.decision_function(X), outputs["scores"], tolerance
+        )
+    elif host.task == "clustering":
+        report = classification_parity(
+            name,
+            host.pipeline.predict(X),
+            outputs["label"],
+            host.pipeline.transform(X),
+            outputs["scores"],
+            tolerance,
+        )
     else:
         proba_ref = (
             host.pipeline.predict_proba(X) if hasattr(host.pipeline, "predict_proba") else None
@@ -146,13 +159,30 @@ def export_sklearn(
             "shape": [None, len(features)],
         }
     if host.task == "classification":
-        output = {
+        output: dict[str, Any] = {
             "labels": [_native(c) for c in est.classes_],
             "label_output": "label",
             "probabilities_output": "probabilities",
         }
+    elif host.task == "anomaly":
+        # The graph's score is scikit-learn's decision function (low = anomalous); the
+        # agent negates it (score_sign) so that a higher score is more anomalous.
+        output = {
+            "score_output": "scores",
+            "score_sign": -1,
+            "threshold": float(host.meta["anomaly"]["threshold"]),
+        }
+    elif host.task == "clustering":
+        output = {
+            "label_output": "label",
+            "distances_output": "scores",
+            "clusters": int(est.n_clusters),
+        }
     else:
         output = {"value_output": "variable"}
+    window = host.meta.get("window_features")
+    if window is not None:
+        input_spec |= {"kind": "window", "window_features": window}
     outside = ["numeric null -> NaN (imputed inside the graph)"]
     if any(f["dtype"] == "string" for f in host.features):
         outside.append('categorical null -> "" (the missing category)')

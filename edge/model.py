@@ -12,6 +12,7 @@ from edge.backends import Backend, BackendOptions, load_backend
 from edge.bundle import Bundle, Feature
 from edge.errors import BundleError, RequestError
 from edge.explain import DEFAULT_TOP, Explainer
+from edge.features import window_features
 
 _NUMBER = (int, float)
 
@@ -32,18 +33,28 @@ class ServedModel:
         self._label_output = out.get("label_output")
         self._proba_output = out.get("probabilities_output")
         self._value_output = out.get("value_output")
+        self._score_output = out.get("score_output")
+        self._score_sign = float(out.get("score_sign", 1))
+        self._threshold = out.get("threshold")
+        self._distances_output = out.get("distances_output")
         # One instance's shape for tensor inputs: (F,) rows, (T, C) windows, (H, W, C) images.
         self.instance_shape: tuple[int, ...] | None = (
             tuple(int(d) for d in spec["shape"][1:]) if bundle.layout == "tensor" else None
         )
         self._tensor_name: str | None = spec.get("tensor_name")
+        # Window-feature models: clients send raw windows, the agent computes the features.
+        self._window: dict[str, Any] | None = spec.get("window_features")
+        if self._window is not None:
+            self.instance_shape = tuple(int(d) for d in self._window["window"])
         self._in_quant: dict[str, Any] | None = spec.get("quantization")
         self._out_quant: dict[str, Any] | None = out.get("quantization")
         self._impute = np.asarray(spec["impute"], dtype=np.float32) if spec.get("impute") else None
         explain = bundle.manifest.get("explain")
         self.explainer = (
             Explainer(explain, [f.name for f in self.features], self._labels or None)
-            if explain and self.bundle.layout == "tensor" and len(self.instance_shape or ()) == 1
+            if explain
+            and self.bundle.layout == "tensor"
+            and (len(self.instance_shape or ()) == 1 or self._window is not None)
             else None
         )
         self._check_io()
@@ -61,7 +72,14 @@ class ServedModel:
         else:
             wanted = {str(f.onnx_input) for f in self.features}
         outputs = set(self.backend.output_names)
-        declared = {o for o in (self._label_output, self._proba_output, self._value_output) if o}
+        named = (
+            self._label_output,
+            self._proba_output,
+            self._value_output,
+            self._score_output,
+            self._distances_output,
+        )
+        declared = {o for o in named if o}
         if wanted - inputs or declared - outputs:
             raise BundleError(
                 f"bundle {self.name}: manifest names inputs {sorted(wanted)} / outputs "
@@ -168,6 +186,9 @@ class ServedModel:
         return array
 
     def _tensor_feed(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        if self._window is not None:
+            w = self._window
+            array = window_features(array, float(w["sample_rate"]), int(w["bands"]))
         if self._impute is not None:
             array = np.where(np.isnan(array), self._impute, array)
         if self._in_quant:
@@ -207,6 +228,17 @@ class ServedModel:
         if self._value_output:
             values = outputs[self._value_output].reshape(-1)
             return [{"value": float(v)} for v in values]
+        if self._score_output:
+            scores = self._score_sign * outputs[self._score_output].reshape(-1).astype(float)
+            limit = float(self._threshold) if self._threshold is not None else math.inf
+            return [{"score": float(v), "is_anomaly": bool(v > limit)} for v in scores]
+        if self._distances_output:
+            clusters = outputs[str(self._label_output)].reshape(-1).tolist()
+            distances = outputs[self._distances_output].tolist()
+            return [
+                {"cluster": int(c), "distances": [round(float(d), 6) for d in row]}
+                for c, row in zip(clusters, distances)
+            ]
         probs_array = outputs[self._proba_output] if self._proba_output else None
         if probs_array is not None and self._out_quant:
             q = self._out_quant

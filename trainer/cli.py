@@ -33,7 +33,8 @@ def configure_train(p: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="classical: random-forest, gradient-boosting, hist-gradient-boosting, "
-        "logistic-regression, linear, svm, knn, naive-bayes, decision-tree; "
+        "logistic-regression, linear, svm, knn, naive-bayes, decision-tree (on sensor windows: "
+        "hand-made window features); anomaly: isolation-forest; clustering: kmeans; "
         "deep (Keras): mlp (tables), cnn1d (sensor windows), cnn2d (images)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
@@ -67,6 +68,17 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     deep.add_argument(
         "-v", "--verbose", action="store_true", help="show Keras's progress per epoch"
     )
+    deep.add_argument(
+        "--sample-rate", type=float, help="windows: Hz, for the spectral features (default: "
+        "2560 for vibration, else 1 = cycles per sample)",
+    )  # fmt: skip
+    unsup = p.add_argument_group("anomaly detection and clustering")
+    unsup.add_argument("--normal", metavar="LABEL", help="anomaly: fit on this label's rows only")
+    unsup.add_argument(
+        "--contamination", type=float, default=0.01,
+        help="anomaly: share of normal training rows above the alarm threshold (default 0.01)",
+    )  # fmt: skip
+    unsup.add_argument("--clusters", type=int, default=3, help="kmeans: clusters (default 3)")
     add_conversion_arguments(p.add_argument_group("conversion"))  # type: ignore[arg-type]
     p.set_defaults(run=run_train)
 
@@ -180,25 +192,49 @@ def run_train(args: argparse.Namespace) -> int:
     from trainer.datasets import load_builtin, load_csv
     from trainer.train import train
 
-    if args.images or args.dataset == "vibration" or args.window:
-        raise EdgewiseError(
-            f"{args.model} is a classical model: windows and images go to cnn1d / cnn2d"
-        )
+    if args.images:
+        raise EdgewiseError(f"{args.model} is a classical model: images go to cnn2d")
     if args.csv and not args.target:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
     check_sklearn_options(args)
     if args.dataset and args.target:
         raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
-    data = (
-        load_builtin(args.dataset) if args.dataset else load_csv(args.csv, args.target, args.task)
-    )
+    if args.clusters < 1:
+        raise EdgewiseError(f"--clusters {args.clusters}: use 1 or more")
+    test_index = None
+    extra: dict[str, object] = {}
+    if args.dataset == "vibration" or args.window:
+        from trainer.tensors import sample_rate_of, window_feature_dataset
+
+        windows = load_tensor_data(args)
+        data, extra["window_features"] = window_feature_dataset(
+            windows, sample_rate_of(windows, args.sample_rate)
+        )
+        test_index = windows.test_index
+    else:
+        data = (
+            load_builtin(args.dataset)
+            if args.dataset
+            else load_csv(args.csv, args.target, args.task)
+        )
     if args.dataset and args.task and args.task != data.task:
         raise EdgewiseError(f"data set {args.dataset} is a {data.task} task")
     name = args.name or default_name(args.out)
-    host = train(data, args.model, name, seed=args.seed, test_size=args.test_size)
+    host = train(
+        data,
+        args.model,
+        name,
+        seed=args.seed,
+        test_size=args.test_size,
+        params={"n_clusters": args.clusters} if args.model == "kmeans" else None,
+        normal=args.normal,
+        contamination=args.contamination,
+        test_index=test_index,
+        extra_meta=extra,
+    )
     host_dir = save_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
     shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
-    print(f"trained {args.model} on {data.source} ({data.task}, {len(data.X)} rows): {shown}")
+    print(f"trained {args.model} on {data.source} ({host.task}, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (stays on the host)")
     bundle = export_host_model(host, args, name)
     print_bundle(bundle.path, bundle.manifest)

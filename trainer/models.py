@@ -52,7 +52,32 @@ def _reg() -> dict[str, Factory]:
     }
 
 
+def _anomaly() -> dict[str, Factory]:
+    from sklearn import ensemble
+
+    return {
+        "isolation-forest": lambda s: ensemble.IsolationForest(n_estimators=100, random_state=s)
+    }
+
+
+def _clustering() -> dict[str, Factory]:
+    from sklearn import cluster
+
+    return {"kmeans": lambda s: cluster.KMeans(n_clusters=3, n_init=10, random_state=s)}
+
+
+# Unsupervised models set their own task, whatever the data's target is.
+MODEL_TASK = {"isolation-forest": "anomaly", "kmeans": "clustering"}
+FACTORIES = {
+    "classification": _clf,
+    "regression": _reg,
+    "anomaly": _anomaly,
+    "clustering": _clustering,
+}
+
 MODELS: dict[str, tuple[str, ...]] = {
+    "anomaly": ("isolation-forest",),
+    "clustering": ("kmeans",),
     "classification": (
         "logistic-regression",
         "linear",
@@ -76,7 +101,13 @@ MODELS: dict[str, tuple[str, ...]] = {
 }
 # Trees split on raw thresholds: scaling them gains nothing and its float32/float64
 # rounding could move a value across a threshold between scikit-learn and ONNX.
-_UNSCALED = {"random-forest", "gradient-boosting", "hist-gradient-boosting", "decision-tree"}
+_UNSCALED = {
+    "random-forest",
+    "gradient-boosting",
+    "hist-gradient-boosting",
+    "decision-tree",
+    "isolation-forest",
+}
 
 
 def check_model_name(name: str, task: str) -> None:
@@ -88,11 +119,18 @@ def check_model_name(name: str, task: str) -> None:
 
 
 def build_pipeline(
-    name: str, task: str, numeric: list[str], categorical: list[str], seed: int
+    name: str,
+    task: str,
+    numeric: list[str],
+    categorical: list[str],
+    seed: int,
+    params: dict[str, Any] | None = None,
 ) -> Pipeline:
     """Preprocessing + estimator for raw features (numeric and categorical column names)."""
     check_model_name(name, task)
-    estimator = (_clf() if task == "classification" else _reg())[name](seed)
+    estimator = FACTORIES[task]()[name](seed)
+    if params:
+        estimator.set_params(**params)
     num_steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
     ]

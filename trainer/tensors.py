@@ -16,6 +16,8 @@ import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
 from edge.errors import EdgewiseError
+from edge.features import DEFAULT_BANDS, feature_names, window_features
+from edge.features import VERSION as FEATURES_VERSION
 from trainer.datasets import Dataset
 from trainer.vibration import CHANNELS, SAMPLE_RATE_HZ
 from trainer.vibration import generate as generate_vibration
@@ -180,3 +182,34 @@ def from_tabular(data: Dataset) -> TensorData:
         raise EdgewiseError("deep models are built for classification; use a classical model")
     X = data.X.to_numpy(dtype=np.float32)
     return TensorData(X, np.asarray(data.y), "tabular", list(data.X.columns), data.source)
+
+
+def window_feature_dataset(
+    data: TensorData, sample_rate: float, bands: int = DEFAULT_BANDS
+) -> tuple[Dataset, dict[str, object]]:
+    """Sensor windows as a table of hand-made features (edge.features) for the classical
+    models, and the manifest's ``input.window_features`` that lets the device compute
+    the same features from raw windows."""
+    if data.kind != "window":
+        raise EdgewiseError(f"window features need sensor windows; {data.source} is {data.kind}")
+    if sample_rate <= 0:
+        raise EdgewiseError(f"--sample-rate {sample_rate}: use a positive number of Hz")
+    names = feature_names(data.channels, bands)
+    X = pd.DataFrame(window_features(data.X, sample_rate, bands), columns=names)
+    y = np.asarray(data.y)
+    dataset = Dataset(X, y, "classification", f"{data.source}:features", data.sha256, [])
+    spec: dict[str, object] = {
+        "version": FEATURES_VERSION,
+        "window": [int(d) for d in data.X.shape[1:]],
+        "channels": list(data.channels),
+        "sample_rate": float(sample_rate),
+        "bands": bands,
+    }
+    return dataset, spec
+
+
+def sample_rate_of(data: TensorData, given: float | None) -> float:
+    """The built-in vibration set knows its rate; otherwise --sample-rate (default 1)."""
+    if given is not None:
+        return given
+    return SAMPLE_RATE_HZ if data.source.startswith("edgewise:vibration") else 1.0

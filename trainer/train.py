@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from converters.host_model import HostModel
 from edge.errors import EdgewiseError
 from trainer.datasets import Dataset
-from trainer.models import build_pipeline, check_model_name, describe_preprocessing
+from trainer.models import MODEL_TASK, build_pipeline, check_model_name, describe_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -33,36 +33,87 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, flo
     }
 
 
-def train(data: Dataset, model: str, name: str, seed: int = 0, test_size: float = 0.2) -> HostModel:
-    """Train ``model`` on ``data``; the held-out split is kept for metrics and parity."""
-    check_model_name(model, data.task)
-    if not 0 < test_size < 1:
-        raise EdgewiseError(f"test size {test_size!r} must be between 0 and 1")
+def _split(
+    data: Dataset, test_size: float, seed: int, test_index: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(data.y))
+    if test_index is not None:  # chosen by the loader (time series must not leak)
+        test = np.zeros(len(idx), bool)
+        test[test_index] = True
+        return idx[~test], idx[test]
     stratify = None
     if data.task == "classification":
         _, counts = np.unique(data.y, return_counts=True)
         stratify = data.y if counts.min() >= 2 else None
     try:
-        X_train, X_test, y_train, y_test = train_test_split(
-            data.X, data.y, test_size=test_size, random_state=seed, stratify=stratify
+        train_idx, test_idx = train_test_split(
+            idx, test_size=test_size, random_state=seed, stratify=stratify
         )
     except ValueError as exc:
         raise EdgewiseError(f"cannot split {data.source} for training: {exc}") from None
-    pipeline = build_pipeline(model, data.task, data.numeric, data.categorical, seed)
+    return np.asarray(train_idx), np.asarray(test_idx)
+
+
+def train(
+    data: Dataset,
+    model: str,
+    name: str,
+    seed: int = 0,
+    test_size: float = 0.2,
+    *,
+    params: dict[str, Any] | None = None,
+    normal: str | None = None,
+    contamination: float = 0.01,
+    test_index: np.ndarray | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> HostModel:
+    """Train ``model`` on ``data``; the held-out split is kept for metrics and parity.
+
+    Unsupervised models (``MODEL_TASK``) set the task: ``anomaly`` fits on the training
+    rows labelled ``normal`` (all rows when None) and sets the alarm threshold at the
+    ``1 - contamination`` quantile of their scores; ``clustering`` fits on all of them.
+    """
+    task = MODEL_TASK.get(model, data.task)
+    check_model_name(model, task)
+    if not 0 < test_size < 1:
+        raise EdgewiseError(f"test size {test_size!r} must be between 0 and 1")
+    if not 0 < contamination < 0.5:
+        raise EdgewiseError(f"contamination {contamination!r} must be between 0 and 0.5")
+    if normal is not None and task != "anomaly":
+        raise EdgewiseError("--normal goes with an anomaly model (isolation-forest)")
+    if normal is not None and normal not in set(np.asarray(data.y).astype(str)):
+        raise EdgewiseError(f"--normal {normal!r} is not a label of {data.source}")
+    train_idx, test_idx = _split(data, test_size, seed, test_index)
+    X_train, X_test = data.X.iloc[train_idx], data.X.iloc[test_idx]
+    y_train, y_test = data.y[train_idx], data.y[test_idx]
+    pipeline = build_pipeline(model, task, data.numeric, data.categorical, seed, params)
     features = [
         {"name": c, "dtype": "string" if c in data.categorical else "float32"}
         for c in data.X.columns
     ]
-    meta: dict[str, Any] = {"name": name, "task": data.task, "model": model, "layout": data.layout}
+    meta: dict[str, Any] = {"name": name, "task": task, "model": model, "layout": data.layout}
     host = HostModel(
         pipeline, meta | {"features": features}, X_test.reset_index(drop=True), np.asarray(y_test)
     )
+    if task == "anomaly" and normal is not None:
+        keep = np.asarray(y_train).astype(str) == normal
+        X_train, y_train = X_train[keep], y_train[keep]
     started = time.perf_counter()
     pipeline.fit(host.model_input(X_train), y_train)
     fit_s = time.perf_counter() - started
-    metrics = evaluate(
-        data.task, host.y_heldout, pipeline.predict(host.model_input(host.X_heldout))
-    )
+    X_held = host.model_input(host.X_heldout)
+    if task == "anomaly":
+        from trainer.unsupervised import anomaly_metrics
+
+        metrics, host.meta["anomaly"] = anomaly_metrics(
+            pipeline, host.model_input(X_train), X_held, host.y_heldout, normal, contamination
+        )
+    elif task == "clustering":
+        from trainer.unsupervised import clustering_metrics
+
+        metrics = clustering_metrics(pipeline, X_held, host.y_heldout)
+    else:
+        metrics = evaluate(task, host.y_heldout, pipeline.predict(X_held))
     host.meta |= {
         "preprocessing": describe_preprocessing(pipeline),
         "metrics": metrics | {"fit_seconds": round(fit_s, 4)},
@@ -70,9 +121,10 @@ def train(data: Dataset, model: str, name: str, seed: int = 0, test_size: float 
             "source": data.source,
             "sha256": data.sha256,
             "rows": len(data.X),
-            "test_rows": len(X_test),
+            "test_rows": len(test_idx),
             "seed": seed,
         },
+        **(extra_meta or {}),
     }
     log.info("trained %s on %s in %.2fs: %s", model, data.source, fit_s, metrics)
     return host

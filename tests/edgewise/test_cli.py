@@ -75,7 +75,7 @@ ERROR_CASES = [
     ("train --dataset mnist --model knn --out x", ["unknown data set 'mnist'"]),
     ("train --csv {csv} --model knn --out x", ["needs --target"]),
     ("train --model knn --out x", ["one of the arguments --dataset --csv --images is required"]),
-    ("train --dataset vibration --model random-forest --out x", ["is a classical model"]),
+    ("train --images . --model random-forest --out x", ["images go to cnn2d"]),
     ("train --dataset iris --model cnn1d --out x", ["cnn1d takes window data"]),
     ("train --dataset iris --model knn --quantize int8 --out x", ["convert to --format onnx"]),
     (

@@ -1,0 +1,143 @@
+"""Classical models on sensor windows, anomaly detection and clustering, end to end:
+trained, converted (parity gate), and served over a real broker from raw windows."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from converters.sklearn_onnx import export_sklearn
+from deploy.broker import LocalBroker
+from edge.agent import Agent
+from edge.config import AgentConfig
+from edge.payload import encode_tensor_request
+from tests.edgewise.test_cli import edgewise
+from tests.mqtt_peer import Peer
+from trainer.datasets import load_builtin
+from trainer.tensors import load_vibration, sample_rate_of, window_feature_dataset
+from trainer.train import train
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("unsupervised")
+    windows = load_vibration(per_class=60, seed=1)
+    data, spec = window_feature_dataset(windows, sample_rate_of(windows, None))
+    out: dict[str, Any] = {"windows": windows}
+    for name, model, options in [
+        ("vib-rf", "random-forest", {}),
+        ("vib-iforest", "isolation-forest", {"normal": "normal"}),
+    ]:
+        host = train(data, model, name, extra_meta={"window_features": spec}, **options)
+        out[name] = (export_sklearn(host, root / name), host)
+    host = train(load_builtin("iris"), "kmeans", "iris-km", params={"n_clusters": 3})
+    out["iris-km"] = (export_sklearn(host, root / "iris-km"), host)
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(broker: LocalBroker, bundles: dict[str, Any]) -> Iterator[tuple[Peer, str]]:
+    device = f"un-{uuid.uuid4().hex[:6]}"
+    paths = tuple(str(bundles[k][0].path) for k in ("vib-rf", "vib-iforest", "iris-km"))
+    agent = Agent(AgentConfig(bundles=paths, broker=broker.url, device=device))
+    agent.start()
+    assert agent.connection.wait_connected(10)
+    peer = Peer(broker.port)
+    peer.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error")
+    yield peer, device
+    peer.close()
+    agent.stop(timeout=5)
+
+
+def ask(peer: Peer, device: str, model: str, body: bytes | dict[str, Any]) -> Any:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    peer.publish(f"edgewise/{device}/{model}/in", payload)
+    return peer.expect_json("/out")["predictions"]
+
+
+def test_window_features_model_serves_raw_windows(
+    served: tuple[Peer, str], bundles: dict[str, Any]
+) -> None:
+    peer, device = served
+    bundle, host = bundles["vib-rf"]
+    manifest = bundle.manifest
+    assert manifest["input"]["kind"] == "window"
+    assert manifest["input"]["window_features"]["window"] == [256, 3]
+    windows = bundles["windows"]
+    test = np.arange(len(windows.y))[-40:]  # any windows: binary and JSON must agree
+    binary = ask(peer, device, "vib-rf", encode_tensor_request(windows.X[test], "w"))
+    as_json = ask(peer, device, "vib-rf", {"instances": windows.X[test[:3]].tolist()})
+    assert [p["label"] for p in binary[:3]] == [p["label"] for p in as_json]
+    host_labels = host.pipeline.predict(host.model_input(_features(windows.X[test], bundle)))
+    assert [p["label"] for p in binary] == host_labels.tolist()
+
+
+def _features(X: np.ndarray, bundle: Any) -> Any:
+    import pandas as pd
+
+    from edge.features import window_features
+
+    w = bundle.manifest["input"]["window_features"]
+    names = [f["name"] for f in bundle.manifest["input"]["features"]]
+    return pd.DataFrame(window_features(X, w["sample_rate"], w["bands"]), columns=names)
+
+
+def test_anomaly_trained_on_normal_flags_faults(
+    served: tuple[Peer, str], bundles: dict[str, Any]
+) -> None:
+    peer, device = served
+    bundle, host = bundles["vib-iforest"]
+    out = bundle.manifest["output"]
+    assert (
+        bundle.manifest["task"] == "anomaly"
+        and out["threshold"] == host.meta["anomaly"]["threshold"]
+    )
+    fresh = load_vibration(per_class=25, seed=99)  # windows the model never saw
+    preds = ask(peer, device, "vib-iforest", encode_tensor_request(fresh.X, "a"))
+    flagged = np.array([p["is_anomaly"] for p in preds])
+    scores = np.array([p["score"] for p in preds])
+    assert np.array_equal(flagged, scores > out["threshold"])
+    host_scores = -host.pipeline.decision_function(
+        host.model_input(_features(fresh.X, bundle))
+    )  # fmt: skip
+    np.testing.assert_allclose(scores, host_scores, atol=1e-4)
+    fault = fresh.y != "normal"
+    recall, false_alarms = flagged[fault].mean(), flagged[~fault].mean()
+    print(f"\nanomaly on 100 unseen windows: recall {recall:.2f}, false alarms {false_alarms:.2f}")
+    assert recall >= 0.9 and false_alarms <= 0.2
+
+
+def test_kmeans_answers_cluster_and_distances(
+    served: tuple[Peer, str], bundles: dict[str, Any]
+) -> None:
+    peer, device = served
+    bundle, host = bundles["iris-km"]
+    rows = host.X_heldout.to_numpy(dtype=np.float32)[:10]
+    preds = ask(peer, device, "iris-km", {"instances": rows.tolist()})
+    assert [p["cluster"] for p in preds] == host.pipeline.predict(rows).tolist()
+    np.testing.assert_allclose(
+        [p["distances"] for p in preds], host.pipeline.transform(rows), atol=1e-4
+    )
+    assert bundle.manifest["output"]["clusters"] == 3
+    assert {"inertia", "silhouette", "adjusted_rand"} <= set(bundle.manifest["metrics"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "isolation-forest", "--normal", "sane"], "not a label"),
+        (["--model", "random-forest", "--normal", "normal"], "--normal goes with an anomaly"),
+        (["--model", "kmeans", "--clusters", "0"], "--clusters 0"),
+        (["--model", "isolation-forest", "--contamination", "0.7"], "contamination 0.7"),
+    ],
+)
+def test_bad_unsupervised_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = edgewise("train", "--dataset", "vibration", "--out", str(tmp_path / "x"), *args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
