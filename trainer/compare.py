@@ -28,7 +28,7 @@ from edge.errors import EdgewiseError
 from edge.model import ServedModel
 from trainer.datasets import Dataset
 from trainer.models import MODELS, build_pipeline
-from trainer.train import evaluate, train
+from trainer.train import evaluate, split_indices, train
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +148,6 @@ def compare(
     return report
 
 
-def _split(data: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    # The same call as trainer.train.train, so every candidate sees the same test rows.
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(data.y))
-    stratify = None
-    if data.task == "classification":
-        _, counts = np.unique(data.y, return_counts=True)
-        stratify = data.y if counts.min() >= 2 else None
-    train_idx, test_idx = train_test_split(idx, test_size=0.2, random_state=seed, stratify=stratify)
-    return train_idx, test_idx
-
-
 def _fraction_index(train_idx: np.ndarray, y: np.ndarray, frac: float, seed: int) -> np.ndarray:
     """A seeded subsample of the training rows (a fit that fails on it scores None)."""
     rng = np.random.default_rng(seed)
@@ -255,7 +242,7 @@ def _classical(
         labels = sorted(np.unique(data.y).tolist())
         result.confusion = _confusion(y, pred, labels)
     result.importance = _importance(served, host.X_heldout, y, data.task, seed)
-    train_idx, test_idx = _split(data, seed)
+    train_idx, test_idx = split_indices(data, 0.2, seed, None)
     metric = primary_metric(data.task)
     for frac in fractions:
         sub = _fraction_index(train_idx, data.y, frac, seed)
@@ -284,7 +271,7 @@ def _deep(
     from trainer.tensors import TensorData, from_tabular
 
     tensor = from_tabular(data)  # refuses categorical columns and regression, one line
-    train_idx, test_idx = _split(data, seed)
+    train_idx, test_idx = split_indices(data, 0.2, seed, None)
 
     def fit(index: np.ndarray) -> Any:
         rows = np.concatenate([index, test_idx])

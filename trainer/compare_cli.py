@@ -15,15 +15,21 @@ from pathlib import Path
 def configure_compare(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise compare``."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="built-in tabular data set: iris, wine, breast_cancer, ...")
+    src.add_argument(
+        "--dataset", help="built-in data set: iris, wine, breast_cancer, diabetes, ..., vibration"
+    )
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
     p.add_argument("--target", help="label column of the CSV")
     p.add_argument("--task", choices=["classification", "regression"], help="override the task")
     p.add_argument(
         "--candidates",
         help="comma-separated (default: logistic-regression/linear, decision-tree, "
-        "random-forest, hist-gradient-boosting, knn, and mlp for classification)",
+        "random-forest, hist-gradient-boosting, knn, and mlp for classification; for "
+        "windows the classical ones on window features, and cnn1d)",
     )
+    p.add_argument("--window", type=int, help="--csv of raw samples: window length in rows")
+    p.add_argument("--stride", type=int, help="--csv of raw samples: step between windows")
+    p.add_argument("--sample-rate", type=float, help="windows: Hz for the spectral features")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the models")
     p.add_argument("--epochs", type=int, default=60, help="most epochs for deep candidates")
     p.add_argument("--max-latency-ms", type=float, help="constraint: p50 per sample on device")
@@ -41,11 +47,7 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     from edge.errors import EdgewiseError
 
-    if args.dataset in ("vibration", "digits-images"):
-        raise EdgewiseError(
-            "compare takes tabular data for now; sensor windows and images are not built yet"
-        )
-    if args.csv and not args.target:
+    if args.csv and not args.target and not args.window:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
     if args.dataset and args.target:
         raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
@@ -70,15 +72,26 @@ def run_compare(args: argparse.Namespace) -> int:
     from trainer.datasets import load_builtin, load_csv
     from trainer.report import recommend, render_html, render_table
 
-    data = (
-        load_builtin(args.dataset) if args.dataset else load_csv(args.csv, args.target, args.task)
-    )
-    names = (
-        [c.strip() for c in args.candidates.split(",") if c.strip()]
-        if args.candidates
-        else list(DEFAULT_CANDIDATES[data.task])
-    )
-    names = check_candidates(names, data.task)
+    given = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else []
+    windows = None
+    if args.dataset == "vibration" or args.window:
+        from trainer.compare_windows import WINDOW_CANDIDATES, check_window_candidates
+        from trainer.tensors import load_vibration, load_window_csv, sample_rate_of
+
+        names = check_window_candidates(given or WINDOW_CANDIDATES)
+        windows = (
+            load_vibration(seed=args.seed)
+            if args.dataset
+            else load_window_csv(args.csv, args.window, args.stride or args.window,
+                                 args.target or "label")
+        )  # fmt: skip
+    else:
+        data = (
+            load_builtin(args.dataset)
+            if args.dataset
+            else load_csv(args.csv, args.target, args.task)
+        )
+        names = check_candidates(given or list(DEFAULT_CANDIDATES[data.task]), data.task)
     if args.export and args.export != "best" and args.export not in names:
         raise EdgewiseError(f"--export {args.export}: not a candidate; have {names}")
     stem = Path(args.dataset or Path(args.csv).stem).name
@@ -89,9 +102,17 @@ def run_compare(args: argparse.Namespace) -> int:
         if not args.no_progress:
             print(f"{step}: training, converting, measuring", file=sys.stderr, flush=True)
 
-    report = compare(
-        data, root / "bundles", names, seed=args.seed, epochs=args.epochs, progress=progress
-    )
+    if windows is not None:
+        from trainer.compare_windows import compare_windows
+
+        report = compare_windows(
+            windows, root / "bundles", names, sample_rate=sample_rate_of(windows, args.sample_rate),
+            seed=args.seed, epochs=args.epochs, progress=progress,
+        )  # fmt: skip
+    else:
+        report = compare(
+            data, root / "bundles", names, seed=args.seed, epochs=args.epochs, progress=progress
+        )
     recommend(report, args.max_latency_ms, args.max_size_kb, args.min_accuracy)
     (root / "compare.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     (root / "compare.html").write_text(render_html(report), encoding="utf-8")

@@ -33,9 +33,11 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, flo
     }
 
 
-def _split(
+def split_indices(
     data: Dataset, test_size: float, seed: int, test_index: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test row indices, stratified for classification; ``test_index`` given by
+    a loader (time series must not leak) wins."""
     idx = np.arange(len(data.y))
     if test_index is not None:  # chosen by the loader (time series must not leak)
         test = np.zeros(len(idx), bool)
@@ -83,7 +85,7 @@ def train(
         raise EdgewiseError("--normal goes with an anomaly model (isolation-forest)")
     if normal is not None and normal not in set(np.asarray(data.y).astype(str)):
         raise EdgewiseError(f"--normal {normal!r} is not a label of {data.source}")
-    train_idx, test_idx = _split(data, test_size, seed, test_index)
+    train_idx, test_idx = split_indices(data, test_size, seed, test_index)
     X_train, X_test = data.X.iloc[train_idx], data.X.iloc[test_idx]
     y_train, y_test = data.y[train_idx], data.y[test_idx]
     pipeline = build_pipeline(model, task, data.numeric, data.categorical, seed, params)

@@ -174,7 +174,7 @@ def test_readable_wins_when_as_fast_and_as_good() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset", "vibration"], "tabular data for now"),
+        (["--dataset", "vibration", "--candidates", "mlp"], "unknown candidate(s) ['mlp']"),
         (["--dataset", "iris", "--export", "best"], "--export NAME and --out DIR go together"),
         (["--dataset", "iris", "--candidates", "resnet"], "unknown candidate(s) ['resnet']"),
         (["--dataset", "diabetes", "--candidates", "mlp"], "unknown candidate(s) ['mlp']"),
@@ -187,3 +187,28 @@ def test_bad_options_are_one_line(args: list[str], message: str) -> None:
     assert result.returncode == 2 or result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_windows_features_vs_cnn(tmp_path: Path) -> None:
+    """Sensor windows: window features + a classical model against the raw-window CNN, both
+    measured from raw windows through the edge code; importance per channel."""
+    from trainer.compare_windows import compare_windows
+    from trainer.tensors import load_vibration
+
+    windows = load_vibration(per_class=30, seed=3)
+    report = compare_windows(
+        windows, tmp_path, ["logistic-regression", "cnn1d"], sample_rate=2560.0, epochs=6,
+        fractions=(0.5, 1.0),
+    )  # fmt: skip
+    rec = recommend(report)
+    by = {r.name: r for r in report.candidates}
+    assert set(by) == {"logistic-regression", "cnn1d"} and not any(r.skipped for r in by.values())
+    for r in by.values():
+        assert set(r.importance) == {"x", "y", "z"}
+        assert r.latency_us["p50"] > 0 and r.size_bytes > 0
+        assert sum(map(sum, r.confusion or [])) == report.test_rows
+        assert set(r.learning_curve) == {"0.5", "1"}
+    lr = by["logistic-regression"]
+    assert lr.quality_edge["accuracy"] == lr.quality["accuracy"]  # features on device == host
+    assert json.loads(Path(lr.bundle, "manifest.json").read_text())["input"]["kind"] == "window"
+    assert rec["choice"] in by

@@ -1,0 +1,204 @@
+"""``compare`` for sensor windows: hand-made window features + classical models against a
+1-D CNN on the raw windows. Every candidate is measured the way the device runs it: raw
+windows in (the agent computes the features for the classical ones), through the edge
+code, so the feature extraction is inside the latency.
+
+Permutation importance is per channel (a channel shuffled across windows), the one
+importance both families share.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.keras_export import KerasExportOptions, export_keras
+from converters.parity import ParityError
+from converters.sklearn_onnx import export_sklearn
+from edge.bundle import load_bundle
+from edge.errors import EdgewiseError
+from edge.model import ServedModel
+from trainer.compare import (
+    FRACTIONS,
+    LATENCY_CALLS,
+    READABLE,
+    CandidateResult,
+    CompareReport,
+    _confusion,
+    _fraction_index,
+)
+from trainer.models import MODELS, build_pipeline
+from trainer.tensors import TensorData, window_feature_dataset
+from trainer.train import evaluate, split_indices, train
+
+log = logging.getLogger(__name__)
+
+WINDOW_CANDIDATES = ("logistic-regression", "decision-tree", "random-forest",
+                     "hist-gradient-boosting", "cnn1d")  # fmt: skip
+
+
+def check_window_candidates(names: Sequence[str]) -> list[str]:
+    allowed = [*MODELS["classification"], "cnn1d"]
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise EdgewiseError(f"unknown candidate(s) {bad} for sensor windows; choose from {allowed}")
+    return list(dict.fromkeys(names))
+
+
+def _labels(model: ServedModel, X: np.ndarray) -> np.ndarray:
+    out: list[Any] = []
+    for start in range(0, len(X), 512):
+        out += [p["label"] for p in model.predict_tensor(X[start : start + 512])]
+    return np.asarray(out)
+
+
+def _measure(
+    model: ServedModel, X: np.ndarray, y: np.ndarray, labels: list[Any], seed: int,
+    result: CandidateResult, channels: list[str],
+) -> None:  # fmt: skip
+    pred = _labels(model, X)
+    result.quality_edge = evaluate("classification", y, pred)
+    result.confusion = _confusion(y, pred, labels)
+    for i in range(30):  # warm-up
+        model.predict_tensor(X[i % len(X)][None])
+    lat = []
+    for i in range(LATENCY_CALLS):
+        one = X[i % len(X)][None]
+        t0 = time.perf_counter()
+        model.predict_tensor(one)
+        lat.append((time.perf_counter() - t0) * 1e6)
+    result.latency_us = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
+    rng = np.random.default_rng(seed)
+    base = result.quality_edge["accuracy"]
+    scores = {}
+    for c, channel in enumerate(channels):
+        drops = []
+        for _ in range(3):
+            shuffled = X.copy()
+            shuffled[:, :, c] = X[rng.permutation(len(X)), :, c]
+            drops.append(base - evaluate("classification", y, _labels(model, shuffled))["accuracy"])
+        scores[channel] = round(float(np.mean(drops)), 5)
+    result.importance = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+
+
+def _size(model: ServedModel) -> int:
+    return (model.bundle.path / model.bundle.manifest["model"]["file"]).stat().st_size
+
+
+def compare_windows(
+    windows: TensorData,
+    work: Path,
+    candidates: Sequence[str] | None = None,
+    *,
+    sample_rate: float,
+    seed: int = 0,
+    epochs: int = 60,
+    fractions: Sequence[float] = FRACTIONS,
+    progress: Callable[[str], None] = lambda step: None,
+) -> CompareReport:
+    """Train, convert and measure every candidate on ``windows`` (bundles under ``work``)."""
+    names = check_window_candidates(candidates or WINDOW_CANDIDATES)
+    table, spec = window_feature_dataset(windows, sample_rate)
+    train_idx, test_idx = split_indices(table, 0.2, seed, windows.test_index)
+    X_test, y_test = windows.X[test_idx], np.asarray(windows.y)[test_idx]
+    labels = sorted(np.unique(windows.y).tolist())
+    report = CompareReport(
+        windows.source, "classification", len(windows.y), len(test_idx), list(windows.channels),
+        labels, "accuracy", [],
+    )  # fmt: skip
+    for i, name in enumerate(names, 1):
+        progress(f"[{i}/{len(names)}] {name}")
+        deep = name == "cnn1d"
+        result = CandidateResult(name, "deep" if deep else "classical", name in READABLE)
+        try:
+            if deep:
+                _cnn(windows, train_idx, test_idx, work, seed, epochs, fractions, result)
+            else:
+                _features_model(
+                    table, spec, train_idx, test_idx, name, work, seed, fractions, result
+                )
+            served = ServedModel.load(load_bundle(result.bundle))
+            _measure(served, X_test, y_test, labels, seed, result, list(windows.channels))
+        except (EdgewiseError, ParityError) as exc:
+            result.skipped = str(exc)
+            log.warning("%s skipped: %s", name, exc)
+        report.candidates.append(result)
+    return report
+
+
+def _features_model(
+    table: Any, spec: dict[str, Any], train_idx: np.ndarray, test_idx: np.ndarray, name: str,
+    work: Path, seed: int, fractions: Sequence[float], result: CandidateResult,
+) -> None:  # fmt: skip
+    host = train(table, name, name, seed=seed, test_index=test_idx,
+                 extra_meta={"window_features": spec})  # fmt: skip
+    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
+    result.quality = {k: v for k, v in host.meta["metrics"].items() if k != "fit_seconds"}
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    bundle = export_sklearn(host, out)
+    result.artifact, result.bundle = "onnx", str(bundle.path)
+    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
+    X, y = table.X.to_numpy(dtype=np.float32), table.y
+    for frac in fractions:
+        sub = _fraction_index(train_idx, y, frac, seed)
+        pipe = build_pipeline(name, "classification", table.numeric, [], seed)
+        try:
+            pipe.fit(X[sub], y[sub])
+            score: float | None = evaluate(
+                "classification", y[test_idx], pipe.predict(X[test_idx])
+            )["accuracy"]
+        except ValueError:
+            score = None
+        result.learning_curve[f"{frac:g}"] = score
+
+
+def _cnn(
+    windows: TensorData, train_idx: np.ndarray, test_idx: np.ndarray, work: Path, seed: int,
+    epochs: int, fractions: Sequence[float], result: CandidateResult,
+) -> None:  # fmt: skip
+    from trainer.deep import train_deep
+
+    def fit(index: np.ndarray) -> Any:
+        rows = np.concatenate([index, test_idx])
+        sub = TensorData(
+            windows.X[rows], np.asarray(windows.y)[rows], "window", windows.channels,
+            windows.source, test_index=np.arange(len(index), len(rows)),
+        )  # fmt: skip
+        return train_deep(sub, "cnn1d", "cnn1d", seed=seed, epochs=epochs)
+
+    host = fit(train_idx)
+    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
+    result.quality = {
+        k: v for k, v in host.meta["metrics"].items() if k in ("accuracy", "f1_macro")
+    }
+    out = work / "cnn1d"
+    shutil.rmtree(out, ignore_errors=True)
+    bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
+    result.artifact, result.bundle = "tflite", str(bundle.path)
+    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
+    int8_dir = work / "cnn1d-int8"
+    shutil.rmtree(int8_dir, ignore_errors=True)
+    try:
+        int8 = export_keras(host, int8_dir, KerasExportOptions("tflite", "int8"))
+        served8 = ServedModel.load(load_bundle(int8.path))
+        result.size_int8_bytes = _size(served8)
+        y_test = np.asarray(windows.y)[test_idx]
+        result.quality_int8 = evaluate(
+            "classification", y_test, _labels(served8, windows.X[test_idx])
+        )
+    except ParityError as exc:
+        result.int8_note = f"int8 refused by the parity gate: {exc}"
+    y = np.asarray(windows.y)
+    for frac in fractions:
+        if frac >= 1.0:
+            result.learning_curve[f"{frac:g}"] = result.quality["accuracy"]
+            continue
+        sub_host = fit(_fraction_index(train_idx, y, frac, seed))
+        result.learning_curve[f"{frac:g}"] = float(sub_host.meta["metrics"]["accuracy"])
