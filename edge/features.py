@@ -9,6 +9,7 @@ window shape, the sample rate and the band count; the agent checks windows again
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,14 @@ def feature_names(channels: list[str], bands: int = DEFAULT_BANDS) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=16)
+def _spectrum_layout(t: int, sample_rate: float, bands: int) -> tuple[Any, Any]:
+    """Frequencies of the rfft bins without DC, and the first bin of each band."""
+    freqs = np.fft.rfftfreq(t, d=1.0 / sample_rate)[1:]
+    starts = np.linspace(0, len(freqs), bands + 1).astype(int)[:-1]
+    return freqs, starts
+
+
 def window_features(
     windows: np.ndarray[Any, Any], sample_rate: float, bands: int = DEFAULT_BANDS
 ) -> np.ndarray[Any, Any]:
@@ -35,26 +44,24 @@ def window_features(
     if x.ndim != 3:
         raise ValueError(f"windows must be (N, T, C), got shape {list(x.shape)}")
     n, t, c = x.shape
-    mean = x.mean(axis=1)
-    centered = x - mean[:, None, :]
-    var = (centered**2).mean(axis=1)
-    std = np.sqrt(var)
-    rms = np.sqrt((x**2).mean(axis=1))
-    peak = np.abs(x).max(axis=1)
+    freqs, starts = _spectrum_layout(t, float(sample_rate), bands)
     tiny = 1e-12
+    mean = x.sum(axis=1) / t
+    centered = x - mean[:, None, :]
+    sq = centered * centered
+    var = sq.sum(axis=1) / t
+    std = np.sqrt(var)
+    rms = np.sqrt(var + mean * mean)  # E[x^2] = var + mean^2
+    peak = np.abs(x).max(axis=1)
     crest = peak / np.maximum(rms, tiny)
-    kurt = (centered**4).mean(axis=1) / np.maximum(var**2, tiny)
-    skew = (centered**3).mean(axis=1) / np.maximum(std**3, tiny)
-    power = np.abs(np.fft.rfft(centered, axis=1)) ** 2  # (N, T//2+1, C)
-    freqs = np.fft.rfftfreq(t, d=1.0 / sample_rate)
-    power, freqs = power[:, 1:, :], freqs[1:]  # no DC
+    kurt = (sq * sq).sum(axis=1) / t / np.maximum(var * var, tiny)
+    skew = (sq * centered).sum(axis=1) / t / np.maximum(std**3, tiny)
+    spec = np.fft.rfft(centered, axis=1)[:, 1:, :]  # no DC
+    power = spec.real**2 + spec.imag**2  # (N, T//2, C)
     total = np.maximum(power.sum(axis=1), tiny)
     dominant = freqs[power.argmax(axis=1)]
-    centroid = (power * freqs[None, :, None]).sum(axis=1) / total
-    edges = np.linspace(0, len(freqs), bands + 1).astype(int)
-    shares = np.stack(
-        [power[:, edges[b] : edges[b + 1], :].sum(axis=1) / total for b in range(bands)], axis=1
-    )  # (N, bands, C)
+    centroid = np.einsum("nfc,f->nc", power, freqs) / total
+    shares = np.add.reduceat(power, starts, axis=1) / total[:, None, :]  # (N, bands, C)
     stats = np.stack([mean, std, rms, peak, crest, kurt, skew, dominant, centroid], axis=1)
     per_channel = np.concatenate([stats, shares], axis=1)  # (N, 9 + bands, C)
     return per_channel.transpose(0, 2, 1).reshape(n, c * (len(STATS) + bands)).astype(np.float32)
