@@ -38,6 +38,21 @@ def _estimator(pipeline: Any) -> Any:
     return pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
 
 
+# Word tokens for text models: Python's pattern (scikit-learn) and the same set in RE2 syntax
+# (ONNX Runtime's Tokenizer), where \w is ASCII-only and (?u) is an error.
+TEXT_TOKEN_PATTERN = r"(?u)\w{2,}"
+TEXT_TOKEN_RE2 = r"[\pL\pN_]{2,}"
+
+
+def _patch_tokenizers(onx: Any) -> None:
+    for node in onx.graph.node:
+        if node.op_type != "Tokenizer":
+            continue
+        for attr in node.attribute:
+            if attr.name == "tokenexp" and attr.s.decode() == TEXT_TOKEN_PATTERN:
+                attr.s = TEXT_TOKEN_RE2.encode()
+
+
 def convert_pipeline(pipeline: Any, features: list[dict[str, str]], layout: str) -> bytes:
     """Serialized ONNX graph of a fitted pipeline taking the raw features."""
     from skl2onnx import convert_sklearn
@@ -68,6 +83,7 @@ def convert_pipeline(pipeline: Any, features: list[dict[str, str]], layout: str)
         raise EdgewiseError(
             f"skl2onnx cannot convert {type(est).__name__}: {str(exc).splitlines()[0]}"
         ) from None
+    _patch_tokenizers(onx)
     return bytes(onx.SerializeToString())
 
 
@@ -184,6 +200,11 @@ def export_sklearn(
     if window is not None:
         input_spec |= {"kind": "window", "window_features": window}
     outside = ["numeric null -> NaN (imputed inside the graph)"]
+    if host.meta.get("text"):
+        # skl2onnx lowercases with StringNormalizer, which needs an installed en_US.UTF-8
+        # locale in ONNX Runtime: the agent lowercases instead (edge.model).
+        input_spec |= {"kind": "text", "lowercase": True}
+        outside.append("text lowercased (str.lower) before the graph")
     if any(f["dtype"] == "string" for f in host.features):
         outside.append('categorical null -> "" (the missing category)')
     manifest = {

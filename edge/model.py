@@ -49,6 +49,9 @@ class ServedModel:
         self._in_quant: dict[str, Any] | None = spec.get("quantization")
         self._out_quant: dict[str, Any] | None = out.get("quantization")
         self._impute = np.asarray(spec["impute"], dtype=np.float32) if spec.get("impute") else None
+        # Text models: an instance may be the bare string; text is lowercased as in training.
+        self._text = spec.get("kind") == "text"
+        self._lowercase = bool(spec.get("lowercase"))
         explain = bundle.manifest.get("explain")
         self.explainer = (
             Explainer(explain, [f.name for f in self.features], self._labels or None)
@@ -113,6 +116,8 @@ class ServedModel:
                     "missing_feature", f"instance {position}: missing feature(s) {missing[:5]}"
                 )
             values = [instance[f.name] for f in self.features]
+        elif isinstance(instance, str) and self._text and len(self.features) == 1:
+            values = [instance]
         elif isinstance(instance, list):
             if len(instance) != len(self.features):
                 raise RequestError(
@@ -126,7 +131,10 @@ class ServedModel:
                 "bad_type",
                 f"instance {position}: expected an object or a list, got {type(instance).__name__}",
             )
-        return [self._value(f, v, position) for f, v in zip(self.features, values)]
+        row = [self._value(f, v, position) for f, v in zip(self.features, values)]
+        if self._lowercase:
+            row = [v.lower() if isinstance(v, str) else v for v in row]
+        return row
 
     @staticmethod
     def _value(feature: Feature, value: Any, position: int) -> Any:

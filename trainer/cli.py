@@ -27,6 +27,10 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--target", help="label column of the CSV")
     p.add_argument(
+        "--text", metavar="COLUMN", help="text classification: the CSV's free-text column "
+        "(TF-IDF + logistic-regression; the device takes raw text)",
+    )  # fmt: skip
+    p.add_argument(
         "--task", choices=["classification", "regression"], help="override the inferred task"
     )
     p.add_argument(
@@ -203,7 +207,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise EdgewiseError(f"--clusters {args.clusters}: use 1 or more")
     test_index = None
     extra: dict[str, object] = {}
-    if args.dataset == "vibration" or args.window:
+    if args.text and not args.csv:
+        raise EdgewiseError("--text goes with --csv FILE --target LABEL")
+    if args.text:
+        from trainer.datasets import load_text_csv
+
+        data = load_text_csv(args.csv, args.target, args.text)
+    elif args.dataset == "vibration" or args.window:
         from trainer.tensors import sample_rate_of, window_feature_dataset
 
         windows = load_tensor_data(args)

@@ -8,7 +8,7 @@ scikit-learn model saw); categorical columns become strings, with missing values
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +41,16 @@ class Dataset:
     source: str
     sha256: str
     categorical: list[str]
+    text: list[str] = field(default_factory=list)  # free-text columns (TF-IDF in the graph)
 
     @property
     def numeric(self) -> list[str]:
-        return [c for c in self.X.columns if c not in self.categorical]
+        return [c for c in self.X.columns if c not in self.categorical and c not in self.text]
 
     @property
     def layout(self) -> str:
         """'tensor' (one float32 matrix input) when all features are numeric, else 'columns'."""
-        return "columns" if self.categorical else "tensor"
+        return "columns" if self.categorical or self.text else "tensor"
 
     @property
     def has_missing(self) -> bool:
@@ -134,3 +135,20 @@ def load_csv(path: str | Path, target: str, task: str | None = None) -> Dataset:
         raise EdgewiseError(f"target {target!r} has fewer than two classes")
     digest = hashlib.sha256(raw).hexdigest()
     return Dataset(df, y, task, f"csv:{p.name}", digest, categorical)
+
+
+def load_text_csv(path: str | Path, target: str, text: str) -> Dataset:
+    """A CSV with a free-text column (e.g. message -> spam/ham): only ``text`` is a feature.
+
+    Text is lowercased here and by the agent before the graph (the ONNX string normalizer
+    needs a locale many devices lack, so it is kept out of the graph).
+    """
+    data = load_csv(path, target, "classification")
+    if text not in data.X.columns:
+        raise EdgewiseError(
+            f"--text {text!r}: no such column; columns: {', '.join(map(str, data.X.columns))}"
+        )
+    if text not in data.categorical:
+        raise EdgewiseError(f"--text {text!r} is a numeric column, not text")
+    X = pd.DataFrame({text: data.X[text].astype(str).str.lower()})
+    return Dataset(X, data.y, data.task, data.source, data.sha256, [], [text])

@@ -66,6 +66,8 @@ def _clustering() -> dict[str, Factory]:
     return {"kmeans": lambda s: cluster.KMeans(n_clusters=3, n_init=10, random_state=s)}
 
 
+# Models that take TF-IDF (sparse) input and convert with it.
+TEXT_MODELS = ("logistic-regression", "linear")
 # Unsupervised models set their own task, whatever the data's target is.
 MODEL_TASK = {"isolation-forest": "anomaly", "kmeans": "clustering"}
 FACTORIES = {
@@ -125,12 +127,35 @@ def build_pipeline(
     categorical: list[str],
     seed: int,
     params: dict[str, Any] | None = None,
+    text: list[str] | None = None,
 ) -> Pipeline:
-    """Preprocessing + estimator for raw features (numeric and categorical column names)."""
+    """Preprocessing + estimator for raw features (numeric and categorical column names;
+    or one free-text column, TF-IDF of words and word pairs)."""
     check_model_name(name, task)
     estimator = FACTORIES[task]()[name](seed)
     if params:
         estimator.set_params(**params)
+    if text:
+        if name not in TEXT_MODELS or len(text) != 1:
+            raise EdgewiseError(
+                f"text classification takes one text column and one of {list(TEXT_MODELS)}"
+            )
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        from converters.sklearn_onnx import TEXT_TOKEN_PATTERN
+
+        vectorizer = TfidfVectorizer(
+            lowercase=False,
+            token_pattern=TEXT_TOKEN_PATTERN,
+            ngram_range=(1, 2),
+            max_features=50_000,
+        )
+        return Pipeline(
+            [
+                ("features", ColumnTransformer([("tfidf", vectorizer, text[0])])),
+                ("model", estimator),
+            ]
+        )
     num_steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
     ]
@@ -153,7 +178,8 @@ def describe_preprocessing(pipeline: Pipeline) -> list[str]:
         if isinstance(step, ColumnTransformer):
             for tname, trans, cols in step.transformers:
                 inner = trans.steps if isinstance(trans, Pipeline) else [(tname, trans)]
-                steps += [f"{type(s).__name__}({len(cols)} columns)" for _, s in inner]
+                n = 1 if isinstance(cols, str) else len(cols)
+                steps += [f"{type(s).__name__}({n} columns)" for _, s in inner]
         else:
             steps.append(type(step).__name__)
     return steps

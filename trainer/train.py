@@ -88,12 +88,14 @@ def train(
     train_idx, test_idx = split_indices(data, test_size, seed, test_index)
     X_train, X_test = data.X.iloc[train_idx], data.X.iloc[test_idx]
     y_train, y_test = data.y[train_idx], data.y[test_idx]
-    pipeline = build_pipeline(model, task, data.numeric, data.categorical, seed, params)
+    pipeline = build_pipeline(model, task, data.numeric, data.categorical, seed, params, data.text)
+    strings = set(data.categorical) | set(data.text)
     features = [
-        {"name": c, "dtype": "string" if c in data.categorical else "float32"}
-        for c in data.X.columns
+        {"name": c, "dtype": "string" if c in strings else "float32"} for c in data.X.columns
     ]
     meta: dict[str, Any] = {"name": name, "task": task, "model": model, "layout": data.layout}
+    if data.text:
+        meta["text"] = list(data.text)
     host = HostModel(
         pipeline, meta | {"features": features}, X_test.reset_index(drop=True), np.asarray(y_test)
     )
