@@ -75,12 +75,17 @@ def gate(
     accuracy_ref: float,
     accuracy_new: float,
     max_abs_diff: float,
+    metric: str = "accuracy",
 ) -> None:
-    """Raise ParityError when the converted model is not close enough (pure logic)."""
+    """Raise ParityError when the converted model is not close enough (pure logic).
+
+    ``metric`` names what the accuracies measure (detectors: alarm agreement with Keras).
+    """
     mode = f"{options.format} --quantize {options.quantize}"
+    outputs = "probabilities" if metric == "accuracy" else "scores"
     if options.quantize == "none" and max_abs_diff > options.tolerance:
         raise ParityError(
-            f"{mode}: probabilities differ from Keras by up to {max_abs_diff:.3g} "
+            f"{mode}: {outputs} differ from Keras by up to {max_abs_diff:.3g} "
             f"(limit {options.tolerance:g}); the float conversion is wrong"
         )
     drop = (accuracy_ref - accuracy_new) * 100
@@ -88,7 +93,7 @@ def gate(
         hint = NEXT_MODE.get((options.format, options.quantize), "a float format")
         more = " or more --calibration-samples" if options.quantize == "int8" else ""
         raise ParityError(
-            f"{mode}: accuracy drops {drop:.2f} points ({accuracy_ref:.4f} -> "
+            f"{mode}: {metric} drops {drop:.2f} points ({accuracy_ref:.4f} -> "
             f"{accuracy_new:.4f}), more than --max-accuracy-drop {options.max_accuracy_drop:g}; "
             f"try {hint}{more}"
         )
@@ -119,7 +124,19 @@ def _manifest(
         "shape": [None, *shape],
         "features": features,
     }
-    output: dict[str, Any] = {"labels": host.labels, "probabilities_output": io["output"]["name"]}
+    task = str(meta.get("task", "classification"))
+    inside = ["standardize / rescale (first layer)", "softmax"]
+    if task == "anomaly":
+        output: dict[str, Any] = {
+            "score_output": io["output"]["name"],
+            "score_sign": 1,
+            "threshold": float(meta["anomaly"]["threshold"]),
+        }
+        inside = ["standardize (first layer)", "autoencoder", "mean squared reconstruction error"]
+    else:
+        output = {"labels": host.labels, "probabilities_output": io["output"]["name"]}
+    if meta.get("window_features"):
+        input_spec |= {"kind": "window", "window_features": meta["window_features"]}
     outside: list[str] = []
     if meta.get("impute"):
         input_spec["impute"] = meta["impute"]
@@ -138,11 +155,10 @@ def _manifest(
             "samples": calibration_rows,
             "sha256": host.calibration_sha256(calibration_rows),
         }
-    inside = ["standardize / rescale (first layer)", "softmax"]
     return {
         "name": name,
         "version": version,
-        "task": "classification",
+        "task": task,
         "framework": {"name": "keras", "estimator": meta["model"]},
         "model": model,
         "input": input_spec,
@@ -157,13 +173,14 @@ def _manifest(
     }
 
 
-def _served_probabilities(bundle: Bundle, X: np.ndarray) -> np.ndarray:
-    """Probabilities as the device computes them (edge backend, quantize/dequantize)."""
+def _served_outputs(bundle: Bundle, X: np.ndarray) -> np.ndarray:
+    """Probabilities (or anomaly scores, one column) as the device computes them (edge
+    backend, quantize/dequantize)."""
     served = ServedModel.load(bundle)
-    rows = []
+    rows: list[list[float]] = []
     for start in range(0, len(X), 256):
-        predictions = served.predict_tensor(X[start : start + 256])
-        rows += [list(p["probabilities"].values()) for p in predictions]
+        for p in served.predict_tensor(X[start : start + 256]):
+            rows.append([p["score"]] if "score" in p else list(p["probabilities"].values()))
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -190,17 +207,31 @@ def export_keras(
     model_file = f"model.{options.format}"
     manifest = _manifest(host, options, io, name, version, n_cal)
     ref = np.asarray(host.model.predict(host.X_heldout, batch_size=256, verbose=0), np.float64)
+    staged = manifest
+    if manifest["input"].get("window_features"):
+        # The held-out rows are features: check the network on them (the device computes
+        # them from windows with the same edge.features code the trainer used).
+        spec = {k: v for k, v in manifest["input"].items() if k != "window_features"}
+        staged = manifest | {"input": spec | {"kind": "tabular"}}
     with tempfile.TemporaryDirectory() as staging:
-        new = _served_probabilities(
-            write_bundle(staging, model_bytes, model_file, manifest), host.X_heldout
+        new = _served_outputs(
+            write_bundle(staging, model_bytes, model_file, staged), host.X_heldout
         )
     y = host.y_heldout
-    acc_ref = float((ref.argmax(1) == y).mean())
-    acc_new = float((new.argmax(1) == y).mean())
-    max_diff = float(np.abs(ref - new).max())
+    if manifest["task"] == "anomaly":
+        # "Accuracy" of a detector's conversion: how many alarms it keeps as they were.
+        limit = manifest["output"]["threshold"]
+        acc_ref, acc_new = 1.0, float(((ref > limit) == (new > limit)).mean())
+        max_diff = float((np.abs(ref - new) / np.maximum(np.abs(ref), 1.0)).max())
+        agreement = acc_new
+    else:
+        acc_ref = float((ref.argmax(1) == y).mean())
+        acc_new = float((new.argmax(1) == y).mean())
+        max_diff = float(np.abs(ref - new).max())
+        agreement = float((ref.argmax(1) == new.argmax(1)).mean())
     report = {
         "rows": len(y),
-        "label_agreement": float((ref.argmax(1) == new.argmax(1)).mean()),
+        "label_agreement": agreement,
         "max_abs_diff": max_diff,
         "accuracy_reference": acc_ref,
         "accuracy_converted": acc_new,
@@ -210,7 +241,8 @@ def export_keras(
     if options.quantize == "none":
         report["tolerance"] = options.tolerance
     log.info("%s %s parity: %s", options.format, options.quantize, report)
-    gate(options, acc_ref, acc_new, max_diff)
+    metric = "alarm agreement" if manifest["task"] == "anomaly" else "accuracy"
+    gate(options, acc_ref, acc_new, max_diff, metric)
     manifest["parity"] = report | {"passed": True}
     manifest["metrics"] = manifest["metrics"] | {"accuracy_converted": acc_new}
     return write_bundle(out_dir, model_bytes, model_file, manifest)

@@ -237,7 +237,10 @@ class ServedModel:
             values = outputs[self._value_output].reshape(-1)
             return [{"value": float(v)} for v in values]
         if self._score_output:
-            scores = self._score_sign * outputs[self._score_output].reshape(-1).astype(float)
+            raw = outputs[self._score_output].reshape(-1).astype(np.float64)
+            if self._out_quant:
+                raw = (raw - self._out_quant["zero_point"]) * self._out_quant["scale"]
+            scores = self._score_sign * raw
             limit = float(self._threshold) if self._threshold is not None else math.inf
             return [{"score": float(v), "is_anomaly": bool(v > limit)} for v in scores]
         if self._distances_output:

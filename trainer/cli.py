@@ -38,7 +38,8 @@ def configure_train(p: argparse.ArgumentParser) -> None:
         required=True,
         help="classical: random-forest, gradient-boosting, hist-gradient-boosting, "
         "logistic-regression, linear, svm, knn, naive-bayes, decision-tree (on sensor windows: "
-        "hand-made window features); anomaly: isolation-forest; clustering: kmeans; "
+        "hand-made window features); anomaly: isolation-forest, autoencoder (Keras); "
+        "clustering: kmeans; "
         "deep (Keras): mlp (tables), cnn1d (sensor windows), cnn2d (images)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
@@ -190,6 +191,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.model in DEEP_MODELS:
         return run_train_deep(args)
+    if args.model == "autoencoder":
+        return run_train_autoencoder(args)
     from converters.cli import check_sklearn_options, export_host_model, print_bundle
     from converters.host_model import save_host_model
     from edge.errors import EdgewiseError
@@ -246,6 +249,39 @@ def run_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
     print(f"trained {args.model} on {data.source} ({host.task}, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (stays on the host)")
+    bundle = export_host_model(host, args, name)
+    print_bundle(bundle.path, bundle.manifest)
+    return 0
+
+
+def run_train_autoencoder(args: argparse.Namespace) -> int:
+    """Anomaly detection with a Keras autoencoder (rows, or windows as window features)."""
+    from converters.cli import export_host_model, keras_options, print_bundle
+    from converters.keras_host import save_keras_host_model
+    from trainer.autoencoder import train_autoencoder
+    from trainer.tensors import TensorData, sample_rate_of, window_feature_dataset
+
+    keras_options(args)
+    extra: dict[str, object] = {}
+    data = load_tensor_data(args)
+    if data.kind == "window":
+        table, extra["window_features"] = window_feature_dataset(
+            data, sample_rate_of(data, args.sample_rate)
+        )
+        data = TensorData(
+            table.X.to_numpy(dtype="float32"), table.y, "tabular", list(table.X.columns),
+            table.source, test_index=data.test_index,
+        )  # fmt: skip
+    name = args.name or default_name(args.out)
+    host = train_autoencoder(
+        data, name, seed=args.seed, test_size=args.test_size, epochs=args.epochs,
+        batch_size=args.batch_size, patience=args.patience, normal=args.normal,
+        contamination=args.contamination, verbose=2 if args.verbose else 0, extra_meta=extra,
+    )  # fmt: skip
+    host_dir = save_keras_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
+    shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
+    print(f"trained autoencoder on {data.source} (anomaly, {len(data.X)} rows): {shown}")
+    print(f"host model {host_dir} (model.keras; stays on the host)")
     bundle = export_host_model(host, args, name)
     print_bundle(bundle.path, bundle.manifest)
     return 0

@@ -21,8 +21,22 @@ def anomaly_metrics(
     contamination: float,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The threshold (from the training scores) and, with labels, how well it flags."""
-    threshold = float(np.quantile(anomaly_scores(pipeline, X_fit), 1 - contamination))
-    scores = anomaly_scores(pipeline, X_test)
+    return flag_metrics(
+        anomaly_scores(pipeline, X_fit), anomaly_scores(pipeline, X_test), y_test, normal,
+        contamination,
+    )  # fmt: skip
+
+
+def flag_metrics(
+    fit_scores: np.ndarray,
+    scores: np.ndarray,
+    y_test: np.ndarray,
+    normal: str | None,
+    contamination: float,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Threshold at the ``1 - contamination`` quantile of the training scores; with labels,
+    precision / recall / F1 / false alarms / ROC AUC of flagging the non-``normal`` rows."""
+    threshold = float(np.quantile(fit_scores, 1 - contamination))
     flagged = scores > threshold
     metrics: dict[str, float] = {"flagged_rate": float(flagged.mean())}
     if normal is not None:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from converters.keras_export import KerasExportOptions, export_keras
+from converters.parity import ParityError
 from converters.sklearn_onnx import export_sklearn
 from deploy.broker import LocalBroker
 from edge.agent import Agent
@@ -19,8 +21,9 @@ from edge.config import AgentConfig
 from edge.payload import encode_tensor_request
 from tests.edgewise.test_cli import edgewise
 from tests.mqtt_peer import Peer
+from trainer.autoencoder import train_autoencoder
 from trainer.datasets import load_builtin
-from trainer.tensors import load_vibration, sample_rate_of, window_feature_dataset
+from trainer.tensors import TensorData, load_vibration, sample_rate_of, window_feature_dataset
 from trainer.train import train
 
 
@@ -38,13 +41,21 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out[name] = (export_sklearn(host, root / name), host)
     host = train(load_builtin("iris"), "kmeans", "iris-km", params={"n_clusters": 3})
     out["iris-km"] = (export_sklearn(host, root / "iris-km"), host)
+    rows = TensorData(
+        data.X.to_numpy(dtype=np.float32), data.y, "tabular", list(data.X.columns), data.source
+    )
+    ae = train_autoencoder(
+        rows, "vib-ae", normal="normal", epochs=40, extra_meta={"window_features": spec}
+    )
+    out["vib-ae"] = (export_keras(ae, root / "vib-ae", KerasExportOptions("tflite", "none")), ae)
     return out
 
 
 @pytest.fixture(scope="module")
 def served(broker: LocalBroker, bundles: dict[str, Any]) -> Iterator[tuple[Peer, str]]:
     device = f"un-{uuid.uuid4().hex[:6]}"
-    paths = tuple(str(bundles[k][0].path) for k in ("vib-rf", "vib-iforest", "iris-km"))
+    names = ("vib-rf", "vib-iforest", "iris-km", "vib-ae")
+    paths = tuple(str(bundles[k][0].path) for k in names)
     agent = Agent(AgentConfig(bundles=paths, broker=broker.url, device=device))
     agent.start()
     assert agent.connection.wait_connected(10)
@@ -111,6 +122,41 @@ def test_anomaly_trained_on_normal_flags_faults(
     recall, false_alarms = flagged[fault].mean(), flagged[~fault].mean()
     print(f"\nanomaly on 100 unseen windows: recall {recall:.2f}, false alarms {false_alarms:.2f}")
     assert recall >= 0.9 and false_alarms <= 0.2
+
+
+def test_autoencoder_scores_raw_windows_like_keras(
+    served: tuple[Peer, str], bundles: dict[str, Any]
+) -> None:
+    peer, device = served
+    bundle, host = bundles["vib-ae"]
+    out = bundle.manifest["output"]
+    assert bundle.manifest["task"] == "anomaly" and bundle.manifest["model"]["format"] == "tflite"
+    fresh = load_vibration(per_class=25, seed=99)
+    preds = ask(peer, device, "vib-ae", encode_tensor_request(fresh.X, "ae"))
+    scores = np.array([p["score"] for p in preds])
+    keras_scores = host.model.predict(
+        _features(fresh.X, bundle).to_numpy(dtype=np.float32), verbose=0
+    ).reshape(-1)
+    np.testing.assert_allclose(scores, keras_scores, rtol=1e-4, atol=1e-5)
+    flagged = np.array([p["is_anomaly"] for p in preds])
+    assert np.array_equal(flagged, scores > out["threshold"])
+    fault = fresh.y != "normal"
+    recall, false_alarms = flagged[fault].mean(), flagged[~fault].mean()
+    print(
+        f"\nautoencoder on 100 unseen windows: recall {recall:.2f}, false alarms {false_alarms:.2f}"
+    )
+    assert recall >= 0.9 and false_alarms <= 0.2
+
+
+def test_autoencoder_int8_is_refused_when_alarms_change(
+    tmp_path: Path, bundles: dict[str, Any]
+) -> None:
+    """A real refused conversion: the score is a small difference of large values, and
+    int8 activations move it across the threshold for many rows."""
+    _, host = bundles["vib-ae"]
+    with pytest.raises(ParityError, match="alarm agreement drops"):
+        export_keras(host, tmp_path / "ae-int8", KerasExportOptions("tflite", "int8"))
+    assert not (tmp_path / "ae-int8").exists()
 
 
 def test_kmeans_answers_cluster_and_distances(
