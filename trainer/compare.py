@@ -60,6 +60,7 @@ class CandidateResult:
     latency_us: dict[str, float] = field(default_factory=dict)  # p50/p99 per sample, batch 1
     size_bytes: int = 0
     size_int8_bytes: int | None = None
+    memory_kib: int | None = None  # peak RSS growth to load and serve it (fresh process)
     learning_curve: dict[str, float | None] = field(default_factory=dict)  # fraction -> score
     importance: dict[str, float] = field(default_factory=dict)  # feature -> score drop
     confusion: list[list[int]] | None = None
@@ -158,6 +159,22 @@ def _fraction_index(train_idx: np.ndarray, y: np.ndarray, frac: float, seed: int
     return np.sort(picked)
 
 
+def measure_memory(bundle: str | Path, calls: int = 200) -> int | None:
+    """Peak RSS growth (KiB) of loading ``bundle`` and answering ``calls`` requests, in a
+    fresh process with the runtimes already imported (edge.memory_probe)."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "edge.memory_probe", str(bundle), str(calls)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode or not lines:
+        log.warning("memory probe of %s failed: %s", bundle, done.stderr[-300:])
+        return None
+    return int(json.loads(lines[-1])["peak_rss_growth_kib"])
+
+
 def _rows(X: pd.DataFrame) -> list[list[Any]]:
     return [[None if pd.isna(v) else v for v in row] for row in X.itertuples(index=False)]
 
@@ -232,6 +249,7 @@ def _classical(
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_sklearn(host, out)
     result.artifact, result.bundle = "onnx", str(bundle.path)
+    result.memory_kib = measure_memory(bundle.path)
     served = ServedModel.load(load_bundle(bundle.path))
     result.size_bytes = (bundle.path / served.bundle.manifest["model"]["file"]).stat().st_size
     y = np.asarray(host.y_heldout)
@@ -290,6 +308,7 @@ def _deep(
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
     result.artifact, result.bundle = "tflite", str(bundle.path)
+    result.memory_kib = measure_memory(bundle.path)
     served = ServedModel.load(load_bundle(bundle.path))
     result.size_bytes = (bundle.path / served.bundle.manifest["model"]["file"]).stat().st_size
     X_test = data.X.iloc[test_idx].reset_index(drop=True)

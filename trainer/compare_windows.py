@@ -32,6 +32,7 @@ from trainer.compare import (
     CompareReport,
     _confusion,
     _fraction_index,
+    measure_memory,
 )
 from trainer.models import MODELS, build_pipeline
 from trainer.tensors import TensorData, window_feature_dataset
@@ -123,6 +124,7 @@ def compare_windows(
                 _features_model(
                     table, spec, train_idx, test_idx, name, work, seed, fractions, result
                 )
+            result.memory_kib = measure_memory(result.bundle)
             served = ServedModel.load(load_bundle(result.bundle))
             _measure(served, X_test, y_test, labels, seed, result, list(windows.channels))
         except (EdgewiseError, ParityError) as exc:

@@ -106,7 +106,7 @@ def table_rows(report: CompareReport) -> list[list[str]]:
     rows = []
     for r in report.candidates:
         if r.skipped:
-            rows.append([r.name, r.family, "skipped: " + r.skipped[:60]] + [""] * 7)
+            rows.append([r.name, r.family, "skipped: " + r.skipped[:60]] + [""] * 8)
             continue
         rows.append([
             r.name, r.family, r.artifact,
@@ -114,6 +114,7 @@ def table_rows(report: CompareReport) -> list[list[str]]:
             _fmt(r.quality_int8.get(m) if r.quality_int8 else None),
             f"{r.latency_us['p50']:.1f}", f"{r.size_bytes / 1024:.1f}",
             "-" if r.size_int8_bytes is None else f"{r.size_int8_bytes / 1024:.1f}",
+            "-" if r.memory_kib is None else f"{r.memory_kib / 1024:.1f}",
             f"{r.fit_seconds:.2f}",
         ])  # fmt: skip
     return rows
@@ -122,7 +123,7 @@ def table_rows(report: CompareReport) -> list[list[str]]:
 def headers(report: CompareReport) -> list[str]:
     m = report.primary
     return ["candidate", "family", "artifact", f"{m} host", f"{m} edge", f"{m} int8",
-            "p50 µs", "KB", "KB int8", "fit s"]  # fmt: skip
+            "p50 µs", "KB", "KB int8", "mem MiB", "fit s"]  # fmt: skip
 
 
 def render_table(report: CompareReport) -> str:

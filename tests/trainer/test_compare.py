@@ -73,6 +73,7 @@ def test_report_json_has_every_measure(iris_compare: Path) -> None:
         assert 0.5 < c["quality_edge"]["accuracy"] <= 1 and "f1_macro" in c["quality_edge"]
         assert 0 < c["latency_us"]["p50"] <= c["latency_us"]["p99"]
         assert c["size_bytes"] > 0 and c["fit_seconds"] > 0
+        assert c["memory_kib"] is not None and c["memory_kib"] > 0  # measured, fresh process
         assert set(c["learning_curve"]) == {"0.1", "0.25", "0.5", "1"}
         assert set(c["importance"]) == set(doc["features"])
         assert sum(map(sum, c["confusion"])) == doc["test_rows"]
