@@ -7,6 +7,7 @@ device only needs the runtime for the formats it actually serves.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,10 +126,7 @@ class LiteRtBackend:
         interpreter_class = TFLITE_RUNTIMES[runtime]()  # ImportError: try the next runtime
         self.name = runtime
         try:
-            self._interp = interpreter_class(
-                model_path=str(model_path), num_threads=options.num_threads
-            )
-            self._interp.allocate_tensors()
+            self._interp = self._build(interpreter_class, model_path, options)
         except (ValueError, RuntimeError) as exc:
             if "NumPy" in str(exc):
                 # tflite-runtime 2.14 imports under NumPy 2 but cannot build an interpreter.
@@ -137,6 +135,29 @@ class LiteRtBackend:
         self._in = {d["name"]: d for d in self._interp.get_input_details()}
         self._out = {d["name"]: d for d in self._interp.get_output_details()}
         self._batch = {name: int(d["shape"][0]) for name, d in self._in.items()}
+
+    @staticmethod
+    def _build(interpreter_class: Any, model_path: Path, options: BackendOptions) -> Any:
+        interp = interpreter_class(model_path=str(model_path), num_threads=options.num_threads)
+        try:
+            interp.allocate_tensors()
+            return interp
+        except RuntimeError as exc:
+            # XNNPACK (the default delegate) refuses some int8 graphs, e.g. inputs with a
+            # large quantization scale; the builtin kernels run them.
+            resolver = getattr(sys.modules[interpreter_class.__module__], "OpResolverType", None)
+            if "XNNPACK" not in str(exc) or resolver is None:
+                raise
+            log.warning(
+                "%s: XNNPACK refused the graph (%s); using builtin kernels", model_path, exc
+            )
+        interp = interpreter_class(
+            model_path=str(model_path),
+            num_threads=options.num_threads,
+            experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        interp.allocate_tensors()
+        return interp
 
     @property
     def input_names(self) -> list[str]:

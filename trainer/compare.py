@@ -327,8 +327,8 @@ def _deep(
             (int8.path / served8.bundle.manifest["model"]["file"]).stat().st_size
         )
         result.quality_int8 = evaluate(data.task, y, _predict(served8, _rows(X_test), data.task))
-    except ParityError as exc:
-        result.int8_note = f"int8 refused by the parity gate: {exc}"
+    except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable
+        result.int8_note = f"int8 refused: {exc}"
     for frac in fractions:
         if frac >= 1.0:
             result.learning_curve[f"{frac:g}"] = result.quality["accuracy"]

@@ -195,8 +195,8 @@ def _cnn(
         result.quality_int8 = evaluate(
             "classification", y_test, _labels(served8, windows.X[test_idx])
         )
-    except ParityError as exc:
-        result.int8_note = f"int8 refused by the parity gate: {exc}"
+    except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable
+        result.int8_note = f"int8 refused: {exc}"
     y = np.asarray(windows.y)
     for frac in fractions:
         if frac >= 1.0:

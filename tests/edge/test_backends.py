@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.backends import REGISTRY, BackendOptions, load_backend
+from edge.backends import REGISTRY, BackendOptions, LiteRtBackend, load_backend
 from edge.bundle import load_bundle
 from edge.model import ServedModel
 from tests.conftest import ROOT
@@ -101,3 +101,28 @@ def test_no_tflite_runtime_is_one_clear_line(digits_bundle: Path) -> None:
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("edgewise agent: error: no runtime for tflite models")
     assert "ai-edge-litert" in lines[0] and "tensorflow.lite" in lines[0]
+
+
+def test_litert_falls_back_when_xnnpack_refuses_an_int8_graph(tmp_path: Path) -> None:
+    """A full-int8 MLP on breast_cancer (features from 0.05 to 4,000 share one input scale)
+    is refused by XNNPACK here; the backend then runs it on the builtin kernels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.keras_convert import to_tflite
+    from trainer.datasets import load_builtin
+    from trainer.deep import train_deep
+    from trainer.tensors import from_tabular
+
+    host = train_deep(from_tabular(load_builtin("breast_cancer")), "mlp", "bc", epochs=3)
+    path = tmp_path / "bc-int8.tflite"
+    path.write_bytes(to_tflite(host.model, host.input_shape, "int8", host.X_calibration[:100]))
+    try:
+        Interpreter(model_path=str(path)).allocate_tensors()
+        pytest.skip("XNNPACK accepts this graph in this ai-edge-litert version")
+    except RuntimeError as exc:
+        assert "XNNPACK" in str(exc)
+    backend = LiteRtBackend(path, BackendOptions())
+    [name] = backend.input_names
+    x = np.zeros((2, 30), dtype=np.int8)
+    [out] = backend.run({name: x}).values()
+    assert out.shape == (2, 2) and out.dtype == np.int8
