@@ -235,8 +235,8 @@ class Agent:
     def _serve(self, batch: list[Message]) -> None:
         """Answer a batch, commit the answers, then acknowledge the requests."""
         answers: list[OutMessage] = []
-        for msg in batch:
-            key = (msg.mid, msg.topic, hash(msg.payload))
+        keys = [(msg.mid, msg.topic, hash(msg.payload)) for msg in batch]
+        for msg, key in zip(batch, keys, strict=True):
             if msg.dup and key in self._recent:
                 self.counters.duplicates += 1
                 continue
@@ -253,13 +253,13 @@ class Agent:
             log.exception("outbox write failed; publishing %d answers directly", len(answers))
             self._direct.send(answers)
         now = time.monotonic()
-        for msg in batch:
+        for msg, key in zip(batch, keys, strict=True):
             window = self.e2e_ms.get(self.topics.model_of(msg.topic) or "")
             if window is not None:
                 window.add((now - msg.received_at) * 1000.0)
             self.connection.ack(msg)
             if msg.qos:
-                self._recent[(msg.mid, msg.topic, hash(msg.payload))] = None
+                self._recent[key] = None
                 if len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
 

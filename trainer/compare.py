@@ -175,6 +175,25 @@ def measure_memory(bundle: str | Path, calls: int = 200) -> int | None:
     return int(json.loads(lines[-1])["peak_rss_growth_kib"])
 
 
+def learning_curve(
+    fractions: Sequence[float],
+    train_idx: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    score: Callable[[np.ndarray], float],
+) -> dict[str, float | None]:
+    """``score(training rows)`` on growing seeded subsets of the training rows; a fit that
+    fails on a subset (e.g. one class only in a tiny one) scores None."""
+    curve: dict[str, float | None] = {}
+    for frac in fractions:
+        try:
+            curve[f"{frac:g}"] = float(score(_fraction_index(train_idx, y, frac, seed)))
+        except ValueError as exc:
+            log.info("learning curve at %.0f%% of the training set: %s", frac * 100, exc)
+            curve[f"{frac:g}"] = None
+    return curve
+
+
 def _rows(X: pd.DataFrame) -> list[list[Any]]:
     return [[None if pd.isna(v) else v for v in row] for row in X.itertuples(index=False)]
 
@@ -261,18 +280,16 @@ def _classical(
         result.confusion = _confusion(y, pred, labels)
     result.importance = _importance(served, host.X_heldout, y, data.task, seed)
     train_idx, test_idx = split_indices(data, 0.2, seed, None)
-    metric = primary_metric(data.task)
-    for frac in fractions:
-        sub = _fraction_index(train_idx, data.y, frac, seed)
+    X_test = host.model_input(data.X.iloc[test_idx])
+
+    def score(sub: np.ndarray) -> float:
         pipe = build_pipeline(name, data.task, data.numeric, data.categorical, seed)
-        try:
-            pipe.fit(host.model_input(data.X.iloc[sub]), data.y[sub])
-            score = evaluate(data.task, data.y[test_idx], pipe.predict(
-                host.model_input(data.X.iloc[test_idx])))[metric]  # fmt: skip
-        except ValueError as exc:  # e.g. one class only in a tiny fraction
-            log.info("%s at %.0f%% of the training set: %s", name, frac * 100, exc)
-            score = None
-        result.learning_curve[f"{frac:g}"] = score
+        pipe.fit(host.model_input(data.X.iloc[sub]), data.y[sub])
+        return evaluate(data.task, data.y[test_idx], pipe.predict(X_test))[
+            primary_metric(data.task)
+        ]
+
+    result.learning_curve = learning_curve(fractions, train_idx, data.y, seed, score)
     return train_idx, test_idx
 
 
@@ -329,10 +346,13 @@ def _deep(
         result.quality_int8 = evaluate(data.task, y, _predict(served8, _rows(X_test), data.task))
     except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable
         result.int8_note = f"int8 refused: {exc}"
-    for frac in fractions:
-        if frac >= 1.0:
-            result.learning_curve[f"{frac:g}"] = result.quality["accuracy"]
-            continue
-        sub_host = fit(_fraction_index(train_idx, data.y, frac, seed))
-        result.learning_curve[f"{frac:g}"] = float(sub_host.meta["metrics"]["accuracy"])
+    result.learning_curve = learning_curve(
+        fractions, train_idx, data.y, seed, lambda sub: deep_score(fit, host, sub, train_idx)
+    )
     return train_idx, test_idx
+
+
+def deep_score(fit: Callable[[np.ndarray], Any], full: Any, sub: np.ndarray, train: Any) -> float:
+    """Held-out accuracy of a network trained on ``sub`` (the full one is reused)."""
+    host = full if len(sub) == len(train) else fit(sub)
+    return float(host.meta["metrics"]["accuracy"])

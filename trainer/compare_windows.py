@@ -31,7 +31,8 @@ from trainer.compare import (
     CandidateResult,
     CompareReport,
     _confusion,
-    _fraction_index,
+    deep_score,
+    learning_curve,
     measure_memory,
 )
 from trainer.models import MODELS, build_pipeline
@@ -148,17 +149,13 @@ def _features_model(
     result.artifact, result.bundle = "onnx", str(bundle.path)
     result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
     X, y = table.X.to_numpy(dtype=np.float32), table.y
-    for frac in fractions:
-        sub = _fraction_index(train_idx, y, frac, seed)
+
+    def score(sub: np.ndarray) -> float:
         pipe = build_pipeline(name, "classification", table.numeric, [], seed)
-        try:
-            pipe.fit(X[sub], y[sub])
-            score: float | None = evaluate(
-                "classification", y[test_idx], pipe.predict(X[test_idx])
-            )["accuracy"]
-        except ValueError:
-            score = None
-        result.learning_curve[f"{frac:g}"] = score
+        pipe.fit(X[sub], y[sub])
+        return evaluate("classification", y[test_idx], pipe.predict(X[test_idx]))["accuracy"]
+
+    result.learning_curve = learning_curve(fractions, train_idx, y, seed, score)
 
 
 def _cnn(
@@ -197,10 +194,7 @@ def _cnn(
         )
     except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable
         result.int8_note = f"int8 refused: {exc}"
-    y = np.asarray(windows.y)
-    for frac in fractions:
-        if frac >= 1.0:
-            result.learning_curve[f"{frac:g}"] = result.quality["accuracy"]
-            continue
-        sub_host = fit(_fraction_index(train_idx, y, frac, seed))
-        result.learning_curve[f"{frac:g}"] = float(sub_host.meta["metrics"]["accuracy"])
+    result.learning_curve = learning_curve(
+        fractions, train_idx, np.asarray(windows.y), seed,
+        lambda sub: deep_score(fit, host, sub, train_idx),
+    )  # fmt: skip
