@@ -19,6 +19,9 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
         "--dataset", help="built-in data set: iris, wine, breast_cancer, diabetes, ..., vibration"
     )
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
+    src.add_argument("--images", metavar="DIR", help="image folder, one subfolder per class")
+    p.add_argument("--image-size", type=int, default=32, help="--images: resize to N x N")
+    p.add_argument("--grayscale", action="store_true", help="--images: one channel")
     p.add_argument("--target", help="label column of the CSV")
     p.add_argument("--task", choices=["classification", "regression"], help="override the task")
     p.add_argument(
@@ -74,17 +77,31 @@ def run_compare(args: argparse.Namespace) -> int:
 
     given = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else []
     windows = None
-    if args.dataset == "vibration" or args.window:
-        from trainer.compare_windows import WINDOW_CANDIDATES, check_window_candidates
-        from trainer.tensors import load_vibration, load_window_csv, sample_rate_of
+    if args.dataset in ("vibration", "digits") or args.window or args.images:
+        from trainer.compare_tensors import (
+            IMAGE_CANDIDATES,
+            WINDOW_CANDIDATES,
+            check_tensor_candidates,
+        )
+        from trainer.tensors import (
+            load_digits_images,
+            load_image_folder,
+            load_vibration,
+            load_window_csv,
+        )
 
-        names = check_window_candidates(given or WINDOW_CANDIDATES)
-        windows = (
-            load_vibration(seed=args.seed)
-            if args.dataset
-            else load_window_csv(args.csv, args.window, args.stride or args.window,
-                                 args.target or "label")
-        )  # fmt: skip
+        if args.dataset == "vibration":
+            windows = load_vibration(seed=args.seed)
+        elif args.dataset == "digits":  # its 8x8 images: pixel rows vs cnn2d
+            windows = load_digits_images()
+        elif args.images:
+            windows = load_image_folder(args.images, args.image_size, args.grayscale)
+        else:
+            windows = load_window_csv(
+                args.csv, args.window, args.stride or args.window, args.target or "label"
+            )
+        default = WINDOW_CANDIDATES if windows.kind == "window" else IMAGE_CANDIDATES
+        names = check_tensor_candidates(given or default, windows.kind)
     else:
         data = (
             load_builtin(args.dataset)
@@ -94,7 +111,7 @@ def run_compare(args: argparse.Namespace) -> int:
         names = check_candidates(given or list(DEFAULT_CANDIDATES[data.task]), data.task)
     if args.export and args.export != "best" and args.export not in names:
         raise EdgewiseError(f"--export {args.export}: not a candidate; have {names}")
-    stem = Path(args.dataset or Path(args.csv).stem).name
+    stem = Path(args.dataset or Path(args.csv or args.images).stem).name
     root = Path(args.report or f"compare-{stem}")
     root.mkdir(parents=True, exist_ok=True)
 
@@ -103,9 +120,10 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"{step}: training, converting, measuring", file=sys.stderr, flush=True)
 
     if windows is not None:
-        from trainer.compare_windows import compare_windows
+        from trainer.compare_tensors import compare_tensors
+        from trainer.tensors import sample_rate_of
 
-        report = compare_windows(
+        report = compare_tensors(
             windows, root / "bundles", names, sample_rate=sample_rate_of(windows, args.sample_rate),
             seed=args.seed, epochs=args.epochs, progress=progress,
         )  # fmt: skip

@@ -213,3 +213,16 @@ def sample_rate_of(data: TensorData, given: float | None) -> float:
     if given is not None:
         return given
     return SAMPLE_RATE_HZ if data.source.startswith("edgewise:vibration") else 1.0
+
+
+def pixel_dataset(data: TensorData) -> Dataset:
+    """Images as a table of their pixels (row-major, channels last) for classical models;
+    the client sends an image's flattened pixel row."""
+    if data.kind != "image":
+        raise EdgewiseError(f"pixel rows need images; {data.source} is {data.kind} data")
+    h, w, c = data.X.shape[1:]
+    names = [f"px_{i}_{j}_{k}" for i in range(h) for j in range(w) for k in range(c)]
+    X = pd.DataFrame(data.X.reshape(len(data.X), -1), columns=names)
+    return Dataset(
+        X, np.asarray(data.y), "classification", f"{data.source}:pixels", data.sha256, []
+    )

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from deploy.broker import LocalBroker
@@ -193,11 +194,11 @@ def test_bad_options_are_one_line(args: list[str], message: str) -> None:
 def test_windows_features_vs_cnn(tmp_path: Path) -> None:
     """Sensor windows: window features + a classical model against the raw-window CNN, both
     measured from raw windows through the edge code; importance per channel."""
-    from trainer.compare_windows import compare_windows
+    from trainer.compare_tensors import compare_tensors
     from trainer.tensors import load_vibration
 
     windows = load_vibration(per_class=30, seed=3)
-    report = compare_windows(
+    report = compare_tensors(
         windows, tmp_path, ["logistic-regression", "cnn1d"], sample_rate=2560.0, epochs=6,
         fractions=(0.5, 1.0),
     )  # fmt: skip
@@ -213,3 +214,26 @@ def test_windows_features_vs_cnn(tmp_path: Path) -> None:
     assert lr.quality_edge["accuracy"] == lr.quality["accuracy"]  # features on device == host
     assert json.loads(Path(lr.bundle, "manifest.json").read_text())["input"]["kind"] == "window"
     assert rec["choice"] in by
+
+
+def test_images_pixels_vs_cnn2d(tmp_path: Path) -> None:
+    """Images: classical models on the flattened pixels against cnn2d, each served in its
+    own input format; importance per band of image rows."""
+    from trainer.compare_tensors import compare_tensors
+    from trainer.tensors import load_digits_images
+
+    images = load_digits_images()
+    keep = np.flatnonzero(np.isin(images.y, [0, 1, 7]))
+    report = compare_tensors(
+        images.subset(keep), tmp_path, ["logistic-regression", "cnn2d"], epochs=4,
+        fractions=(1.0,),
+    )  # fmt: skip
+    by = {r.name: r for r in report.candidates}
+    assert not any(r.skipped for r in by.values()), [r.skipped for r in by.values()]
+    assert set(by["cnn2d"].importance) == {"rows 0-1", "rows 2-3", "rows 4-5", "rows 6-7"}
+    assert by["logistic-regression"].quality_edge == by["logistic-regression"].quality
+    shape = json.loads(Path(by["logistic-regression"].bundle, "manifest.json").read_text())
+    assert shape["input"]["shape"] == [None, 64]
+    assert json.loads(Path(by["cnn2d"].bundle, "manifest.json").read_text())["input"]["kind"] == (
+        "image"
+    )

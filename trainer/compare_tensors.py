@@ -1,10 +1,12 @@
-"""``compare`` for sensor windows: hand-made window features + classical models against a
-1-D CNN on the raw windows. Every candidate is measured the way the device runs it: raw
-windows in (the agent computes the features for the classical ones), through the edge
-code, so the feature extraction is inside the latency.
+"""``compare`` for sensor windows and images.
 
-Permutation importance is per channel (a channel shuffled across windows), the one
-importance both families share.
+- Windows: hand-made window features + classical models against a 1-D CNN on the raw
+  windows. Every candidate gets raw windows through the edge code (the agent computes
+  the features for the classical ones), so feature extraction is inside the latency.
+  Permutation importance is per channel (one channel shuffled across windows).
+- Images: classical models on the flattened pixels (the client sends the pixel row)
+  against a 2-D CNN on the image. Permutation importance is per horizontal band of the
+  image (a quarter of the rows shuffled across images).
 """
 
 from __future__ import annotations
@@ -36,21 +38,38 @@ from trainer.compare import (
     measure_memory,
 )
 from trainer.models import MODELS, build_pipeline
-from trainer.tensors import TensorData, window_feature_dataset
+from trainer.tensors import TensorData, pixel_dataset, window_feature_dataset
 from trainer.train import evaluate, split_indices, train
 
 log = logging.getLogger(__name__)
 
 WINDOW_CANDIDATES = ("logistic-regression", "decision-tree", "random-forest",
                      "hist-gradient-boosting", "cnn1d")  # fmt: skip
+IMAGE_CANDIDATES = ("logistic-regression", "random-forest", "hist-gradient-boosting", "knn",
+                    "cnn2d")  # fmt: skip
+NETWORK = {"window": "cnn1d", "image": "cnn2d"}
+IMAGE_BANDS = 4
 
 
-def check_window_candidates(names: Sequence[str]) -> list[str]:
-    allowed = [*MODELS["classification"], "cnn1d"]
+def check_tensor_candidates(names: Sequence[str], kind: str = "window") -> list[str]:
+    allowed = [*MODELS["classification"], NETWORK[kind]]
     bad = [n for n in names if n not in allowed]
     if bad:
-        raise EdgewiseError(f"unknown candidate(s) {bad} for sensor windows; choose from {allowed}")
+        what = "sensor windows" if kind == "window" else "images"
+        raise EdgewiseError(f"unknown candidate(s) {bad} for {what}; choose from {allowed}")
     return list(dict.fromkeys(names))
+
+
+def _groups(data: TensorData) -> list[tuple[str, Any]]:
+    """Named index groups for permutation importance: channels, or bands of image rows."""
+    if data.kind == "window":
+        return [(c, (slice(None), slice(None), i)) for i, c in enumerate(data.channels)]
+    h = data.X.shape[1]
+    edges = np.linspace(0, h, IMAGE_BANDS + 1).astype(int)
+    return [
+        (f"rows {edges[b]}-{edges[b + 1] - 1}", (slice(None), slice(edges[b], edges[b + 1])))
+        for b in range(IMAGE_BANDS)
+    ]
 
 
 def _labels(model: ServedModel, X: np.ndarray) -> np.ndarray:
@@ -61,9 +80,16 @@ def _labels(model: ServedModel, X: np.ndarray) -> np.ndarray:
 
 
 def _measure(
-    model: ServedModel, X: np.ndarray, y: np.ndarray, labels: list[Any], seed: int,
-    result: CandidateResult, channels: list[str],
+    model: ServedModel, X_raw: np.ndarray, y: np.ndarray, labels: list[Any], seed: int,
+    result: CandidateResult, groups: list[tuple[str, Any]],
 ) -> None:  # fmt: skip
+    # What the device receives: windows and images as they are, except that classical
+    # image candidates take the flattened pixel row.
+    def device_input(a: np.ndarray) -> np.ndarray:
+        shape = model.instance_shape or ()
+        return a.reshape(len(a), -1) if len(shape) == 1 and a.ndim > 2 else a
+
+    X = device_input(X_raw)
     pred = _labels(model, X)
     result.quality_edge = evaluate("classification", y, pred)
     result.confusion = _confusion(y, pred, labels)
@@ -79,13 +105,14 @@ def _measure(
     rng = np.random.default_rng(seed)
     base = result.quality_edge["accuracy"]
     scores = {}
-    for c, channel in enumerate(channels):
+    for group, index in groups:
         drops = []
         for _ in range(3):
-            shuffled = X.copy()
-            shuffled[:, :, c] = X[rng.permutation(len(X)), :, c]
-            drops.append(base - evaluate("classification", y, _labels(model, shuffled))["accuracy"])
-        scores[channel] = round(float(np.mean(drops)), 5)
+            shuffled = X_raw.copy()
+            shuffled[index] = X_raw[rng.permutation(len(X_raw))][index]
+            pred = _labels(model, device_input(shuffled))
+            drops.append(base - evaluate("classification", y, pred)["accuracy"])
+        scores[group] = round(float(np.mean(drops)), 5)
     result.importance = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
 
 
@@ -93,41 +120,48 @@ def _size(model: ServedModel) -> int:
     return (model.bundle.path / model.bundle.manifest["model"]["file"]).stat().st_size
 
 
-def compare_windows(
+def compare_tensors(
     windows: TensorData,
     work: Path,
     candidates: Sequence[str] | None = None,
     *,
-    sample_rate: float,
+    sample_rate: float = 1.0,
     seed: int = 0,
     epochs: int = 60,
     fractions: Sequence[float] = FRACTIONS,
     progress: Callable[[str], None] = lambda step: None,
 ) -> CompareReport:
-    """Train, convert and measure every candidate on ``windows`` (bundles under ``work``)."""
-    names = check_window_candidates(candidates or WINDOW_CANDIDATES)
-    table, spec = window_feature_dataset(windows, sample_rate)
+    """Train, convert and measure every candidate on ``windows`` (sensor windows or images;
+    bundles under ``work``)."""
+    kind = windows.kind
+    default = WINDOW_CANDIDATES if kind == "window" else IMAGE_CANDIDATES
+    names = check_tensor_candidates(candidates or default, kind)
+    if kind == "window":
+        table, spec = window_feature_dataset(windows, sample_rate)
+    else:
+        table, spec = pixel_dataset(windows), None
     train_idx, test_idx = split_indices(table, 0.2, seed, windows.test_index)
     X_test, y_test = windows.X[test_idx], np.asarray(windows.y)[test_idx]
     labels = sorted(np.unique(windows.y).tolist())
+    groups = _groups(windows)
     report = CompareReport(
-        windows.source, "classification", len(windows.y), len(test_idx), list(windows.channels),
-        labels, "accuracy", [],
+        windows.source, "classification", len(windows.y), len(test_idx),
+        [g for g, _ in groups], labels, "accuracy", [],
     )  # fmt: skip
     for i, name in enumerate(names, 1):
         progress(f"[{i}/{len(names)}] {name}")
-        deep = name == "cnn1d"
+        deep = name == NETWORK[kind]
         result = CandidateResult(name, "deep" if deep else "classical", name in READABLE)
         try:
             if deep:
-                _cnn(windows, train_idx, test_idx, work, seed, epochs, fractions, result)
+                _cnn(windows, name, train_idx, test_idx, work, seed, epochs, fractions, result)
             else:
                 _features_model(
                     table, spec, train_idx, test_idx, name, work, seed, fractions, result
                 )
             result.memory_kib = measure_memory(result.bundle)
             served = ServedModel.load(load_bundle(result.bundle))
-            _measure(served, X_test, y_test, labels, seed, result, list(windows.channels))
+            _measure(served, X_test, y_test, labels, seed, result, groups)
         except (EdgewiseError, ParityError) as exc:
             result.skipped = str(exc)
             log.warning("%s skipped: %s", name, exc)
@@ -139,8 +173,8 @@ def _features_model(
     table: Any, spec: dict[str, Any], train_idx: np.ndarray, test_idx: np.ndarray, name: str,
     work: Path, seed: int, fractions: Sequence[float], result: CandidateResult,
 ) -> None:  # fmt: skip
-    host = train(table, name, name, seed=seed, test_index=test_idx,
-                 extra_meta={"window_features": spec})  # fmt: skip
+    extra = {"window_features": spec} if spec is not None else None
+    host = train(table, name, name, seed=seed, test_index=test_idx, extra_meta=extra)
     result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
     result.quality = {k: v for k, v in host.meta["metrics"].items() if k != "fit_seconds"}
     out = work / name
@@ -159,30 +193,30 @@ def _features_model(
 
 
 def _cnn(
-    windows: TensorData, train_idx: np.ndarray, test_idx: np.ndarray, work: Path, seed: int,
-    epochs: int, fractions: Sequence[float], result: CandidateResult,
+    windows: TensorData, network: str, train_idx: np.ndarray, test_idx: np.ndarray,
+    work: Path, seed: int, epochs: int, fractions: Sequence[float], result: CandidateResult,
 ) -> None:  # fmt: skip
     from trainer.deep import train_deep
 
     def fit(index: np.ndarray) -> Any:
         rows = np.concatenate([index, test_idx])
         sub = TensorData(
-            windows.X[rows], np.asarray(windows.y)[rows], "window", windows.channels,
-            windows.source, test_index=np.arange(len(index), len(rows)),
+            windows.X[rows], np.asarray(windows.y)[rows], windows.kind, windows.channels,
+            windows.source, windows.value_scale, test_index=np.arange(len(index), len(rows)),
         )  # fmt: skip
-        return train_deep(sub, "cnn1d", "cnn1d", seed=seed, epochs=epochs)
+        return train_deep(sub, network, network, seed=seed, epochs=epochs)
 
     host = fit(train_idx)
     result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
     result.quality = {
         k: v for k, v in host.meta["metrics"].items() if k in ("accuracy", "f1_macro")
     }
-    out = work / "cnn1d"
+    out = work / network
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
     result.artifact, result.bundle = "tflite", str(bundle.path)
     result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
-    int8_dir = work / "cnn1d-int8"
+    int8_dir = work / f"{network}-int8"
     shutil.rmtree(int8_dir, ignore_errors=True)
     try:
         int8 = export_keras(host, int8_dir, KerasExportOptions("tflite", "int8"))
