@@ -352,7 +352,11 @@ class Agent:
         }
 
     def _report(self) -> None:
-        self.connection.wait_connected(self.config.health_interval)
+        first = time.monotonic() + self.config.health_interval
+        # The first report as soon as connected (or after one interval); stop ends any wait.
+        while not self.connection.connected and time.monotonic() < first:
+            if self._stopped.wait(0.2):
+                return
         while not self._stopped.is_set():
             if self.connection.connected:
                 self._publish_health()
