@@ -270,7 +270,7 @@ def _classical(
     result.artifact, result.bundle = "onnx", str(bundle.path)
     result.memory_kib = measure_memory(bundle.path)
     served = ServedModel.load(load_bundle(bundle.path))
-    result.size_bytes = (bundle.path / served.bundle.manifest["model"]["file"]).stat().st_size
+    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
     y = np.asarray(host.y_heldout)
     result.quality_edge, result.latency_us, pred = _measure_edge(
         served, _rows(host.X_heldout), y, data.task, seed
@@ -302,21 +302,59 @@ def _deep(
     fractions: Sequence[float],
     result: CandidateResult,
 ) -> tuple[np.ndarray, np.ndarray]:
-    from trainer.deep import train_deep
-    from trainer.tensors import TensorData, from_tabular
+    from trainer.tensors import from_tabular
 
     tensor = from_tabular(data)  # refuses categorical columns and regression, one line
     train_idx, test_idx = split_indices(data, 0.2, seed, None)
+    fit = network_trainer(tensor, name, test_idx, seed, epochs)
+    host = fit(train_idx)
+    X_test = data.X.iloc[test_idx].reset_index(drop=True)
+    y = data.y[test_idx]
+    export_network(
+        host, work, result, y, lambda m: _predict(m, _rows(X_test), data.task)
+    )  # fmt: skip
+    result.memory_kib = measure_memory(result.bundle)
+    served = ServedModel.load(load_bundle(result.bundle))
+    result.quality_edge, result.latency_us, pred = _measure_edge(
+        served, _rows(X_test), y, data.task, seed
+    )
+    result.confusion = _confusion(y, pred, sorted(np.unique(data.y).tolist()))
+    result.importance = _importance(served, X_test, y, data.task, seed)
+    result.learning_curve = learning_curve(
+        fractions, train_idx, data.y, seed, lambda sub: deep_score(fit, host, sub, train_idx)
+    )
+    return train_idx, test_idx
+
+
+def network_trainer(
+    data: Any, network: str, test_idx: np.ndarray, seed: int, epochs: int
+) -> Callable[[np.ndarray], Any]:
+    """``fit(training rows)``: the network trained on those rows of ``data`` (TensorData),
+    always held out on ``test_idx``, so every subset is scored on the same rows."""
+    from trainer.deep import train_deep
+    from trainer.tensors import TensorData
 
     def fit(index: np.ndarray) -> Any:
         rows = np.concatenate([index, test_idx])
         sub = TensorData(
-            tensor.X[rows], tensor.y[rows], "tabular", tensor.channels, tensor.source,
-            test_index=np.arange(len(index), len(rows)),
+            data.X[rows], np.asarray(data.y)[rows], data.kind, data.channels, data.source,
+            data.value_scale, test_index=np.arange(len(index), len(rows)),
         )  # fmt: skip
-        return train_deep(sub, name, name, seed=seed, epochs=epochs)
+        return train_deep(sub, network, network, seed=seed, epochs=epochs)
 
-    host = fit(train_idx)
+    return fit
+
+
+def export_network(
+    host: Any,
+    work: Path,
+    result: CandidateResult,
+    y_test: np.ndarray,
+    predict: Callable[[ServedModel], np.ndarray],
+) -> None:
+    """Float TFLite bundle (the candidate) and, where the gate lets it, its int8 twin:
+    training figures, sizes, and the int8 quality from ``predict`` on the test rows."""
+    name = str(host.meta["name"])
     result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
     result.quality = {
         k: v for k, v in host.meta["metrics"].items() if k in ("accuracy", "f1_macro")
@@ -325,31 +363,16 @@ def _deep(
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
     result.artifact, result.bundle = "tflite", str(bundle.path)
-    result.memory_kib = measure_memory(bundle.path)
-    served = ServedModel.load(load_bundle(bundle.path))
-    result.size_bytes = (bundle.path / served.bundle.manifest["model"]["file"]).stat().st_size
-    X_test = data.X.iloc[test_idx].reset_index(drop=True)
-    y = data.y[test_idx]
-    result.quality_edge, result.latency_us, pred = _measure_edge(
-        served, _rows(X_test), y, data.task, seed
-    )
-    result.confusion = _confusion(y, pred, sorted(np.unique(data.y).tolist()))
-    result.importance = _importance(served, X_test, y, data.task, seed)
+    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
     int8_dir = work / f"{name}-int8"
     shutil.rmtree(int8_dir, ignore_errors=True)
     try:
         int8 = export_keras(host, int8_dir, KerasExportOptions("tflite", "int8"))
+        result.size_int8_bytes = int(int8.manifest["model"]["size_bytes"])
         served8 = ServedModel.load(load_bundle(int8.path))
-        result.size_int8_bytes = (
-            (int8.path / served8.bundle.manifest["model"]["file"]).stat().st_size
-        )
-        result.quality_int8 = evaluate(data.task, y, _predict(served8, _rows(X_test), data.task))
+        result.quality_int8 = evaluate("classification", y_test, predict(served8))
     except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable
         result.int8_note = f"int8 refused: {exc}"
-    result.learning_curve = learning_curve(
-        fractions, train_idx, data.y, seed, lambda sub: deep_score(fit, host, sub, train_idx)
-    )
-    return train_idx, test_idx
 
 
 def deep_score(fit: Callable[[np.ndarray], Any], full: Any, sub: np.ndarray, train: Any) -> float:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from converters.keras_export import KerasExportOptions, export_keras
 from converters.parity import ParityError
 from converters.sklearn_onnx import export_sklearn
 from edge.bundle import load_bundle
@@ -34,8 +33,10 @@ from trainer.compare import (
     CompareReport,
     _confusion,
     deep_score,
+    export_network,
     learning_curve,
     measure_memory,
+    network_trainer,
 )
 from trainer.models import MODELS, build_pipeline
 from trainer.tensors import TensorData, pixel_dataset, window_feature_dataset
@@ -116,10 +117,6 @@ def _measure(
     result.importance = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
 
 
-def _size(model: ServedModel) -> int:
-    return (model.bundle.path / model.bundle.manifest["model"]["file"]).stat().st_size
-
-
 def compare_tensors(
     windows: TensorData,
     work: Path,
@@ -196,38 +193,10 @@ def _cnn(
     windows: TensorData, network: str, train_idx: np.ndarray, test_idx: np.ndarray,
     work: Path, seed: int, epochs: int, fractions: Sequence[float], result: CandidateResult,
 ) -> None:  # fmt: skip
-    from trainer.deep import train_deep
-
-    def fit(index: np.ndarray) -> Any:
-        rows = np.concatenate([index, test_idx])
-        sub = TensorData(
-            windows.X[rows], np.asarray(windows.y)[rows], windows.kind, windows.channels,
-            windows.source, windows.value_scale, test_index=np.arange(len(index), len(rows)),
-        )  # fmt: skip
-        return train_deep(sub, network, network, seed=seed, epochs=epochs)
-
+    fit = network_trainer(windows, network, test_idx, seed, epochs)
     host = fit(train_idx)
-    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
-    result.quality = {
-        k: v for k, v in host.meta["metrics"].items() if k in ("accuracy", "f1_macro")
-    }
-    out = work / network
-    shutil.rmtree(out, ignore_errors=True)
-    bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
-    result.artifact, result.bundle = "tflite", str(bundle.path)
-    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
-    int8_dir = work / f"{network}-int8"
-    shutil.rmtree(int8_dir, ignore_errors=True)
-    try:
-        int8 = export_keras(host, int8_dir, KerasExportOptions("tflite", "int8"))
-        served8 = ServedModel.load(load_bundle(int8.path))
-        result.size_int8_bytes = _size(served8)
-        y_test = np.asarray(windows.y)[test_idx]
-        result.quality_int8 = evaluate(
-            "classification", y_test, _labels(served8, windows.X[test_idx])
-        )
-    except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable
-        result.int8_note = f"int8 refused: {exc}"
+    y_test = np.asarray(windows.y)[test_idx]
+    export_network(host, work, result, y_test, lambda m: _labels(m, windows.X[test_idx]))
     result.learning_curve = learning_curve(
         fractions, train_idx, np.asarray(windows.y), seed,
         lambda sub: deep_score(fit, host, sub, train_idx),
