@@ -5,6 +5,12 @@ thread takes them in batches, answers each (prediction or error), commits the ba
 answers to the outbox (``edge.delivery``) and only then acknowledges the requests to the
 broker; the outbox thread publishes; a health thread publishes the retained health.
 
+Each message is answered inside one containment boundary: whatever it raises becomes an
+error answer (``internal`` if nothing more specific fits) and the next one is served.
+When the outbox cannot store answers, nothing is acknowledged: the worker retries with
+back-off and the requests wait in the broker. A thread that dies anyway stops the agent
+(``offline``, non-zero exit) so that the service manager restarts it (``edge.supervision``).
+
 ``stop()`` stops taking requests (those not taken stay unacknowledged in the broker's
 session), finishes those queued, flushes the outbox, publishes ``offline`` and
 disconnects, each step bounded by ``drain_timeout``.
@@ -30,9 +36,11 @@ from edge.delivery import Delivery, DirectDelivery, OutboxDelivery
 from edge.errors import EdgewiseError, RequestError
 from edge.health import LatencyWindow, cpu_temperature, rss_bytes
 from edge.model import ServedModel
-from edge.mqtt import BrokerAddress, Message, MqttConnection
-from edge.outbox import Outbox, OutMessage
+from edge.mqtt import Backoff, BrokerAddress, Message, MqttConnection
+from edge.outbox import Outbox, OutMessage, StorageError
 from edge.payload import decode_request, encode, error_doc, peek_id
+from edge.supervision import Notifier, Supervisor
+from edge.topics import response_topic_problem
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,7 @@ class Counters:
     overloaded: int = 0
     duplicates: int = 0  # redeliveries of requests already answered, skipped
     peak_queued: int = 0  # most requests ever waiting for the worker (back-pressure check)
+    internal_errors: int = 0  # requests answered "internal": a bug, logged with its traceback
 
 
 def load_models(config: AgentConfig) -> dict[str, ServedModel]:
@@ -86,7 +95,10 @@ class Agent:
         self._stopped = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._threads: list[threading.Thread] = []
+        self.supervisor = Supervisor(self._stopped)
+        self.notifier = Notifier()
+        self._heartbeat_at = time.monotonic()
+        self.storage_error: str | None = None  # set while the outbox cannot commit
         self._started_at = time.monotonic()
         self.connection = MqttConnection(
             BrokerAddress.parse(config.broker),
@@ -97,6 +109,7 @@ class Agent:
             status_topic=self.topics.status,
             session=config.session,
             on_published=self._on_published,
+            on_failure=self.supervisor.fail,
         )
         self._direct = DirectDelivery(self.connection)  # for what must not wait on disk
         self.delivery: Delivery = (
@@ -117,19 +130,18 @@ class Agent:
 
     def start(self) -> None:
         """Connect (in the background, retrying) and start serving."""
-        self._started_at = time.monotonic()
+        self._started_at = self._heartbeat_at = time.monotonic()
         self._accepting.set()
         self.delivery.start()
         for target, name in ((self._work, "inference"), (self._report, "health")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self.supervisor.spawn(target, name)
         for model in self.models.values():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(
                 self.topics.model(model.name, "info"), encode(self._info(model)), qos=1, retain=True
             )
         self.connection.start()
+        self.notifier.notify("READY=1")
         log.info(
             "serving %s on %s as device %r (%s)",
             ", ".join(f"{m.name} v{m.version}" for m in self.models.values()),
@@ -143,22 +155,47 @@ class Agent:
         if self._stopped.is_set():
             return
         timeout = self.config.drain_timeout if timeout is None else timeout
+        self.notifier.notify("STOPPING=1")
         self._accepting.clear()
         deadline = time.monotonic() + timeout
-        while (not self._queue.empty() or not self._idle.is_set()) and time.monotonic() < deadline:
+        while (
+            (not self._queue.empty() or not self._idle.is_set())
+            and time.monotonic() < deadline
+            and not self.supervisor.failed.is_set()  # a dead worker drains nothing
+        ):
             time.sleep(0.01)
         self._stopped.set()
-        for thread in self._threads:
-            thread.join(max(0.1, deadline - time.monotonic()))
+        self.supervisor.join(max(0.1, deadline - time.monotonic()))
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         self._publish_health()
         self.connection.stop(final_status="offline", timeout=max(1.0, deadline - time.monotonic()))
         self.delivery.close()
+        self.notifier.close()
         log.info("stopped: %s", self.counters)
 
-    def run_forever(self) -> None:
-        """Serve until SIGTERM/SIGINT; a second signal exits at once."""
+    def wait(self, stop_requested: threading.Event) -> int:
+        """Serve until ``stop_requested`` or a thread dies; stop; the exit status.
+
+        0 after a requested stop; 1 when a thread of the agent failed (it is named in the
+        log, and ``offline`` is published), so the service manager restarts the agent.
+        """
+        while not stop_requested.wait(0.5):
+            dead = self.supervisor.dead()
+            if not self.connection.alive and self.connection.started:
+                dead.append("mqtt-network")
+            if dead and not self.supervisor.failed.is_set():
+                self.supervisor.fail(f"thread(s) {', '.join(dead)} not running")
+            if self.supervisor.failed.is_set():
+                log.critical("stopping: %s", self.supervisor.reason)
+                self.stop(timeout=min(self.config.drain_timeout, 5.0))
+                return 1
+        self.stop()
+        return 0
+
+    def run_forever(self) -> int:
+        """Serve until SIGTERM/SIGINT (exit status 0) or a thread failure (1); a second
+        signal exits at once."""
         stop_requested = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -171,9 +208,7 @@ class Agent:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
-        while not stop_requested.wait(0.5):
-            pass
-        self.stop()
+        return self.wait(stop_requested)
 
     # -- message path -------------------------------------------------------------------
 
@@ -186,6 +221,13 @@ class Agent:
         alone, but Mosquitto 2.0.11 overruns it once PUBACKs flow (eclipse-mosquitto#2301).
         The worker never waits on this thread, so the wait is short.
         """
+        try:
+            self._put(msg)
+        except Exception:  # nothing may raise into paho's loop
+            self.counters.internal_errors += 1
+            log.exception("could not queue a message on %s", msg.topic[:200])
+
+    def _put(self, msg: Message) -> None:
         while self._accepting.is_set():
             if msg.qos == 0:
                 try:
@@ -214,8 +256,13 @@ class Agent:
     def _on_published(self, mid: int) -> None:
         self.delivery.on_published(mid)
 
+    def _heartbeat(self) -> None:
+        self._heartbeat_at = time.monotonic()
+        self.notifier.ping()
+
     def _work(self) -> None:
         while not self._stopped.is_set():
+            self._heartbeat()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -240,18 +287,9 @@ class Agent:
             if msg.dup and key in self._recent:
                 self.counters.duplicates += 1
                 continue
-            try:
-                answers.extend(self.handle(msg))
-            except Exception:  # a bug must not kill the worker; it is logged loudly
-                log.exception("unexpected error handling a message on %s", msg.topic)
-                name = self.topics.model_of(msg.topic) or "unknown"
-                doc = error_doc(peek_id(msg.payload), "internal", "the agent failed", name)
-                answers.extend(self._error_messages(msg, name, encode(doc)))
-        try:
-            self.delivery.send(answers)
-        except Exception:  # e.g. a full disk: answer anyway, without the outbox's promise
-            log.exception("outbox write failed; publishing %d answers directly", len(answers))
-            self._direct.send(answers)
+            answers.extend(self._contain(msg))
+        if not self._store(answers):
+            return  # stopping with the outbox failing: unacknowledged, the broker keeps them
         now = time.monotonic()
         for msg, key in zip(batch, keys, strict=True):
             window = self.e2e_ms.get(self.topics.model_of(msg.topic) or "")
@@ -263,12 +301,54 @@ class Agent:
                 if len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
 
+    def _contain(self, msg: Message) -> list[OutMessage]:
+        """One request's containment boundary: its answers, whatever goes wrong inside."""
+        try:
+            return self.handle(msg)
+        except Exception:  # a bug must not kill the worker; it is logged loudly
+            log.exception("unexpected error handling a message on %s", msg.topic[:200])
+        self.counters.internal_errors += 1
+        name = self.topics.model_of(msg.topic) or "unknown"
+        doc = error_doc(peek_id(msg.payload), "internal", "the agent failed", name)
+        try:
+            return self._error_messages(msg, name, encode(doc))
+        except Exception:  # e.g. a response topic that cannot be used: the error topic only
+            log.exception("could not address the error answer; error topic only")
+            return [OutMessage(self.topics.model(name, "error"), encode(doc), self.config.qos)]
+
+    def _store(self, answers: list[OutMessage]) -> bool:
+        """Commit answers; while the outbox cannot, retry with back-off (nothing is acked
+        meanwhile). False only when the agent stops before the commit succeeded."""
+        backoff = Backoff(initial=0.2, cap=10.0)
+        while True:
+            try:
+                self.delivery.send(answers)
+            except StorageError as exc:
+                if self.storage_error is None:
+                    log.error("%s: not acknowledging requests until it can; retrying", exc)
+                self.storage_error = str(exc)
+                self._heartbeat()  # waiting on the disk is not a hang
+                if self._stopped.wait(backoff.next()):
+                    return False
+                continue
+            if self.storage_error is not None:
+                log.warning("the outbox stores answers again; serving resumes")
+                self.storage_error = None
+            return True
+
     def handle(self, msg: Message) -> list[OutMessage]:
         """The answer to one request: a prediction, or an error (and its copies)."""
         self.counters.received += 1
         name = self.topics.model_of(msg.topic) or "unknown"
         model = self.models.get(name)
         rid: str | int | None = None
+        if msg.response_topic is not None:
+            problem = response_topic_problem(msg.response_topic)
+            if problem is not None:
+                self.counters.errors += 1
+                why = f"response topic {problem}"
+                doc = error_doc(peek_id(msg.payload), "bad_request", why, name)
+                return [OutMessage(self.topics.model(name, "error"), encode(doc), self.config.qos)]
         try:
             request = decode_request(
                 msg.payload, self.config.max_payload, self.config.max_instances
@@ -326,15 +406,20 @@ class Agent:
         counters = asdict(self.counters)
         counters.update(
             dropped=self.delivery.dropped,
+            dead_letters=self.delivery.dead_letters,
             outbox_depth=self.delivery.depth,
             reconnects=self.connection.reconnects,
             queued=self._queue.qsize(),
+            callback_errors=self.connection.callback_errors,
         )
         return {
             "device": self.config.device,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "connected": self.connection.connected,
-            "durable": self.config.durable,
+            # Durable only while answers are really being stored.
+            "durable": self.config.durable and self.storage_error is None,
+            "outbox_error": self.storage_error,
+            "worker_heartbeat_age_s": round(time.monotonic() - self._heartbeat_at, 3),
             "counters": counters,
             "models": {
                 name: {
@@ -368,7 +453,10 @@ class Agent:
         except Exception:  # health must never take the agent down
             log.exception("could not build the health report")
             return
-        self.connection.publish(self.topics.health, body, qos=1, retain=True)
+        try:
+            self.connection.publish(self.topics.health, body, qos=1, retain=True)
+        except EdgewiseError as exc:
+            log.error("health report not published: %s", exc)
 
     @staticmethod
     def _info(model: ServedModel) -> dict[str, Any]:

@@ -99,8 +99,7 @@ def run_agent(args: argparse.Namespace) -> int:
         durable=args.durable,
         health_interval=args.health_interval,
     )
-    Agent(config).run_forever()
-    return 0
+    return Agent(config).run_forever()
 
 
 def run_send(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from edge.errors import EdgewiseError
 from edge.mqtt import BrokerAddress, Message, MqttConnection
 from edge.topics import Topics
 
+CONNECT_TIMEOUT = 10.0  # seconds to reach the broker at most (less with a shorter --timeout)
+
 
 @dataclass
 class SendResult:
@@ -41,19 +43,24 @@ class SendResult:
 def connect(
     broker: str, protocol: str, subscriptions: list[tuple[str, int]], timeout: float
 ) -> tuple[MqttConnection, queue.Queue[Message]]:
-    """A started connection whose messages land in the returned queue."""
+    """A started connection whose messages land in the returned queue.
+
+    Fails with one error line (the last connection problem) after ``timeout`` seconds;
+    the retries in between are not logged.
+    """
     inbox: queue.Queue[Message] = queue.Queue()
     conn = MqttConnection(
         BrokerAddress.parse(broker),
         protocol=protocol,
         on_message=inbox.put,
         subscriptions=subscriptions,
+        quiet=True,
     )
     conn.start()
     if not conn.wait_connected(timeout):
         error = conn.last_error
         conn.stop(final_status=None, timeout=1)
-        raise EdgewiseError(error)
+        raise EdgewiseError(f"{error} (gave up after {timeout:g}s)")
     return conn, inbox
 
 
@@ -145,7 +152,7 @@ def send_csv(
         raise EdgewiseError(f"CSV file {csv_path} has no column {target!r}")
     out, err, info_topic = (topics.model(model, k) for k in ("out", "error", "info"))
     subs = [(out, 1), (err, 1), (info_topic, 1), (topics.status, 1)]
-    conn, inbox = connect(broker, protocol, subs, timeout=10)
+    conn, inbox = connect(broker, protocol, subs, timeout=min(CONNECT_TIMEOUT, timeout))
     try:
         info = wait_ready(inbox, info_topic, topics.status, timeout=info_timeout)
         if info is None:
@@ -223,7 +230,10 @@ def _stream(
             if time.monotonic() - last_progress > timeout:
                 break  # nothing came back for `timeout` seconds
             continue
-        doc = json.loads(msg.payload)
+        try:
+            doc = json.loads(msg.payload)
+        except (ValueError, RecursionError):
+            continue  # not an answer (anyone may publish on these topics)
         answered = pending.pop(str(doc.get("id")), None) if isinstance(doc, dict) else None
         if answered is None:
             continue  # not ours (another client, or a duplicate)
@@ -231,7 +241,13 @@ def _stream(
         if msg.topic.endswith("/error"):
             result.errors[doc.get("code", "?")] += len(answered)
         else:
-            for i, pred in zip(answered, doc["predictions"]):
+            predictions = doc.get("predictions")
+            if not isinstance(predictions, list) or not all(
+                isinstance(p, dict) for p in predictions
+            ):
+                result.errors["malformed_answer"] += len(answered)
+                continue
+            for i, pred in zip(answered, predictions):
                 result.predictions[i] = pred
                 result.answered += 1
                 if t_idx is not None and "label" in pred and rows[i][t_idx] != "":
@@ -260,9 +276,11 @@ def watch(
         (f"{prefix}/{dev}/+/error", 0),
         (f"{prefix}/{dev}/status", 0),
     ]
-    conn, inbox = connect(broker, protocol, subs, timeout=10)
+    started = time.monotonic()
+    wait = CONNECT_TIMEOUT if timeout is None else min(CONNECT_TIMEOUT, timeout)
+    conn, inbox = connect(broker, protocol, subs, timeout=wait)
     seen = 0
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else started + timeout
     try:
         while count is None or seen < count:
             left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
@@ -287,11 +305,16 @@ def _format(msg: Message, as_json: bool) -> str:
         return f"{msg.topic}: {text}"
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        return f"{msg.topic}: {text}"
+    if not isinstance(doc, dict):
         return f"{msg.topic}: {text}"
     if msg.topic.endswith("/error"):
         return f"{msg.topic} id={doc.get('id')} ERROR {doc.get('code')}: {doc.get('message')}"
-    preds = ", ".join(_short(p) for p in doc.get("predictions", []))
+    try:
+        preds = ", ".join(_short(p) for p in doc.get("predictions", []))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return f"{msg.topic}: {text}"  # not an answer of ours: shown as it came
     return f"{msg.topic} id={doc.get('id')} {preds} ({doc.get('inference_ms')} ms)"
 
 

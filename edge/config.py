@@ -1,24 +1,41 @@
-"""Agent configuration: command-line flags and/or a TOML file, unknown keys rejected."""
+"""Agent configuration: one declarative, range-checked schema for the TOML file and flags.
+
+Every setting is validated once, when the config is built: unknown keys are refused, types
+are strict (``"yes"`` is not a boolean, ``true`` is not a number), numbers are finite and
+within range. A refusal is one line naming the key, the value and what is allowed.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from edge.errors import EdgewiseError
-from edge.mqtt import PROTOCOLS, BrokerAddress, Session
-from edge.outbox import SYNC_MODES
+from edge.mqtt import BrokerAddress, Session, redact_url
 from edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
-from edge.topics import Topics
+from edge.topics import MAX_DEVICE_LENGTH, Topics, check_device
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+MQTT_MAX_PAYLOAD = 268_435_455  # the largest MQTT packet's remaining length
+SESSION_EXPIRY_MAX = 4_294_967_295  # MQTT 5: a four-byte integer
+THREADS_PER_CPU = 4  # num_threads beyond this many per CPU only costs memory
 
 
 def default_state_dir() -> str:
@@ -29,67 +46,90 @@ def default_state_dir() -> str:
     return os.path.join(base, "edgewise")
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    """Everything the agent needs; validated once in ``__post_init__``."""
+def _default_device() -> str:
+    # A host name is printable; clip it to the device id limit.
+    return socket.gethostname()[:MAX_DEVICE_LENGTH] or "edgewise"
 
-    bundles: tuple[str, ...] = ()
+
+def _path_list(value: Any) -> Any:
+    # `bundles = "models/iris"` is one path, not a list of characters.
+    if isinstance(value, (str, os.PathLike)):
+        return (os.fspath(value),)
+    if isinstance(value, list):
+        return tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in value)
+    return value
+
+
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class AgentConfig(BaseModel):
+    """Everything the agent needs; validated once, immutable afterwards."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    bundles: Annotated[
+        tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
+    ] = ()
     broker: str = "mqtt://127.0.0.1:1883"
-    device: str = field(default_factory=socket.gethostname)
+    device: str = Field(default_factory=_default_device)
     prefix: str = "edgewise"
-    protocol: str = "auto"
-    qos: int = 1
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    qos: Literal[0, 1] = 1
     num_threads: int | None = None
-    max_payload: int = DEFAULT_MAX_PAYLOAD
-    max_instances: int = DEFAULT_MAX_INSTANCES
-    queue_size: int = 10_000
-    drain_timeout: float = 10.0
+    max_payload: int = Field(DEFAULT_MAX_PAYLOAD, ge=1, le=MQTT_MAX_PAYLOAD)
+    max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=1_000_000)
+    queue_size: int = Field(10_000, ge=1, le=1_000_000)
+    drain_timeout: Seconds = Field(10.0, gt=0, le=3600)
     # Durable delivery (docs/mqtt.md): persistent session + on-disk outbox.
     durable: bool = True
-    state_dir: str = field(default_factory=default_state_dir)
-    outbox_max_count: int = 100_000
-    outbox_max_bytes: int = 64 << 20
-    outbox_sync: str = "full"
-    session_expiry: int = 7 * 24 * 3600
-    receive_maximum: int = 100
-    health_interval: float = 30.0
+    state_dir: str = Field(default_factory=default_state_dir, min_length=1)
+    outbox_max_count: int = Field(100_000, ge=1, le=1_000_000_000)
+    outbox_max_bytes: int = Field(64 << 20, ge=1, le=1 << 40)
+    outbox_sync: Literal["full", "normal"] = "full"
+    session_expiry: int = Field(7 * 24 * 3600, ge=1, le=SESSION_EXPIRY_MAX)
+    receive_maximum: int = Field(100, ge=1, le=65535)
+    health_interval: Seconds = Field(30.0, ge=1, le=86400)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bundles", tuple(str(b) for b in self.bundles))
-        BrokerAddress.parse(self.broker)
-        Topics(self.prefix, self.device)
-        if self.protocol not in ("auto", *PROTOCOLS):
-            raise EdgewiseError(f"protocol {self.protocol!r}: use auto, 5 or 3.1.1")
-        if self.qos not in (0, 1):
-            raise EdgewiseError(f"qos {self.qos!r}: use 0 or 1")
-        if self.outbox_sync not in SYNC_MODES:
-            raise EdgewiseError(f"outbox_sync {self.outbox_sync!r}: use one of {list(SYNC_MODES)}")
-        if not isinstance(self.durable, bool):
-            raise EdgewiseError(f"durable must be true or false, got {self.durable!r}")
-        if not isinstance(self.state_dir, str) or not self.state_dir:
-            raise EdgewiseError(f"state_dir must be a directory path, got {self.state_dir!r}")
-        for name in ("drain_timeout", "health_interval"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise EdgewiseError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in (
-            "max_payload",
-            "max_instances",
-            "queue_size",
-            "outbox_max_count",
-            "outbox_max_bytes",
-            "session_expiry",
-            "receive_maximum",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise EdgewiseError(f"{name} must be a positive integer, got {value!r}")
-        if self.receive_maximum > 65535:
-            raise EdgewiseError(f"receive_maximum must be 1..65535, got {self.receive_maximum!r}")
-        if self.num_threads is not None and (
-            not isinstance(self.num_threads, int) or self.num_threads < 1
-        ):
-            raise EdgewiseError(f"num_threads must be a positive integer, got {self.num_threads!r}")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise EdgewiseError(describe(exc, data)) from None
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        try:
+            BrokerAddress.parse(value)
+        except EdgewiseError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        try:
+            return check_device(value)
+        except EdgewiseError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        try:
+            Topics(value, "x")
+        except EdgewiseError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("num_threads")
+    @classmethod
+    def _num_threads(cls, value: int | None) -> int | None:
+        most = THREADS_PER_CPU * (os.cpu_count() or 1)
+        if value is not None and not 1 <= value <= most:
+            raise ValueError(f"allowed: 1..{most} ({THREADS_PER_CPU} x the CPU count)")
+        return value
 
     @property
     def topics(self) -> Topics:
@@ -115,22 +155,47 @@ class AgentConfig:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise EdgewiseError(f"config file {p}: no such file") from None
+        except OSError as exc:
+            raise EdgewiseError(f"config file {p}: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise EdgewiseError(f"config file {p}: not valid TOML ({exc})") from None
         return cls.from_mapping(data, source=str(p))
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "config") -> AgentConfig:
-        """Build from a mapping, rejecting keys that are not fields."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EdgewiseError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        """Build from a mapping (unknown keys rejected); errors name ``source``."""
         try:
             return cls(**data)
-        except TypeError as exc:
+        except EdgewiseError as exc:
             raise EdgewiseError(f"{source}: {exc}") from None
 
     def merged(self, **overrides: Any) -> AgentConfig:
-        """A copy with the overrides that are not None (command-line flags over the file)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the overrides that are not None (command-line flags over the file),
+        validated like the file."""
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return type(self)(**data)
+
+
+def describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    """The first validation error as one line: key, value given, what is allowed."""
+    error = exc.errors(include_url=False)[0]
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(AgentConfig.model_fields)
+        return f"unknown key {key!r}; allowed: {allowed}"
+    if error["type"] == "missing":
+        return f"{key} is required"
+    value = error.get("input")
+    if key == "broker" and isinstance(value, str):
+        value = redact_url(value)  # a password in the URL never reaches a log line
+    return f"{key} = {_show(value)}: {message}"
+
+
+def _show(value: Any) -> str:
+    # Long or odd values are shown clipped and escaped: a config line must stay one line.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from edge.mqtt import MqttConnection
-from edge.outbox import Outbox, OutMessage
+from edge.mqtt import MqttConnection, PublishRefused
+from edge.outbox import Outbox, OutMessage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,26 @@ class Delivery(Protocol):
     @property
     def dropped(self) -> int: ...
 
+    @property
+    def dead_letters(self) -> int: ...
+
 
 class DirectDelivery:
     """No outbox: publish at once (paho keeps unsent messages in memory only)."""
 
     def __init__(self, connection: MqttConnection) -> None:
         self._connection = connection
+        self._dead = 0
 
     def send(self, messages: Sequence[OutMessage]) -> None:
         for m in messages:
-            self._connection.publish(
-                m.topic, m.payload, m.qos, m.retain, correlation_data=m.correlation_data
-            )
+            try:
+                self._connection.publish(
+                    m.topic, m.payload, m.qos, m.retain, correlation_data=m.correlation_data
+                )
+            except PublishRefused as exc:  # the others still go out
+                self._dead += 1
+                log.error("answer to %r cannot be published: %s", m.topic[:200], exc)
 
     def on_published(self, mid: int) -> None:
         """Nothing to settle."""
@@ -74,6 +82,10 @@ class DirectDelivery:
     def dropped(self) -> int:
         return 0
 
+    @property
+    def dead_letters(self) -> int:
+        return self._dead
+
 
 class OutboxDelivery:
     """The outbox and the thread that publishes it (see the module docstring)."""
@@ -84,6 +96,8 @@ class OutboxDelivery:
         self._window = window
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._unremoved: list[int] = []  # acknowledged seqs whose delete failed: retried
+        self._skipped: set[int] = set()  # dead letters the outbox could not move: not resent
         # Highest seq handed to paho by this process. Entries left from an earlier run sit
         # at or below last_seq: start before them so they are replayed first.
         self._last_seq = 0 if outbox.depth else outbox.last_seq
@@ -100,8 +114,15 @@ class OutboxDelivery:
     def dropped(self) -> int:
         return self.outbox.dropped
 
+    @property
+    def dead_letters(self) -> int:
+        return self.outbox.dead_letters + len(self._skipped)
+
     def send(self, messages: Sequence[OutMessage]) -> None:
-        """Commit to disk (one transaction), then publish at once if nothing older waits."""
+        """Commit to disk (one transaction), then publish at once if nothing older waits.
+
+        Raises ``StorageError`` when the commit fails: then nothing was stored.
+        """
         seqs = self.outbox.put(messages)
         if not seqs:
             return
@@ -130,10 +151,10 @@ class OutboxDelivery:
     def flush(self, timeout: float) -> bool:
         """Wait until everything stored is acknowledged, up to ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while self.outbox.depth and time.monotonic() < deadline:
+        while self.outbox.depth > len(self._skipped) and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.01)
-        return self.outbox.depth == 0
+        return self.outbox.depth <= len(self._skipped)
 
     def close(self) -> None:
         self._stop.set()
@@ -157,7 +178,7 @@ class OutboxDelivery:
                 self._stop.wait(1.0)
 
     def _settle(self) -> None:
-        done: list[int] = []
+        done, self._unremoved = self._unremoved, []
         with self._lock:
             while True:
                 try:
@@ -167,7 +188,13 @@ class OutboxDelivery:
                 seq = self._in_flight.pop(mid, None)
                 if seq is not None:
                     done.append(seq)
-        self.outbox.remove(done)
+        try:
+            self.outbox.remove(done)
+        except StorageError as exc:
+            # Published already; if the delete never lands they are sent again (at least once).
+            if not self._unremoved:
+                log.warning("%s; retrying", exc)
+            self._unremoved = done
 
     def _feed(self) -> None:
         with self._lock:
@@ -183,8 +210,21 @@ class OutboxDelivery:
 
     def _publish(self, seq: int, m: OutMessage) -> None:
         # Under _lock. QoS 0 entries (--qos 0) are settled when written to the socket.
-        info = self._connection.publish(
-            m.topic, m.payload, qos=m.qos, retain=m.retain, correlation_data=m.correlation_data
-        )
-        self._in_flight[info.mid] = seq
         self._last_seq = seq
+        try:
+            info = self._connection.publish(
+                m.topic, m.payload, qos=m.qos, retain=m.retain, correlation_data=m.correlation_data
+            )
+        except PublishRefused as exc:
+            self._dead_letter(seq, m, str(exc))
+            return
+        self._in_flight[info.mid] = seq
+
+    def _dead_letter(self, seq: int, m: OutMessage, reason: str) -> None:
+        # An entry that can never go out must not hold back the ones behind it.
+        log.error("outbox entry %d for %r cannot be published: %s", seq, m.topic[:200], reason)
+        try:
+            self.outbox.dead_letter(seq, reason)
+        except StorageError as exc:  # not moved: skip it now, the next start moves it
+            log.error("%s", exc)
+            self._skipped.add(seq)

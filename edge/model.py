@@ -15,6 +15,9 @@ from edge.explain import DEFAULT_TOP, Explainer
 from edge.features import window_features
 
 _NUMBER = (int, float)
+# The largest finite float32: models compute in float32, so a bigger value (1e39, or a
+# 400-digit integer) would silently become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ServedModel:
@@ -149,13 +152,17 @@ class ServedModel:
                 f"got {type(value).__name__}",
             )
         if isinstance(value, _NUMBER) and not isinstance(value, bool):
-            if math.isinf(value):
+            if isinstance(value, float) and math.isnan(value):
+                if not feature.nullable:
+                    raise RequestError(
+                        "bad_value", f"instance {position}: feature {feature.name!r} is NaN"
+                    )
+                return value
+            if not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # ints compare exactly, any size
                 raise RequestError(
-                    "bad_value", f"instance {position}: feature {feature.name!r} is infinite"
-                )
-            if math.isnan(value) and not feature.nullable:
-                raise RequestError(
-                    "bad_value", f"instance {position}: feature {feature.name!r} is NaN"
+                    "bad_value",
+                    f"instance {position}: feature {feature.name!r} is outside the finite "
+                    f"float32 range (±{FLOAT32_MAX:.4g})",
                 )
             return value
         if value is None and feature.nullable:
@@ -171,6 +178,10 @@ class ServedModel:
         shape = self.instance_shape or ()
         try:
             array = np.asarray(instances, dtype=np.float32)
+        except OverflowError:
+            raise RequestError(
+                "bad_value", "an instance holds an integer too large for a float"
+            ) from None
         except (ValueError, TypeError):
             raise RequestError(
                 "bad_shape",

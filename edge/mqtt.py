@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,6 +32,20 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
+# CONNACK reason codes (MQTT 5 values; paho maps 3.1.1 return codes onto them).
+UNSUPPORTED_PROTOCOL = 0x84
+REFUSALS = {
+    0x85: "the client id is not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x8A: "this client is banned",
+    0x8C: "bad authentication method",
+}
+
+
+class PublishRefused(EdgewiseError):
+    """A message that can never be published: the client library or the broker refuses it."""
+
 
 @dataclass(frozen=True)
 class BrokerAddress:
@@ -44,24 +58,48 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        """Parse a broker URL; ``host:port`` without a scheme is accepted too."""
+        """Parse a broker URL; ``host:port`` without a scheme is accepted too.
+
+        Errors show the URL without its password.
+        """
+        if not isinstance(url, str):
+            raise EdgewiseError(
+                f"broker must be a URL string like mqtt://host:1883, got {type(url).__name__}"
+            )
         if "://" not in url:
             url = "mqtt://" + url
-        parts = urlsplit(url)
+        shown = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise EdgewiseError(f"broker URL {shown!r}: port must be 1..65535") from None
         if parts.scheme != "mqtt":
             raise EdgewiseError(
-                f"broker URL {url!r}: scheme must be mqtt:// (TLS is not built yet)"
+                f"broker URL {shown!r}: scheme must be mqtt:// (TLS is not built yet)"
             )
         if not parts.hostname:
-            raise EdgewiseError(f"broker URL {url!r} has no host")
-        try:
-            port = parts.port or 1883
-        except ValueError:
-            raise EdgewiseError(f"broker URL {url!r} has a bad port") from None
-        return cls(parts.hostname, port, parts.username, parts.password)
+            raise EdgewiseError(f"broker URL {shown!r} has no host")
+        if port is None:
+            port = 1883
+        elif not 1 <= port <= 65535:
+            raise EdgewiseError(f"broker URL {shown!r}: port must be 1..65535")
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return cls(parts.hostname, port, user, password)
 
     def __str__(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs and error lines)."""
+    scheme, sep, rest = url.rpartition("://")
+    auth, at, host = rest.rpartition("@")
+    if not at or ":" not in auth:
+        return url
+    user = auth.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +166,8 @@ class MqttConnection:
         backoff: Backoff | None = None,
         session: Session | None = None,
         on_published: Callable[[int], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+        quiet: bool = False,
     ) -> None:
         if protocol not in ("auto", *PROTOCOLS):
             raise EdgewiseError(f"MQTT protocol {protocol!r}: use auto, 5 or 3.1.1")
@@ -142,7 +182,15 @@ class MqttConnection:
         self._backoff = backoff or Backoff()
         self._session = session
         self._on_published = on_published
+        self._on_failure = on_failure
+        # Short-lived clients (send, watch) report one error line themselves.
+        self._log_level = logging.DEBUG if quiet else logging.WARNING
         self.generation = 0
+        self.max_packet_size: int | None = None  # from the broker's CONNACK (MQTT 5)
+        self.callback_errors = 0  # exceptions caught in our paho callbacks
+        self._refusal: int | None = None  # reason code of the last refused CONNECT
+        self._got_connack = False
+        self._reported: str | None = None  # the last connection problem logged
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._ever_connected = False
@@ -161,6 +209,16 @@ class MqttConnection:
     def last_error(self) -> str:
         return self._last_error
 
+    @property
+    def alive(self) -> bool:
+        """Whether the network thread is running (False before start and after stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` was called."""
+        return self._thread is not None
+
     def start(self) -> None:
         """Start the network thread; it connects and keeps reconnecting until stop()."""
         self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
@@ -178,12 +236,27 @@ class MqttConnection:
         retain: bool = False,
         correlation_data: bytes | None = None,
     ) -> paho.MQTTMessageInfo:
-        """Queue a message; thread-safe. v5 properties are dropped on 3.1.1."""
+        """Queue a message; thread-safe. v5 properties are dropped on 3.1.1.
+
+        Raises ``PublishRefused`` for a message that can never go out: a topic paho
+        refuses, or a packet larger than the broker's maximum packet size (the broker
+        would drop the connection, and paho would resend it after every reconnect).
+        """
         props = None
         if self.protocol == "5" and correlation_data is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation_data
-        return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        limit = self.max_packet_size
+        if limit is not None:
+            size = _publish_size(topic, payload, qos, correlation_data)
+            if size > limit:
+                raise PublishRefused(
+                    f"a {size}-byte packet exceeds the broker's maximum packet size ({limit})"
+                )
+        try:
+            return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        except (ValueError, TypeError) as exc:
+            raise PublishRefused(f"refused by the MQTT client: {exc}") from None
 
     def ack(self, msg: Message) -> None:
         """Acknowledge a QoS 1 request (persistent sessions ack by hand; thread-safe).
@@ -238,9 +311,14 @@ class MqttConnection:
         return client
 
     def _fall_back(self) -> bool:
-        """Try the next protocol when the broker refused this one before ever accepting it."""
+        """Try the next protocol when the broker refused this one before ever accepting it:
+        a CONNACK saying "unsupported protocol version", or a close with no CONNACK at all
+        (brokers that do not parse MQTT 5). Credentials or client-id refusals never fall
+        back: they would fail the same way, behind a misleading message."""
         idx = self._protocols.index(self.protocol)
         if self._ever_connected or idx + 1 >= len(self._protocols):
+            return False
+        if self._got_connack and self._refusal != UNSUPPORTED_PROTOCOL:
             return False
         self.protocol = self._protocols[idx + 1]
         log.info("broker did not accept MQTT 5; using MQTT %s", self.protocol)
@@ -265,27 +343,41 @@ class MqttConnection:
             properties=props,
         )
 
+    def _report(self, problem: str) -> None:
+        # One line per distinct problem: a broker that keeps refusing does not flood the log.
+        self._last_error = problem
+        if problem != self._reported:
+            log.log(self._log_level, "%s", problem)
+            self._reported = problem
+
     def _run(self) -> None:
+        try:
+            self._serve_connection()
+        except BaseException as exc:  # the thread must not end silently: the owner stops
+            log.critical("MQTT network thread failed", exc_info=True)
+            self._connected.clear()
+            if self._on_failure is not None:
+                self._on_failure(f"mqtt-network: {type(exc).__name__}: {exc}")
+            raise
+
+    def _serve_connection(self) -> None:
         first = True  # connect() on a new client, reconnect() afterwards
         while not self._stop.is_set():
+            self._refusal = None
+            self._got_connack = False
             try:
                 if first:
                     self._connect()
                 else:
                     self._client.reconnect()
-            except OSError as exc:
-                self._last_error = f"cannot reach broker at {self.broker}: {exc.strerror or exc}"
-                log.warning("%s", self._last_error)
+            except (OSError, ValueError) as exc:
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self._report(f"cannot reach broker at {self.broker}: {detail}")
                 first = False
                 self._stop.wait(self._backoff.next())
                 continue
             first = False
-            rc = paho.MQTT_ERR_SUCCESS
-            started = time.monotonic()
-            while not self._stop.is_set() and rc == paho.MQTT_ERR_SUCCESS:
-                rc = self._client.loop(timeout=0.1)
-                if not self.connected and time.monotonic() - started > 5.0:
-                    rc = paho.MQTT_ERR_CONN_LOST  # no CONNACK in time
+            rc = self._loop_connected()
             if self._stop.is_set():
                 break
             self._connected.clear()
@@ -294,12 +386,39 @@ class MqttConnection:
                 continue
             self.reconnects += 1
             delay = self._backoff.next()
-            log.warning("connection to %s lost (rc %s); retrying in %.1fs", self.broker, rc, delay)
+            if self._refusal is None:
+                log.log(
+                    self._log_level,
+                    "connection to %s lost (rc %s); retrying in %.1fs",
+                    self.broker,
+                    rc,
+                    delay,
+                )
             self._stop.wait(delay)
         # Let the DISCONNECT (or the final status) go out, bounded.
         for _ in range(5):
-            if self._client.loop(timeout=0.05) != paho.MQTT_ERR_SUCCESS:
+            try:
+                if self._client.loop(timeout=0.05) != paho.MQTT_ERR_SUCCESS:
+                    break
+            except Exception:
                 break
+
+    def _loop_connected(self) -> int:
+        """Run paho's loop until the connection ends; its result code."""
+        rc = paho.MQTT_ERR_SUCCESS
+        started = time.monotonic()
+        while not self._stop.is_set() and rc == paho.MQTT_ERR_SUCCESS:
+            try:
+                rc = self._client.loop(timeout=0.1)
+            except Exception:
+                # A packet paho could not handle (e.g. malformed properties): its read
+                # state is undefined, so drop this connection and start a fresh one.
+                self.callback_errors += 1
+                log.exception("MQTT client error; reconnecting")
+                return int(paho.MQTT_ERR_PROTOCOL)
+            if not self.connected and time.monotonic() - started > 5.0:
+                rc = paho.MQTT_ERR_CONN_LOST  # no CONNACK in time
+        return int(rc)
 
     # -- paho callbacks: network thread; they only hand work off -------------------------
 
@@ -311,10 +430,15 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._got_connack = True
         if reason.is_failure:
-            self._last_error = f"broker at {self.broker} refused the connection: {reason}"
-            log.warning("%s", self._last_error)
+            self._refusal = int(reason.value)
+            why = REFUSALS.get(self._refusal, str(reason))
+            self._report(f"broker at {self.broker} refused the connection: {why}")
             return
+        self._reported = None
+        limit = getattr(properties, "MaximumPacketSize", None)
+        self.max_packet_size = int(limit) if isinstance(limit, int) and limit > 0 else None
         sock = client.socket()
         if isinstance(sock, socket.socket):
             # paho leaves Nagle on: QoS 0 round trips then see a ~40 ms p99 tail.
@@ -342,20 +466,31 @@ class MqttConnection:
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message is None:
             return
-        props = getattr(msg, "properties", None)
-        self._on_message(
-            Message(
-                topic=msg.topic,
-                payload=bytes(msg.payload),
-                qos=msg.qos,
-                received_at=time.monotonic(),
-                response_topic=getattr(props, "ResponseTopic", None),
-                correlation_data=getattr(props, "CorrelationData", None),
-                mid=msg.mid,
-                dup=bool(msg.dup),
-                generation=self.generation,
+        # Nothing may raise out of a callback: paho would abort its loop on this thread.
+        try:
+            props = getattr(msg, "properties", None)
+            response_topic = getattr(props, "ResponseTopic", None)
+            correlation = getattr(props, "CorrelationData", None)
+            try:
+                topic = msg.topic  # a topic that is not UTF-8 raises here
+            except UnicodeDecodeError:
+                topic = msg._topic.decode("utf-8", "replace")
+            self._on_message(
+                Message(
+                    topic=topic,
+                    payload=bytes(msg.payload),
+                    qos=msg.qos,
+                    received_at=time.monotonic(),
+                    response_topic=response_topic if isinstance(response_topic, str) else None,
+                    correlation_data=bytes(correlation) if correlation is not None else None,
+                    mid=msg.mid,
+                    dup=bool(msg.dup),
+                    generation=self.generation,
+                )
             )
-        )
+        except Exception:
+            self.callback_errors += 1
+            log.exception("dropped a received message: the message handler failed")
 
     def _handle_publish(
         self,
@@ -365,5 +500,18 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if self._on_published is not None:
+        if self._on_published is None:
+            return
+        try:
             self._on_published(mid)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("PUBACK handler failed")
+
+
+def _publish_size(topic: str, payload: bytes | str, qos: int, correlation: bytes | None) -> int:
+    """An upper bound of a PUBLISH packet's size on the wire (MQTT 5)."""
+    body = len(payload.encode("utf-8") if isinstance(payload, str) else payload)
+    body += 2 + len(topic.encode("utf-8", "replace")) + (2 if qos else 0)
+    body += 4 + (3 + len(correlation) if correlation is not None else 0)  # properties
+    return 1 + 4 + body  # fixed header: type byte and up to four length bytes

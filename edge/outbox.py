@@ -12,11 +12,14 @@ under a lock; every write is one transaction, so a batch of answers costs one co
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -35,7 +38,22 @@ CREATE TABLE IF NOT EXISTS outbox (
     correlation BLOB
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    seq INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    correlation BLOB,
+    reason TEXT NOT NULL,
+    time REAL NOT NULL
+);
 """
+DEAD_LETTERS_KEPT = 1000  # the newest dead letters are kept for inspection; all are counted
+
+
+class StorageError(EdgewiseError):
+    """The outbox could not write (disk full, read-only, I/O error): nothing was stored."""
 
 
 @dataclass(frozen=True)
@@ -74,23 +92,32 @@ class Outbox:
         self._sync = sync
         self._lock = threading.Lock()
         self._lockfile = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
+        self._db: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.executescript(_SCHEMA)
-            count, size = self._db.execute(
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._conn.executescript(_SCHEMA)
+            count, size = self._conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
             ).fetchone()
-            row = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
-        except sqlite3.DatabaseError as exc:
+            meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        except (sqlite3.Error, OSError) as exc:
+            if self._db is not None:
+                self._conn.close()
             self._lockfile.close()
-            raise EdgewiseError(f"outbox {self.path}: cannot open ({exc})") from None
+            raise StorageError(f"outbox {self.path}: cannot open ({exc})") from None
         self._count = int(count)
         self._bytes = int(size)
-        self._dropped = int(row[0]) if row else 0
+        self._dropped = int(meta.get("dropped", 0))
+        self._dead = int(meta.get("dead_letters", 0))
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        assert self._db is not None
+        return self._db
 
     @property
     def depth(self) -> int:
@@ -107,10 +134,15 @@ class Outbox:
         return self._dropped
 
     @property
+    def dead_letters(self) -> int:
+        """Entries moved aside because they can never be published (since it was created)."""
+        return self._dead
+
+    @property
     def last_seq(self) -> int:
         """The highest sequence number ever given (0 for a new outbox)."""
         with self._lock:
-            row = self._db.execute(
+            row = self._conn.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
             ).fetchone()
         return int(row[0]) if row else 0
@@ -123,11 +155,11 @@ class Outbox:
         if not messages:
             return []
         seqs: list[int] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, _storage(self.path, "store answers"):
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
                 for m in messages:
-                    cursor = self._db.execute(
+                    cursor = self._conn.execute(
                         "INSERT INTO outbox (topic, payload, qos, retain, correlation) "
                         "VALUES (?, ?, ?, ?, ?)",
                         (m.topic, m.payload, m.qos, int(m.retain), m.correlation_data),
@@ -138,9 +170,9 @@ class Outbox:
                 dropped = 0
                 if count > self.max_count or size > self.max_bytes:
                     dropped, count, size = self._drop_oldest(count, size)
-                self._db.execute("COMMIT")
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._count, self._bytes, self._dropped = count, size, self._dropped + dropped
         return seqs
@@ -148,7 +180,7 @@ class Outbox:
     def _drop_oldest(self, count: int, size: int) -> tuple[int, int, int]:
         # Inside put()'s transaction: walk from the oldest until both bounds hold.
         victims: list[int] = []
-        cursor = self._db.execute("SELECT seq, LENGTH(payload) FROM outbox ORDER BY seq")
+        cursor = self._conn.execute("SELECT seq, LENGTH(payload) FROM outbox ORDER BY seq")
         for seq, length in cursor:
             if count <= self.max_count and size <= self.max_bytes:
                 break
@@ -156,9 +188,9 @@ class Outbox:
             count -= 1
             size -= length
         cursor.close()
-        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in victims])
+        self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in victims])
         total = self._dropped + len(victims)
-        self._db.execute(
+        self._conn.execute(
             "INSERT INTO meta (key, value) VALUES ('dropped', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (total,),
@@ -168,7 +200,7 @@ class Outbox:
     def peek(self, after: int = 0, limit: int = 100) -> list[tuple[int, OutMessage]]:
         """Up to ``limit`` entries with a sequence number above ``after``, oldest first."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._conn.execute(
                 "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
@@ -186,35 +218,92 @@ class Outbox:
         """
         if not seqs:
             return
-        with self._lock:
+        with self._lock, _storage(self.path, "remove published answers"):
             if self._sync == "full":
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("BEGIN IMMEDIATE")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
                 removed = removed_bytes = 0
                 for start in range(0, len(seqs), 500):
                     chunk = seqs[start : start + 500]
                     marks = ",".join("?" * len(chunk))
-                    rows = self._db.execute(
+                    rows = self._conn.execute(
                         f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING LENGTH(payload)",
                         chunk,
                     ).fetchall()
                     removed += len(rows)
                     removed_bytes += sum(int(r[0]) for r in rows)
-                self._db.execute("COMMIT")
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             finally:
                 if self._sync == "full":
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("PRAGMA synchronous=FULL")
             self._count -= removed
             self._bytes -= removed_bytes
 
+    def dead_letter(self, seq: int, reason: str) -> None:
+        """Move an entry that can never be published to the dead-letter table, with why.
+
+        The newest ``DEAD_LETTERS_KEPT`` are kept; every one is counted.
+        """
+        with self._lock, _storage(self.path, "move a dead letter"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                moved = self._conn.execute(
+                    "INSERT OR REPLACE INTO dead_letter "
+                    "SELECT seq, topic, payload, qos, retain, correlation, ?, ? "
+                    "FROM outbox WHERE seq = ?",
+                    (reason, time.time(), seq),
+                ).rowcount
+                rows = self._conn.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload)", (seq,)
+                ).fetchall()
+                self._conn.execute(
+                    "DELETE FROM dead_letter WHERE seq NOT IN "
+                    "(SELECT seq FROM dead_letter ORDER BY seq DESC LIMIT ?)",
+                    (DEAD_LETTERS_KEPT,),
+                )
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('dead_letters', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (self._dead + moved,),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._dead += moved
+            self._count -= len(rows)
+            self._bytes -= sum(int(r[0]) for r in rows)
+
+    def dead_letter_entries(self) -> list[tuple[int, str, str]]:
+        """The kept dead letters as (seq, topic, reason), oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, topic, reason FROM dead_letter ORDER BY seq"
+            ).fetchall()
+        return [(int(seq), str(topic), str(reason)) for seq, topic, reason in rows]
+
+    def _rollback(self) -> None:
+        # A failed ROLLBACK (the transaction may already be gone) must not hide the cause.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._conn.close()
         self._lockfile.close()
+
+
+@contextlib.contextmanager
+def _storage(path: Path, action: str) -> Iterator[None]:
+    """SQLite and OS errors of a write as ``StorageError``: one line naming the cause."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"outbox {path}: cannot {action} ({exc})") from exc
 
 
 def _lock_exclusively(path: Path) -> IO[str]:
@@ -232,8 +321,13 @@ def _lock_exclusively(path: Path) -> IO[str]:
             f"outbox {path.with_suffix('')} is in use by another agent "
             "(one agent per device and state directory)"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+    except OSError as exc:  # e.g. a full disk: the lock holds, the pid note is optional
+        if exc.errno != errno.ENOSPC:
+            handle.close()
+            raise StorageError(f"outbox lock {path}: {exc.strerror or exc}") from None
     return handle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,14 @@ from edge.errors import RequestError
 
 DEFAULT_MAX_PAYLOAD = 1 << 20  # 1 MiB
 DEFAULT_MAX_INSTANCES = 1024
+MAX_DEPTH = 64  # JSON nesting refused beyond this, before the parser recurses
+
+# A JSON string with its escapes (or an unterminated one): removed before counting
+# brackets, so brackets inside strings do not count towards the depth.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?')
+_STEP = np.zeros(256, dtype=np.int8)
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
 
 
 # Binary tensor requests (docs/mqtt.md): magic, dtype code, rank, id length, dims, id, data.
@@ -90,11 +99,28 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def nesting_depth(payload: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings ignored).
+
+    Cheap for ordinary requests: with at most ``MAX_DEPTH`` opening brackets in all, the
+    depth cannot exceed the limit and nothing is scanned.
+    """
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return 0
+    steps = _STEP[np.frombuffer(_STRING.sub(b"", payload), dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
 def peek_id(payload: bytes) -> str | int | None:
-    """Best-effort id of a payload that is not strict JSON (e.g. has NaN), for the answer."""
+    """Best-effort id of a payload that is not strict JSON (e.g. has NaN), for the answer.
+
+    Never raises: it runs on error paths, where a second failure would lose the answer.
+    """
     try:
+        if len(payload) > DEFAULT_MAX_PAYLOAD or nesting_depth(payload) > MAX_DEPTH:
+            return None
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except Exception:  # any parse failure (incl. RecursionError) only means: no id
         return None
     if isinstance(doc, dict):
         rid = doc.get("id")
@@ -119,9 +145,14 @@ def decode_request(
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError("bad_encoding", f"payload is not UTF-8 ({exc.reason})") from None
+    depth = nesting_depth(payload)
+    if depth > MAX_DEPTH:
+        raise RequestError(
+            "bad_request", f"JSON nests {depth} levels deep; at most {MAX_DEPTH} are allowed"
+        )
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RequestError("bad_json", f"payload is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RequestError(

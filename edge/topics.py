@@ -7,13 +7,52 @@ from dataclasses import dataclass
 from edge.errors import EdgewiseError
 
 _FORBIDDEN = set("/+#\x00")
+MAX_DEVICE_LENGTH = 128
+MAX_TOPIC_BYTES = 65535  # MQTT: a topic is a UTF-8 string with a two-byte length
 
 
 def check_segment(kind: str, value: str) -> str:
     """A device or model name must be one non-empty topic level without wildcards."""
-    if not value or _FORBIDDEN & set(value):
+    if not isinstance(value, str) or not value or _FORBIDDEN & set(value):
         raise EdgewiseError(f"{kind} {value!r} must be non-empty and contain none of / + # NUL")
     return value
+
+
+def check_device(value: str) -> str:
+    """A device id: one topic level, printable (no control characters), at most 128 chars.
+
+    It is also part of the MQTT client id, which brokers refuse with control characters.
+    """
+    check_segment("device", value)
+    if not value.isprintable() or len(value) > MAX_DEVICE_LENGTH:
+        raise EdgewiseError(
+            f"device {value!r} must be printable (no control characters) and at most "
+            f"{MAX_DEVICE_LENGTH} characters"
+        )
+    return value
+
+
+def response_topic_problem(topic: str) -> str | None:
+    """Why a client-supplied MQTT 5 response topic cannot be published to, or None.
+
+    Checked before anything is stored: an answer committed for a topic the client library
+    refuses would otherwise block the outbox.
+    """
+    if not topic:
+        return "is empty"
+    if "+" in topic or "#" in topic:
+        return "contains a wildcard (+ or #)"
+    if topic.startswith("$"):
+        return "starts with $ (reserved for the broker)"
+    if "\x00" in topic:
+        return "contains NUL"
+    try:
+        size = len(topic.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if size > MAX_TOPIC_BYTES:
+        return f"is {size} bytes; at most {MAX_TOPIC_BYTES} are allowed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -24,9 +63,17 @@ class Topics:
     device: str
 
     def __post_init__(self) -> None:
-        if not self.prefix or "+" in self.prefix or "#" in self.prefix:
-            raise EdgewiseError(f"topic prefix {self.prefix!r} must be non-empty, no wildcards")
-        check_segment("device", self.device)
+        if (
+            not isinstance(self.prefix, str)
+            or not self.prefix
+            or not self.prefix.isprintable()
+            or "+" in self.prefix
+            or "#" in self.prefix
+        ):
+            raise EdgewiseError(
+                f"topic prefix {self.prefix!r} must be non-empty and printable, no wildcards"
+            )
+        check_device(self.device)
 
     def model(self, model: str, kind: str) -> str:
         return f"{self.prefix}/{self.device}/{model}/{kind}"

@@ -1,0 +1,127 @@
+"""Keeping the agent honest about being alive: thread supervision and the systemd watchdog.
+
+A thread of the agent that dies must not leave a zombie that says ``online`` while nothing
+is served. ``Supervisor`` runs each thread through a wrapper that records why it ended;
+the agent's main loop sees the failure, publishes ``offline`` and exits non-zero, and the
+service manager restarts it. ``Notifier`` speaks systemd's notify protocol (``READY=1``,
+``WATCHDOG=1``, ``STOPPING=1``) over ``$NOTIFY_SOCKET`` with the standard library only,
+so a worker that hangs without dying is restarted too (``WatchdogSec=`` in the unit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    """Starts threads and records the first failure (an exception, or an early return)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self.failed = threading.Event()
+        self.reason: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def fail(self, reason: str) -> None:
+        """Record a failure (the first one wins) and wake whoever waits on ``failed``."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+        self.failed.set()
+
+    def spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Run ``target`` in a daemon thread; its exception or early return is a failure."""
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                log.critical("thread %s died", name, exc_info=True)
+                self.fail(f"{name}: {type(exc).__name__}: {exc}")
+                return
+            if not self._stopping.is_set():
+                self.fail(f"{name}: ended while the agent was running")
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.05, deadline - time.monotonic()))
+
+    def dead(self) -> list[str]:
+        """Names of the started threads that are no longer running."""
+        return [t.name for t in self._threads if not t.is_alive()]
+
+
+class Notifier:
+    """systemd notifications; a no-op when ``$NOTIFY_SOCKET`` is not set. Never raises."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        # systemd's abstract-namespace sockets start with "@".
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self.watchdog_interval = _watchdog_interval(env)
+        self._last_ping = 0.0
+        self._sock: socket.socket | None = None
+        self._warned = False
+        if self._address:
+            try:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("systemd notify socket unavailable: %s", exc)
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def notify(self, state: str) -> None:
+        """Send one state line (``READY=1``, ``STOPPING=1``, ...)."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(state.encode("utf-8"), self._address)
+        except OSError as exc:
+            if not self._warned:  # once: a missing listener must not flood the log
+                log.warning("cannot notify systemd at %s: %s", self._address, exc)
+                self._warned = True
+
+    def ping(self) -> None:
+        """``WATCHDOG=1``, at most twice per watchdog interval (systemd's advice)."""
+        if self.watchdog_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= self.watchdog_interval / 2:
+            self._last_ping = now
+            self.notify("WATCHDOG=1")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _watchdog_interval(env: Mapping[str, str]) -> float | None:
+    """Seconds from ``$WATCHDOG_USEC``, when it is meant for this process."""
+    usec = env.get("WATCHDOG_USEC")
+    pid = env.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        seconds = int(usec) / 1e6
+    except ValueError:
+        log.warning("ignoring WATCHDOG_USEC=%r: not an integer", usec)
+        return None
+    return seconds if seconds > 0 else None
