@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,11 @@ def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def mosquitto_config(port: int, workdir: Path, persistence: bool = False) -> str:
-    """A Mosquitto config for a loopback listener (anonymous, for tests and demos)."""
+def mosquitto_config(
+    port: int, workdir: Path, persistence: bool = False, extra: Sequence[str] = ()
+) -> str:
+    """A Mosquitto config for a loopback listener (anonymous, for tests and demos);
+    ``extra`` lines come last (Mosquitto: the last of a repeated option wins)."""
     lines = [
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",
@@ -115,11 +119,15 @@ def mosquitto_config(port: int, workdir: Path, persistence: bool = False) -> str
         lines.append("autosave_interval 1")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         lines.append("user root")  # else it drops to `mosquitto`, who cannot write workdir
+    lines.extend(extra)
     return "\n".join(lines) + "\n"
 
 
 def start_mosquitto(
-    workdir: str | Path, port: int | None = None, persistence: bool = False
+    workdir: str | Path,
+    port: int | None = None,
+    persistence: bool = False,
+    extra: Sequence[str] = (),
 ) -> LocalBroker:
     """Start ``mosquitto`` on 127.0.0.1 and wait until it accepts connections."""
     binary = find_mosquitto()
@@ -129,7 +137,7 @@ def start_mosquitto(
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     conf = root / "mosquitto.conf"
-    conf.write_text(mosquitto_config(port, root, persistence))
+    conf.write_text(mosquitto_config(port, root, persistence, extra))
     command = [binary, "-c", str(conf)]
     broker = LocalBroker("mosquitto", port, _spawn(command, root / "mosquitto.log"), root, command)
     broker.wait_ready()

@@ -97,6 +97,7 @@ class OutboxDelivery:
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox seq
         self._unremoved: list[int] = []  # acknowledged seqs whose delete failed: retried
+        self._remove_failing = False
         self._skipped: set[int] = set()  # dead letters the outbox could not move: not resent
         # Highest seq handed to paho by this process. Entries left from an earlier run sit
         # at or below last_seq: start before them so they are replayed first.
@@ -192,9 +193,14 @@ class OutboxDelivery:
             self.outbox.remove(done)
         except StorageError as exc:
             # Published already; if the delete never lands they are sent again (at least once).
-            if not self._unremoved:
+            if not self._remove_failing:
                 log.warning("%s; retrying", exc)
+            self._remove_failing = True
             self._unremoved = done
+            return
+        if self._remove_failing:
+            log.info("the outbox removes published answers again")
+            self._remove_failing = False
 
     def _feed(self) -> None:
         with self._lock:

@@ -358,7 +358,6 @@ class MqttConnection:
             self._connected.clear()
             if self._on_failure is not None:
                 self._on_failure(f"mqtt-network: {type(exc).__name__}: {exc}")
-            raise
 
     def _serve_connection(self) -> None:
         first = True  # connect() on a new client, reconnect() afterwards

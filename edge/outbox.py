@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     time REAL NOT NULL
 );
 """
+WAL_CHECKPOINT_PAGES = 256
+WAL_SIZE_LIMIT = 1 << 20
 DEAD_LETTERS_KEPT = 1000  # the newest dead letters are kept for inspection; all are counted
 
 
@@ -99,15 +101,20 @@ class Outbox:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={sync.upper()}")
+            # A small device disk: checkpoint the WAL at ~1 MiB (not 4) and truncate it
+            # back to that size, so the log does not eat the space the answers need.
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._conn.executescript(_SCHEMA)
             count, size = self._conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
             ).fetchone()
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         except (sqlite3.Error, OSError) as exc:
-            if self._db is not None:
-                self._conn.close()
-            self._lockfile.close()
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if self._db is not None:
+                    self._db.close()
+                self._lockfile.close()
             raise StorageError(f"outbox {self.path}: cannot open ({exc})") from None
         self._count = int(count)
         self._bytes = int(size)
@@ -155,7 +162,7 @@ class Outbox:
         if not messages:
             return []
         seqs: list[int] = []
-        with self._lock, _storage(self.path, "store answers"):
+        with self._lock, _storage(self.path, "store answers", self._reclaim):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 for m in messages:
@@ -218,7 +225,7 @@ class Outbox:
         """
         if not seqs:
             return
-        with self._lock, _storage(self.path, "remove published answers"):
+        with self._lock, _storage(self.path, "remove published answers", self._reclaim):
             if self._sync == "full":
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("BEGIN IMMEDIATE")
@@ -248,7 +255,7 @@ class Outbox:
 
         The newest ``DEAD_LETTERS_KEPT`` are kept; every one is counted.
         """
-        with self._lock, _storage(self.path, "move a dead letter"):
+        with self._lock, _storage(self.path, "move a dead letter", self._reclaim):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 moved = self._conn.execute(
@@ -286,6 +293,13 @@ class Outbox:
             ).fetchall()
         return [(int(seq), str(topic), str(reason)) for seq, topic, reason in rows]
 
+    def _reclaim(self) -> None:
+        # Under _lock, after a failed write. On a full disk the WAL is often what took the
+        # space: a truncating checkpoint moves its pages into the database and empties it
+        # (deletes then free pages for new answers). It may fail too; the caller retries.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _rollback(self) -> None:
         # A failed ROLLBACK (the transaction may already be gone) must not hide the cause.
         with contextlib.suppress(sqlite3.Error):
@@ -298,11 +312,15 @@ class Outbox:
 
 
 @contextlib.contextmanager
-def _storage(path: Path, action: str) -> Iterator[None]:
-    """SQLite and OS errors of a write as ``StorageError``: one line naming the cause."""
+def _storage(path: Path, action: str, reclaim: Callable[[], None]) -> Iterator[None]:
+    """SQLite and OS errors of a write as ``StorageError``: one line naming the cause.
+
+    Before raising, ``reclaim`` gives back what space it can, so that a retry may succeed.
+    """
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
+        reclaim()
         raise StorageError(f"outbox {path}: cannot {action} ({exc})") from exc
 
 
@@ -321,11 +339,9 @@ def _lock_exclusively(path: Path) -> IO[str]:
             f"outbox {path.with_suffix('')} is in use by another agent "
             "(one agent per device and state directory)"
         ) from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+    try:  # unbuffered: a failed write must not resurface when the handle is closed
+        os.ftruncate(handle.fileno(), 0)
+        os.pwrite(handle.fileno(), str(os.getpid()).encode(), 0)
     except OSError as exc:  # e.g. a full disk: the lock holds, the pid note is optional
         if exc.errno != errno.ENOSPC:
             handle.close()

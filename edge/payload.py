@@ -19,6 +19,8 @@ MAX_DEPTH = 64  # JSON nesting refused beyond this, before the parser recurses
 # A JSON string with its escapes (or an unterminated one): removed before counting
 # brackets, so brackets inside strings do not count towards the depth.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?')
+# An "id" given as the first member of the object, read without parsing the rest.
+_LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.){0,256}"|-?[0-9]{1,19})\s*[,}]')
 _STEP = np.zeros(256, dtype=np.int8)
 _STEP[list(b"[{")] = 1
 _STEP[list(b"]}")] = -1
@@ -115,10 +117,11 @@ def peek_id(payload: bytes) -> str | int | None:
     """Best-effort id of a payload that is not strict JSON (e.g. has NaN), for the answer.
 
     Never raises: it runs on error paths, where a second failure would lose the answer.
+    Of a payload too large or too deep to parse, only a leading ``"id"`` member is read.
     """
     try:
         if len(payload) > DEFAULT_MAX_PAYLOAD or nesting_depth(payload) > MAX_DEPTH:
-            return None
+            return _leading_id(payload)
         doc = json.loads(payload)
     except Exception:  # any parse failure (incl. RecursionError) only means: no id
         return None
@@ -127,6 +130,17 @@ def peek_id(payload: bytes) -> str | int | None:
         if isinstance(rid, (str, int)) and not isinstance(rid, bool):
             return rid
     return None
+
+
+def _leading_id(payload: bytes) -> str | int | None:
+    match = _LEADING_ID.match(payload)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return value if isinstance(value, (str, int)) else None
 
 
 def decode_request(
@@ -148,7 +162,9 @@ def decode_request(
     depth = nesting_depth(payload)
     if depth > MAX_DEPTH:
         raise RequestError(
-            "bad_request", f"JSON nests {depth} levels deep; at most {MAX_DEPTH} are allowed"
+            "bad_request",
+            f"JSON nests {depth} levels deep; at most {MAX_DEPTH} are allowed",
+            _leading_id(payload),
         )
     try:
         doc = json.loads(text, parse_constant=_reject_constant)

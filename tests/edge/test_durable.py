@@ -25,7 +25,8 @@ from paho.mqtt.properties import Properties
 
 from deploy.broker import LocalBroker, start_mosquitto
 from edge.outbox import Outbox, OutMessage
-from tests.conftest import ROOT, require_mosquitto
+from tests.conftest import CI, ROOT, require_mosquitto
+from tests.mqtt_peer import Peer
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -94,10 +95,12 @@ class Requester:
 
 
 def start_agent(
-    bundle: Path, broker: LocalBroker, device: str, log: Path
+    bundle: Path, broker: LocalBroker, device: str, log: Path, state_dir: Path | None = None
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "edgewise", "agent", "--bundle", str(bundle)]
     cmd += ["--broker", broker.url, "--device", device, "--health-interval", "1"]
+    if state_dir is not None:
+        cmd += ["--state-dir", str(state_dir)]
     with log.open("ab") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
@@ -212,3 +215,117 @@ def test_second_signal_exits_at_once(tmp_path: Path, iris_bundle: Path) -> None:
     reopened = Outbox(state / "stuck.outbox.sqlite")
     assert [m.payload for _, m in reopened.peek()] == [b'{"id":"old"}']
     reopened.close()
+
+
+# -- a full disk (issue 10) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, mounted for this test (needs root, as the tests run in CI)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = os.geteuid() == 0 and (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        if CI:
+            pytest.fail("CI=true needs to mount a tmpfs (run the tests as root)")
+        pytest.skip("mounting a tmpfs needs root")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write zeros until the disk is full; the file to delete to free it."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("recovery", ["kill_9_then_free", "free_space"])
+def test_full_disk_loses_no_acknowledged_request(
+    tmp_path: Path,
+    iris_bundle: Path,
+    persistent_broker: LocalBroker,
+    small_disk: Path,
+    recovery: str,
+) -> None:
+    """Outbox writes fail: the agent acknowledges nothing and says so in its health. Then
+    either it is killed, space is freed and it restarts, or space is freed under it and it
+    resumes by itself: every request is answered."""
+    n = 2000
+    device = f"full-disk-{recovery.replace('_', '-')}"
+    log = tmp_path / "agent.log"
+    agent = start_agent(iris_bundle, persistent_broker, device, log, small_disk)
+    req = Requester(persistent_broker.port, device)
+    watcher = Peer(persistent_broker.port)
+    try:
+        req.wait(lambda: req.status == "online", 30, "the agent to come online")
+        filler = fill(small_disk)
+        watcher.subscribe(f"edgewise/{device}/health")
+        ids = [f"f{i}" for i in range(n)]
+        sender = threading.Thread(target=req.send, args=(ids, n), daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 30
+        while True:  # the retained health turns non-durable once a commit fails
+            health = json.loads(watcher.expect("/health", timeout=5).payload)
+            if health["outbox_error"]:
+                break
+            assert time.monotonic() < deadline, "health never reported the outbox error"
+        assert health["durable"] is False and "full" in health["outbox_error"]
+        answered_while_full = req.unique
+        time.sleep(1.0)
+        assert req.unique == answered_while_full, "answers went out while nothing was stored"
+        assert agent.poll() is None, "the agent must keep running"
+        if recovery == "kill_9_then_free":
+            agent.kill()  # SIGKILL while requests wait unacknowledged
+            agent.wait(10)
+            filler.unlink()
+            agent = start_agent(iris_bundle, persistent_broker, device, log, small_disk)
+        else:
+            filler.unlink()
+        req.wait(lambda: req.unique == n, 120, f"all {n} answers after recovery")
+        sender.join(10)
+        print(
+            f"\nfull disk ({recovery}): sent {n}, answered while full {answered_while_full}, "
+            f"in the end {req.unique}; missing {n - req.unique}"
+        )
+        if recovery == "free_space":
+            deadline = time.monotonic() + 10
+            while health["outbox_error"] or not health["durable"]:
+                assert time.monotonic() < deadline, "health never said durable again"
+                health = json.loads(watcher.expect("/health", timeout=5).payload)
+            assert "serving resumes" in log.read_text()
+        assert set(req.answers) == set(ids)
+        assert not req.errors, req.errors[:3]
+    finally:
+        watcher.close()
+        req.close()
+        agent.terminate()
+        agent.wait(30)
+    assert agent.returncode == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "not acknowledging requests until it can" in text
+    assert text.count("Traceback") == 0, text[-3000:]
+
+
+def test_starting_on_a_full_disk_is_one_clear_line(iris_bundle: Path, small_disk: Path) -> None:
+    fill(small_disk)
+    cmd = [sys.executable, "-m", "edgewise", "agent", "--bundle", str(iris_bundle)]
+    cmd += ["--device", "no-room", "--state-dir", str(small_disk / "state")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " INFO " not in line]
+    assert errors == [
+        f"edgewise agent: error: outbox {small_disk}/state/no-room.outbox.sqlite: cannot open "
+        "(database or disk is full)"
+    ], proc.stderr
