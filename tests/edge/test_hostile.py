@@ -70,8 +70,59 @@ payloads = st.one_of(
     st.binary(max_size=64).map(lambda b: b"EWT1" + b),
     tensors,
     st.integers(MAX_PAYLOAD + 1, 3 * MAX_PAYLOAD).map(lambda n: b"[" + b"1," * (n // 2) + b"1]"),
+    # Deep nesting (the parser would recurse): with and without a leading id, in strings too.
+    st.integers(60, 900).map(lambda n: b'{"id":"deep","instances":' + b"[" * n + b"]" * n + b"}"),
+    st.integers(60, 2000).map(lambda n: b"{" * n),
+    st.integers(60, 900).map(lambda n: b'{"id":"s","instances":[["' + b"[" * n + b'"]]}'),
 )
-models = st.sampled_from(["iris-rf", "iris-rf", "iris-rf", "nosuch"])
+# Text a broker accepts in topics and string properties: printable, no NUL or controls.
+mqtt_text = st.text(
+    st.characters(categories=["L", "N", "P", "S", "Zs"], exclude_characters="/+#"),
+    min_size=1,
+    max_size=10,
+)
+models = st.one_of(st.sampled_from(["iris-rf", "iris-rf", "iris-rf", "nosuch"]), mqtt_text)
+BAD_RESPONSE_TOPICS = ["#", "a/+/b", "fuzz/#", "$SYS/x", "$share/g/x"]
+properties = st.fixed_dictionaries(
+    {},
+    optional={
+        # Three usable response topics to one the agent must refuse.
+        "response": st.one_of(
+            mqtt_text, mqtt_text, mqtt_text, st.sampled_from(BAD_RESPONSE_TOPICS)
+        ),
+        "correlation": st.binary(max_size=32),
+        "user": st.lists(st.tuples(mqtt_text, mqtt_text), max_size=3),
+        "content_type": mqtt_text,
+        "utf8": st.booleans(),
+    },
+)
+
+
+def publish_with(peer: Peer, topic: str, payload: bytes, props: dict[str, Any], reply: str) -> str:
+    """Publish with MQTT 5 properties; returns the response topic used ("" for none)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    p = Properties(PacketTypes.PUBLISH)
+    response = ""
+    if "response" in props:
+        given = props["response"]
+        response = given if given in BAD_RESPONSE_TOPICS else f"{reply}/{given}"
+        p.ResponseTopic = response
+    if "correlation" in props:
+        p.CorrelationData = props["correlation"]
+    if props.get("user"):
+        p.UserProperty = props["user"]
+    if "content_type" in props:
+        p.ContentType = props["content_type"]
+    if props.get("utf8"):
+        try:
+            payload.decode("utf-8")
+            p.PayloadFormatIndicator = 1  # only when true: the broker may check it
+        except UnicodeDecodeError:
+            pass
+    peer.client.publish(topic, payload, qos=1, properties=p).wait_for_publish(5)
+    return response
 
 
 def readable_id(payload: bytes) -> Any:
@@ -102,9 +153,12 @@ def fuzz_agent(broker: LocalBroker, iris_bundle: Path) -> Iterator[Agent]:
 
 
 def test_fuzzed_payloads_each_answered_once(broker: LocalBroker, fuzz_agent: Agent) -> None:
+    """Payloads, sub-topics and MQTT 5 properties from hypothesis: every request gets its
+    answer (on out or error; on its response topic too when it gave a usable one)."""
     device = fuzz_agent.config.device
+    reply = f"fuzz-reply/{device}"
     peer = Peer(broker.port)
-    peer.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error")
+    peer.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error", f"{reply}/#")
     codes: Counter[str] = Counter()
     sent = 0
 
@@ -115,17 +169,29 @@ def test_fuzzed_payloads_each_answered_once(broker: LocalBroker, fuzz_agent: Age
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(payload=payloads, model=models)
-    def one(payload: bytes, model: str) -> None:
+    @given(payload=payloads, model=models, props=properties)
+    def one(payload: bytes, model: str, props: dict[str, Any]) -> None:
         nonlocal sent
-        peer.publish(f"edgewise/{device}/{model}/in", payload)
+        response = publish_with(peer, f"edgewise/{device}/{model}/in", payload, props, reply)
         sent += 1
         msg = peer.expect("", timeout=10)
         doc = json.loads(msg.payload)
         rid = readable_id(payload)
         if rid is not None:
             assert doc["id"] == rid
-        if msg.topic.endswith("/error"):
+        is_error = "code" in doc
+        if response in BAD_RESPONSE_TOPICS:
+            assert msg.topic == f"edgewise/{device}/{model}/error" and doc["code"] == "bad_request"
+        elif response:
+            if is_error:  # on the error topic and on the response topic, in either order
+                other = peer.expect("", timeout=10)
+                assert {msg.topic, other.topic} == {f"edgewise/{device}/{model}/error", response}
+                assert json.loads(other.payload) == doc
+            else:
+                assert msg.topic == response
+        else:
+            assert msg.topic.endswith("/error" if is_error else "/out")
+        if is_error:
             assert isinstance(doc["code"], str) and doc["message"]
             codes[doc["code"]] += 1
         else:
@@ -142,6 +208,7 @@ def test_fuzzed_payloads_each_answered_once(broker: LocalBroker, fuzz_agent: Age
     print(f"\nfuzz: {sent} payloads, answers by code: {dict(codes.most_common())}")
     assert sent >= FUZZ_EXAMPLES
     assert fuzz_agent.counters.received == sent
+    assert fuzz_agent.counters.internal_errors == 0 and fuzz_agent.connection.callback_errors == 0
     # The generators reach the main kinds of bad input, not just one.
     for code in ("ok", "bad_json", "bad_encoding", "bad_request", "too_large", "unknown_model"):
         assert codes[code] > 0, (code, codes)
