@@ -132,7 +132,7 @@ class Agent:
         """Connect (in the background, retrying) and start serving."""
         self._started_at = self._heartbeat_at = time.monotonic()
         self._accepting.set()
-        self.delivery.start()
+        self.delivery.start(self.supervisor.spawn)
         for target, name in ((self._work, "inference"), (self._report, "health")):
             self.supervisor.spawn(target, name)
         for model in self.models.values():
@@ -165,7 +165,8 @@ class Agent:
         ):
             time.sleep(0.01)
         self._stopped.set()
-        self.supervisor.join(max(0.1, deadline - time.monotonic()))
+        # The outbox thread goes on: it flushes below, and delivery.close() ends it.
+        self.supervisor.join(max(0.1, deadline - time.monotonic()), ("inference", "health"))
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         self._publish_health()

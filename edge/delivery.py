@@ -13,13 +13,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edge.mqtt import MqttConnection, PublishRefused
 from edge.outbox import Outbox, OutMessage, StorageError
 
 log = logging.getLogger(__name__)
+
+# Starts a named thread (the agent's Supervisor.spawn: a thread that dies stops the agent).
+Spawn = Callable[[Callable[[], None], str], threading.Thread]
+
+
+def _plain_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 class Delivery(Protocol):
@@ -29,7 +38,7 @@ class Delivery(Protocol):
 
     def on_published(self, mid: int) -> None: ...
 
-    def start(self) -> None: ...
+    def start(self, spawn: Spawn = ...) -> None: ...
 
     def flush(self, timeout: float) -> bool: ...
 
@@ -65,7 +74,7 @@ class DirectDelivery:
     def on_published(self, mid: int) -> None:
         """Nothing to settle."""
 
-    def start(self) -> None:
+    def start(self, spawn: Spawn = _plain_thread) -> None:
         """Nothing to start."""
 
     def flush(self, timeout: float) -> bool:
@@ -143,11 +152,11 @@ class OutboxDelivery:
         self._acks.put(mid)
         self._wake.set()
 
-    def start(self) -> None:
+    def start(self, spawn: Spawn = _plain_thread) -> None:
+        """Start the publisher thread with ``spawn``."""
         if self.outbox.depth:
             log.info("outbox holds %d answers from before; replaying", self.outbox.depth)
-        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._run, "outbox")
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything stored is acknowledged, up to ``timeout`` seconds."""

@@ -429,6 +429,15 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        try:
+            self._on_connack(client, reason, properties)
+        except Exception:  # nothing may raise into paho's loop
+            self.callback_errors += 1
+            log.exception("handling the broker's CONNACK failed")
+
+    def _on_connack(
+        self, client: paho.Client, reason: ReasonCode, properties: Properties | None
+    ) -> None:
         self._got_connack = True
         if reason.is_failure:
             self._refusal = int(reason.value)

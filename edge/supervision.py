@@ -55,10 +55,12 @@ class Supervisor:
         thread.start()
         return thread
 
-    def join(self, timeout: float) -> None:
+    def join(self, timeout: float, names: tuple[str, ...]) -> None:
+        """Wait up to ``timeout`` seconds in all for the named threads to end."""
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.05, deadline - time.monotonic()))
+            if thread.name in names:
+                thread.join(max(0.05, deadline - time.monotonic()))
 
     def dead(self) -> list[str]:
         """Names of the started threads that are no longer running."""

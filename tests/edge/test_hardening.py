@@ -227,7 +227,7 @@ def test_watchdog_pings_stop_while_the_worker_is_stalled(
     assert "STOPPING=1" in drain(notify_socket, 0.3)
 
 
-@pytest.mark.parametrize("thread", ["inference", "mqtt-network"])
+@pytest.mark.parametrize("thread", ["inference", "mqtt-network", "outbox"])
 def test_dead_thread_stops_the_agent_with_offline_and_nonzero_exit(
     broker: LocalBroker, iris_bundle: Path, thread: str
 ) -> None:
@@ -243,6 +243,12 @@ def test_dead_thread_stops_the_agent_with_offline_and_nonzero_exit(
     # Kill one thread with an error outside any message's boundary.
     if thread == "inference":
         agent._queue.get = boom  # type: ignore[method-assign]
+    elif thread == "outbox":
+
+        def leave(*args: Any, **kwargs: Any) -> Any:
+            raise SystemExit("injected exit")  # not an Exception: its loop does not catch it
+
+        agent.delivery._settle = leave  # type: ignore[attr-defined]
     else:
         agent.connection._client.loop = boom  # type: ignore[method-assign]
         agent.connection._loop_connected = boom  # type: ignore[method-assign]
@@ -255,6 +261,33 @@ def test_dead_thread_stops_the_agent_with_offline_and_nonzero_exit(
     finally:
         peer.close()
         agent.stop(timeout=2)
+
+
+def test_qos0_overload_with_deep_payloads_keeps_the_network_thread(
+    broker: LocalBroker, iris_bundle: Path
+) -> None:
+    """With the queue full, an overloaded QoS 0 request's id is read on paho's thread:
+    a deep payload there must not end it."""
+    device = f"ov-{uuid.uuid4().hex[:6]}"
+    agent = make_agent(broker, iris_bundle, device, qos=0, queue_size=1)
+    peer = Peer(broker.port)
+    try:
+        peer.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error")
+        deep = b'{"id":"d","instances":' + b"[" * 500 + b"]" * 500 + b"}"
+        n = 300
+        for _ in range(n):
+            peer.client.publish(f"edgewise/{device}/iris-rf/in", deep, qos=0)
+        codes: dict[str, int] = {}
+        for _ in range(n):
+            doc = json.loads(peer.expect("/error", timeout=10).payload)
+            assert doc["id"] == "d"
+            codes[doc["code"]] = codes.get(doc["code"], 0) + 1
+        assert set(codes) <= {"bad_request", "overloaded"} and codes.get("overloaded", 0) > 0
+        assert agent.connection.alive and agent.connection.callback_errors == 0
+        good_request_answered(peer, device, "after")
+    finally:
+        peer.close()
+        agent.stop(timeout=5)
 
 
 # -- connection errors ---------------------------------------------------------------------
