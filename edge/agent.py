@@ -25,18 +25,17 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
-from edge.backends import BackendOptions
-from edge.bundle import load_bundle
+from edge.backoff import Backoff
 from edge.config import AgentConfig
 from edge.delivery import Delivery, DirectDelivery, OutboxDelivery
-from edge.errors import EdgewiseError, RequestError
-from edge.health import LatencyWindow, cpu_temperature, rss_bytes
-from edge.model import ServedModel
-from edge.mqtt import Backoff, BrokerAddress, Message, MqttConnection
+from edge.endpoint import BrokerAddress
+from edge.errors import RequestError
+from edge.health import Counters, LatencyWindow, health_document, publish_health, report_health
+from edge.model import ServedModel, load_models
+from edge.mqtt import Message, MqttConnection
 from edge.outbox import Outbox, OutMessage, StorageError
 from edge.payload import decode_request, encode, error_doc, peek_id
 from edge.supervision import Notifier, Supervisor
@@ -50,40 +49,15 @@ RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliver
 EXPLAIN_TOP = 3  # features per explanation
 
 
-@dataclass
-class Counters:
-    """What the agent has done since it started (health reporting and tests read it)."""
-
-    received: int = 0
-    answered: int = 0
-    errors: int = 0
-    overloaded: int = 0
-    duplicates: int = 0  # redeliveries of requests already answered, skipped
-    peak_queued: int = 0  # most requests ever waiting for the worker (back-pressure check)
-    internal_errors: int = 0  # requests answered "internal": a bug, logged with its traceback
-
-
-def load_models(config: AgentConfig) -> dict[str, ServedModel]:
-    """Load every bundle of the config; names must be unique."""
-    if not config.bundles:
-        raise EdgewiseError("no bundle given: pass --bundle DIR (or bundles = [...] in the config)")
-    options = BackendOptions(num_threads=config.num_threads)
-    models: dict[str, ServedModel] = {}
-    for path in config.bundles:
-        model = ServedModel.load(load_bundle(path), options)
-        if model.name in models:
-            raise EdgewiseError(f"two bundles are named {model.name!r}; model names must be unique")
-        models[model.name] = model
-    return models
-
-
 class Agent:
     """Serves the loaded models for one device."""
 
     def __init__(self, config: AgentConfig, models: dict[str, ServedModel] | None = None) -> None:
         self.config = config
         self.topics = config.topics
-        self.models = models if models is not None else load_models(config)
+        self.models = (
+            models if models is not None else load_models(config.bundles, config.num_threads)
+        )
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
@@ -133,12 +107,12 @@ class Agent:
         self._started_at = self._heartbeat_at = time.monotonic()
         self._accepting.set()
         self.delivery.start(self.supervisor.spawn)
-        for target, name in ((self._work, "inference"), (self._report, "health")):
-            self.supervisor.spawn(target, name)
+        self.supervisor.spawn(self._work, "inference")
+        self.supervisor.spawn(lambda: report_health(self, self._stopped), "health")
         for model in self.models.values():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(
-                self.topics.model(model.name, "info"), encode(self._info(model)), qos=1, retain=True
+                self.topics.model(model.name, "info"), encode(model.info()), qos=1, retain=True
             )
         self.connection.start()
         self.notifier.notify("READY=1")
@@ -169,7 +143,7 @@ class Agent:
         self.supervisor.join(max(0.1, deadline - time.monotonic()), ("inference", "health"))
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
-        self._publish_health()
+        publish_health(self)
         self.connection.stop(final_status="offline", timeout=max(1.0, deadline - time.monotonic()))
         self.delivery.close()
         self.notifier.close()
@@ -182,12 +156,8 @@ class Agent:
         log, and ``offline`` is published), so the service manager restarts the agent.
         """
         while not stop_requested.wait(0.5):
-            dead = self.supervisor.dead()
-            if not self.connection.alive and self.connection.started:
-                dead.append("mqtt-network")
-            if dead and not self.supervisor.failed.is_set():
-                self.supervisor.fail(f"thread(s) {', '.join(dead)} not running")
-            if self.supervisor.failed.is_set():
+            network_died = self.connection.started and not self.connection.alive
+            if self.supervisor.check(["mqtt-network"] if network_died else []):
                 log.critical("stopping: %s", self.supervisor.reason)
                 self.stop(timeout=min(self.config.drain_timeout, 5.0))
                 return 1
@@ -404,71 +374,18 @@ class Agent:
 
     def health(self) -> dict[str, Any]:
         """The document published (retained) on ``{prefix}/{device}/health``."""
-        counters = asdict(self.counters)
-        counters.update(
-            dropped=self.delivery.dropped,
-            dead_letters=self.delivery.dead_letters,
-            outbox_depth=self.delivery.depth,
-            reconnects=self.connection.reconnects,
-            queued=self._queue.qsize(),
-            callback_errors=self.connection.callback_errors,
-        )
-        return {
-            "device": self.config.device,
-            "uptime_s": round(time.monotonic() - self._started_at, 1),
-            "connected": self.connection.connected,
-            # Durable only while answers are really being stored.
-            "durable": self.config.durable and self.storage_error is None,
-            "outbox_error": self.storage_error,
-            "worker_heartbeat_age_s": round(time.monotonic() - self._heartbeat_at, 3),
-            "counters": counters,
-            "models": {
-                name: {
-                    "version": model.version,
-                    "sha256": model.bundle.manifest["model"]["sha256"],
-                    "backend": model.backend.name,
-                    "inference_ms": self.inference_ms[name].summary(),
-                    "e2e_ms": self.e2e_ms[name].summary(),
-                }
-                for name, model in self.models.items()
-            },
-            "rss_bytes": rss_bytes(),
-            "cpu_temp_c": cpu_temperature(),
-            "time": time.time(),
-        }
+        return health_document(self)
 
-    def _report(self) -> None:
-        first = time.monotonic() + self.config.health_interval
-        # The first report as soon as connected (or after one interval); stop ends any wait.
-        while not self.connection.connected and time.monotonic() < first:
-            if self._stopped.wait(0.2):
-                return
-        while not self._stopped.is_set():
-            if self.connection.connected:
-                self._publish_health()
-            self._stopped.wait(self.config.health_interval)
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the worker."""
+        return self._queue.qsize()
 
-    def _publish_health(self) -> None:
-        try:
-            body = encode(self.health())
-        except Exception:  # health must never take the agent down
-            log.exception("could not build the health report")
-            return
-        try:
-            self.connection.publish(self.topics.health, body, qos=1, retain=True)
-        except EdgewiseError as exc:
-            log.error("health report not published: %s", exc)
+    @property
+    def heartbeat_age(self) -> float:
+        """Seconds since the inference worker last went round its loop."""
+        return time.monotonic() - self._heartbeat_at
 
-    @staticmethod
-    def _info(model: ServedModel) -> dict[str, Any]:
-        manifest = model.bundle.manifest
-        return {
-            "name": model.name,
-            "version": model.version,
-            "task": manifest["task"],
-            "sha256": manifest["model"]["sha256"],
-            "features": [{"name": f.name, "dtype": f.dtype} for f in model.features],
-            "labels": model.bundle.labels,
-            "backend": model.backend.name,
-            "explain": model.explainer.method if model.explainer else None,
-        }
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_at

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge.endpoint import BrokerAddress
 from edge.errors import EdgewiseError
-from edge.mqtt import BrokerAddress, Message, MqttConnection
+from edge.mqtt import Message, MqttConnection
 from edge.topics import Topics
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the broker at most (less with a shorter --timeout)

@@ -23,8 +23,9 @@ from pydantic import (
     field_validator,
 )
 
+from edge.endpoint import BrokerAddress, redact_url
 from edge.errors import EdgewiseError
-from edge.mqtt import BrokerAddress, Session, redact_url
+from edge.mqtt import Session
 from edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
 from edge.topics import MAX_DEVICE_LENGTH, Topics, check_device
 

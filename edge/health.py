@@ -6,16 +6,77 @@ Linux thermal zones where the device exposes them.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import sys
 import threading
+import time
 from collections import deque
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.errors import EdgewiseError
+from edge.payload import encode
+
+if TYPE_CHECKING:
+    from edge.agent import Agent
+
+log = logging.getLogger(__name__)
+
 THERMAL_ROOT = Path("/sys/class/thermal")
+
+
+@dataclass
+class Counters:
+    """What the agent has done since it started (health reporting and tests read it)."""
+
+    received: int = 0
+    answered: int = 0
+    errors: int = 0
+    overloaded: int = 0
+    duplicates: int = 0  # redeliveries of requests already answered, skipped
+    peak_queued: int = 0  # most requests ever waiting for the worker (back-pressure check)
+    internal_errors: int = 0  # requests answered "internal": a bug, logged with its traceback
+
+
+def health_document(agent: Agent) -> dict[str, Any]:
+    """The agent's retained health report (docs/mqtt.md#health-health-retained)."""
+    counters = asdict(agent.counters)
+    counters.update(
+        dropped=agent.delivery.dropped,
+        dead_letters=agent.delivery.dead_letters,
+        outbox_depth=agent.delivery.depth,
+        reconnects=agent.connection.reconnects,
+        queued=agent.queued,
+        callback_errors=agent.connection.callback_errors,
+    )
+    return {
+        "device": agent.config.device,
+        "uptime_s": round(agent.uptime, 1),
+        "connected": agent.connection.connected,
+        # Durable only while answers are really being stored.
+        "durable": agent.config.durable and agent.storage_error is None,
+        "outbox_error": agent.storage_error,
+        "worker_heartbeat_age_s": round(agent.heartbeat_age, 3),
+        "counters": counters,
+        "models": {
+            name: {
+                "version": model.version,
+                "sha256": model.bundle.manifest["model"]["sha256"],
+                "backend": model.backend.name,
+                "inference_ms": agent.inference_ms[name].summary(),
+                "e2e_ms": agent.e2e_ms[name].summary(),
+            }
+            for name, model in agent.models.items()
+        },
+        "rss_bytes": rss_bytes(),
+        "cpu_temp_c": cpu_temperature(),
+        "time": time.time(),
+    }
 
 
 class LatencyWindow:
@@ -37,6 +98,32 @@ class LatencyWindow:
             return {"p50_ms": None, "p99_ms": None, "n": 0}
         p50, p99 = np.percentile(values, [50, 99])
         return {"p50_ms": round(float(p50), 4), "p99_ms": round(float(p99), 4), "n": values.size}
+
+
+def report_health(agent: Agent, stop: threading.Event) -> None:
+    """The health thread: a report once connected (or after one interval), then one per
+    ``health_interval``; ``stop`` ends any wait."""
+    first = time.monotonic() + agent.config.health_interval
+    while not agent.connection.connected and time.monotonic() < first:
+        if stop.wait(0.2):
+            return
+    while not stop.is_set():
+        if agent.connection.connected:
+            publish_health(agent)
+        stop.wait(agent.config.health_interval)
+
+
+def publish_health(agent: Agent) -> None:
+    """Publish the retained report now; never raises (health must not take the agent down)."""
+    try:
+        body = encode(health_document(agent))
+    except Exception:
+        log.exception("could not build the health report")
+        return
+    try:
+        agent.connection.publish(agent.topics.health, body, qos=1, retain=True)
+    except EdgewiseError as exc:
+        log.error("health report not published: %s", exc)
 
 
 def rss_bytes() -> int:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from edge.backends import Backend, BackendOptions, load_backend
-from edge.bundle import Bundle, Feature
-from edge.errors import BundleError, RequestError
+from edge.bundle import Bundle, Feature, load_bundle
+from edge.errors import BundleError, EdgewiseError, RequestError
 from edge.explain import DEFAULT_TOP, Explainer
 from edge.features import window_features
 
@@ -296,6 +296,33 @@ class ServedModel:
                 pred["explanation"] = why
         return predictions
 
+    def info(self) -> dict[str, Any]:
+        """The retained ``info`` document: what clients need to build requests."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": self.bundle.manifest["task"],
+            "sha256": self.bundle.manifest["model"]["sha256"],
+            "features": [{"name": f.name, "dtype": f.dtype} for f in self.features],
+            "labels": self.bundle.labels,
+            "backend": self.backend.name,
+            "explain": self.explainer.method if self.explainer else None,
+        }
+
     def predict_tensor(self, array: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
         """Validate, run and decode a batch given as one array (batch axis first)."""
         return self.decode(self.backend.run(self.encode_tensor(array)))
+
+
+def load_models(bundles: Sequence[str], num_threads: int | None = None) -> dict[str, ServedModel]:
+    """Load every bundle directory; model names must be unique."""
+    if not bundles:
+        raise EdgewiseError("no bundle given: pass --bundle DIR (or bundles = [...] in the config)")
+    options = BackendOptions(num_threads=num_threads)
+    models: dict[str, ServedModel] = {}
+    for path in bundles:
+        model = ServedModel.load(load_bundle(path), options)
+        if model.name in models:
+            raise EdgewiseError(f"two bundles are named {model.name!r}; model names must be unique")
+        models[model.name] = model
+    return models

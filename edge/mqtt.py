@@ -5,20 +5,22 @@ capped, jittered exponential back-off, speaks MQTT 5 where the broker does (3.1.
 otherwise), keeps a retained status with a last will, and hands every received message
 to a callback that must only enqueue it. With a ``Session`` it keeps a persistent
 session and requests are acknowledged by hand (``ack``), after their answers are stored.
+
+Everything that touches paho (connect, fall-back, refusals, callbacks, packet limits) is
+here on purpose, which makes this module longer than most: the rest of the agent sees
+``Message``, ``MqttConnection`` and ``PublishRefused`` only.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -26,6 +28,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.backoff import Backoff
+from edge.endpoint import BrokerAddress
 from edge.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
@@ -48,61 +52,6 @@ class PublishRefused(EdgewiseError):
 
 
 @dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is: parsed from ``mqtt://[user[:password]@]host[:port]``."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """Parse a broker URL; ``host:port`` without a scheme is accepted too.
-
-        Errors show the URL without its password.
-        """
-        if not isinstance(url, str):
-            raise EdgewiseError(
-                f"broker must be a URL string like mqtt://host:1883, got {type(url).__name__}"
-            )
-        if "://" not in url:
-            url = "mqtt://" + url
-        shown = redact_url(url)
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise EdgewiseError(f"broker URL {shown!r}: port must be 1..65535") from None
-        if parts.scheme != "mqtt":
-            raise EdgewiseError(
-                f"broker URL {shown!r}: scheme must be mqtt:// (TLS is not built yet)"
-            )
-        if not parts.hostname:
-            raise EdgewiseError(f"broker URL {shown!r} has no host")
-        if port is None:
-            port = 1883
-        elif not 1 <= port <= 65535:
-            raise EdgewiseError(f"broker URL {shown!r}: port must be 1..65535")
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        return cls(parts.hostname, port, user, password)
-
-    def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs and error lines)."""
-    scheme, sep, rest = url.rpartition("://")
-    auth, at, host = rest.rpartition("@")
-    if not at or ":" not in auth:
-        return url
-    user = auth.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
-
-
-@dataclass(frozen=True)
 class Message:
     """A received message, detached from paho's types."""
 
@@ -115,25 +64,6 @@ class Message:
     mid: int = 0
     dup: bool = False
     generation: int = 0  # which connection delivered it: acks go back on that one only
-
-
-@dataclass
-class Backoff:
-    """Capped exponential back-off with jitter (half fixed, half random)."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-    attempt: int = 0
-    _rng: random.Random = field(default_factory=random.Random)
-
-    def next(self) -> float:
-        """Seconds to wait before the next attempt."""
-        ceiling = min(self.cap, self.initial * (2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True)

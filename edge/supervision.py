@@ -62,9 +62,13 @@ class Supervisor:
             if thread.name in names:
                 thread.join(max(0.05, deadline - time.monotonic()))
 
-    def dead(self) -> list[str]:
-        """Names of the started threads that are no longer running."""
-        return [t.name for t in self._threads if not t.is_alive()]
+    def check(self, also_dead: list[str]) -> bool:
+        """Whether the agent must stop: a failure was recorded, or a thread (one of ours,
+        or one named in ``also_dead``) is no longer running."""
+        dead = [t.name for t in self._threads if not t.is_alive()] + also_dead
+        if dead and not self.failed.is_set():
+            self.fail(f"thread(s) {', '.join(dead)} not running")
+        return self.failed.is_set()
 
 
 class Notifier:

@@ -18,8 +18,8 @@ from converters.host_model import HostModel, save_host_model
 from converters.sklearn_onnx import export_sklearn
 from deploy.broker import LocalBroker, reachable, start_local_broker
 from edge.client import send_csv
+from edge.endpoint import BrokerAddress
 from edge.errors import EdgewiseError
-from edge.mqtt import BrokerAddress
 from edge.topics import Topics
 from trainer.datasets import load_builtin
 from trainer.train import train

@@ -25,13 +25,19 @@ def device() -> str:
 
 @pytest.fixture(scope="module")
 def agent(
-    broker: LocalBroker, vibration_int8_bundle: Path, digits_bundle: Path, device: str
+    broker: LocalBroker,
+    vibration_int8_bundle: Path,
+    digits_bundle: Path,
+    device: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Agent]:
     config = AgentConfig(
         bundles=(str(vibration_int8_bundle), str(digits_bundle)),
         broker=broker.url,
         device=device,
         max_instances=64,
+        # Module scope starts before the per-test XDG_STATE_HOME: name the state dir.
+        state_dir=str(tmp_path_factory.mktemp("state")),
     )
     a = Agent(config)
     a.start()

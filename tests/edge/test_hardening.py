@@ -301,7 +301,9 @@ def test_wrong_password_is_one_clear_line_and_no_protocol_fallback(
     secured = start_mosquitto(
         tmp_path / "mosq", extra=["allow_anonymous false", f"password_file {passwords}"]
     )
-    from edge.mqtt import Backoff, BrokerAddress, MqttConnection
+    from edge.backoff import Backoff
+    from edge.endpoint import BrokerAddress
+    from edge.mqtt import MqttConnection
 
     conn = MqttConnection(
         BrokerAddress.parse(f"mqtt://edge:hunter2@127.0.0.1:{secured.port}"),
@@ -354,7 +356,8 @@ def test_watch_on_an_unreachable_broker_is_one_line_within_its_timeout(tmp_path:
 
 def test_paho_thread_survives_a_failing_message_handler(broker: LocalBroker) -> None:
     """A callback that raises must not end paho's network thread."""
-    from edge.mqtt import BrokerAddress, MqttConnection
+    from edge.endpoint import BrokerAddress
+    from edge.mqtt import MqttConnection
 
     got: list[Message] = []
 

@@ -10,9 +10,10 @@ import pytest
 
 from deploy.broker import start_amqtt, start_mosquitto
 from edge.agent import Agent
+from edge.backoff import Backoff
 from edge.config import AgentConfig
+from edge.endpoint import BrokerAddress
 from edge.errors import EdgewiseError
-from edge.mqtt import Backoff, BrokerAddress
 from tests.conftest import require_mosquitto
 from tests.mqtt_peer import Peer
 

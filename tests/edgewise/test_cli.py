@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +17,17 @@ from deploy.broker import LocalBroker
 from edgewise.cli import COMMANDS
 from tests.conftest import ROOT
 
+# Commands run where relative paths (`--out x`, `nope.csv`) land in a scratch directory,
+# never in the repository.
+WORKDIR = Path(tempfile.mkdtemp(prefix="edgewise-cli-"))
+
 
 def edgewise(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edgewise", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=WORKDIR,
         timeout=timeout,
     )
 
