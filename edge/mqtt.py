@@ -199,6 +199,13 @@ class MqttConnection:
 
     def stop(self, final_status: str | None = "offline", timeout: float = 5.0) -> None:
         """Publish the final status (retained), disconnect cleanly and join the thread."""
+        if self._thread is not None and not self._thread.is_alive():
+            # The network thread died: nothing would write a status or a DISCONNECT. Drop
+            # the socket instead, so that the broker publishes the last will ("offline").
+            sock = self._client.socket()
+            if isinstance(sock, socket.socket):
+                sock.close()
+            self._connected.clear()
         if self.connected and self._status_topic and final_status is not None:
             info = self.publish(self._status_topic, final_status, qos=1, retain=True)
             try:

@@ -238,20 +238,16 @@ def test_dead_thread_stops_the_agent_with_offline_and_nonzero_exit(
     assert peer.expect("/status", timeout=5).payload == b"online"
 
     def boom(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("injected failure")
+        # Not an Exception: no loop of the agent catches it, so the thread ends.
+        raise SystemExit("injected failure")
 
     # Kill one thread with an error outside any message's boundary.
     if thread == "inference":
         agent._queue.get = boom  # type: ignore[method-assign]
     elif thread == "outbox":
-
-        def leave(*args: Any, **kwargs: Any) -> Any:
-            raise SystemExit("injected exit")  # not an Exception: its loop does not catch it
-
-        agent.delivery._settle = leave  # type: ignore[attr-defined]
+        agent.delivery._settle = boom  # type: ignore[attr-defined]
     else:
         agent.connection._client.loop = boom  # type: ignore[method-assign]
-        agent.connection._loop_connected = boom  # type: ignore[method-assign]
     try:
         code = agent.wait(threading.Event())
         assert code == 1
