@@ -25,19 +25,20 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from types import FrameType
 from typing import Any
 
 from edge.backoff import Backoff
 from edge.config import AgentConfig
 from edge.delivery import Delivery, DirectDelivery, OutboxDelivery
-from edge.endpoint import BrokerAddress
 from edge.errors import RequestError
 from edge.health import Counters, LatencyWindow, health_document, publish_health, report_health
 from edge.model import ServedModel, load_models
 from edge.mqtt import Message, MqttConnection
 from edge.outbox import Outbox, OutMessage, StorageError
 from edge.payload import decode_request, encode, error_doc, peek_id
+from edge.retained import RetainedGuard
 from edge.supervision import Notifier, Supervisor
 from edge.topics import response_topic_problem
 
@@ -74,12 +75,24 @@ class Agent:
         self._heartbeat_at = time.monotonic()
         self.storage_error: str | None = None  # set while the outbox cannot commit
         self._started_at = time.monotonic()
+        # Names this run in info and health, so clients can tell a spoofed info apart.
+        self.session = uuid.uuid4().hex[:16]
+        self._info_bodies = {
+            name: encode({**model.info(), "session": self.session})
+            for name, model in self.models.items()
+        }
+        self._guard = RetainedGuard(self.topics, self._info_bodies)
         self.connection = MqttConnection(
-            BrokerAddress.parse(config.broker),
+            config.endpoint,
             client_id=f"edgewise-agent-{config.device}",
             protocol=config.protocol,
             on_message=self._enqueue,
-            subscriptions=[(self.topics.requests, config.qos)],
+            # Its own status and info too: to restore them when another client overwrites.
+            subscriptions=[
+                (self.topics.requests, config.qos),
+                (self.topics.status, 1),
+                (self.topics.model("+", "info"), 1),
+            ],
             status_topic=self.topics.status,
             session=config.session,
             on_published=self._on_published,
@@ -109,11 +122,9 @@ class Agent:
         self.delivery.start(self.supervisor.spawn)
         self.supervisor.spawn(self._work, "inference")
         self.supervisor.spawn(lambda: report_health(self, self._stopped), "health")
-        for model in self.models.values():
+        for name, body in self._info_bodies.items():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
-            self.connection.publish(
-                self.topics.model(model.name, "info"), encode(model.info()), qos=1, retain=True
-            )
+            self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
         self.connection.start()
         self.notifier.notify("READY=1")
         log.info(
@@ -193,6 +204,12 @@ class Agent:
         The worker never waits on this thread, so the wait is short.
         """
         try:
+            if self._guard.owns(msg.topic):
+                restore = self._guard.check(msg) if self._accepting.is_set() else None
+                if restore is not None:
+                    self.connection.publish(*restore, qos=1, retain=True)
+                self.connection.ack(msg)
+                return
             self._put(msg)
         except Exception:  # nothing may raise into paho's loop
             self.counters.internal_errors += 1
@@ -375,6 +392,11 @@ class Agent:
     def health(self) -> dict[str, Any]:
         """The document published (retained) on ``{prefix}/{device}/health``."""
         return health_document(self)
+
+    @property
+    def overwritten(self) -> int:
+        """Times another client overwrote our status or info (and we restored them)."""
+        return self._guard.overwritten
 
     @property
     def queued(self) -> int:

@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.endpoint import Endpoint
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
@@ -23,6 +27,39 @@ def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
     )
     if with_device:
         p.add_argument("--device", default=None, help="device id in the topics")
+    # Credentials and TLS (docs/mqtt.md#security); a password goes in the URL
+    # (percent-encoded), in --password-file, or in $EDGEWISE_MQTT_PASSWORD.
+    p.add_argument("--username", default=None, help="MQTT user name (if not in the URL)")
+    p.add_argument(
+        "--password-file", default=None, metavar="FILE", help="file holding the MQTT password"
+    )
+    p.add_argument(
+        "--ca-file", default=None, metavar="FILE", help="CA certificates (default: system store)"
+    )
+    p.add_argument("--cert-file", default=None, metavar="FILE", help="client certificate (mTLS)")
+    p.add_argument("--key-file", default=None, metavar="FILE", help="its private key (mTLS)")
+    p.add_argument("--tls-server-name", default=None, help="name the broker certificate must carry")
+    p.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        default=None,
+        help="skip certificate checks (labs only; logs a warning)",
+    )
+
+
+def _endpoint(args: argparse.Namespace) -> Endpoint:
+    from edge.endpoint import Endpoint
+
+    return Endpoint.from_settings(
+        args.broker or DEFAULT_BROKER,
+        username=args.username,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        tls_server_name=args.tls_server_name,
+        tls_insecure=bool(args.tls_insecure),
+    )
 
 
 def configure_agent(p: argparse.ArgumentParser) -> None:
@@ -89,6 +126,13 @@ def run_agent(args: argparse.Namespace) -> int:
     config = base.merged(
         bundles=tuple(args.bundle) if args.bundle else None,
         broker=args.broker,
+        username=args.username,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        tls_server_name=args.tls_server_name,
+        tls_insecure=args.tls_insecure,
         device=args.device,
         prefix=args.prefix,
         protocol=args.protocol,
@@ -108,7 +152,7 @@ def run_send(args: argparse.Namespace) -> int:
 
     topics = Topics(args.prefix or "edgewise", args.device or socket.gethostname())
     result = send_csv(
-        args.broker or DEFAULT_BROKER,
+        _endpoint(args),
         topics,
         args.model,
         args.csv,
@@ -134,7 +178,7 @@ def run_watch(args: argparse.Namespace) -> int:
     from edge.client import watch
 
     watch(
-        args.broker or DEFAULT_BROKER,
+        _endpoint(args),
         args.prefix or "edgewise",
         args.device or "+",
         sys.stdout,

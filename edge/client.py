@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.endpoint import BrokerAddress
+from edge.endpoint import Endpoint
 from edge.errors import EdgewiseError
 from edge.mqtt import Message, MqttConnection
 from edge.topics import Topics
@@ -42,7 +42,7 @@ class SendResult:
 
 
 def connect(
-    broker: str, protocol: str, subscriptions: list[tuple[str, int]], timeout: float
+    broker: Endpoint | str, protocol: str, subscriptions: list[tuple[str, int]], timeout: float
 ) -> tuple[MqttConnection, queue.Queue[Message]]:
     """A started connection whose messages land in the returned queue.
 
@@ -51,7 +51,7 @@ def connect(
     """
     inbox: queue.Queue[Message] = queue.Queue()
     conn = MqttConnection(
-        BrokerAddress.parse(broker),
+        broker if isinstance(broker, Endpoint) else Endpoint.parse(broker),
         protocol=protocol,
         on_message=inbox.put,
         subscriptions=subscriptions,
@@ -107,15 +107,19 @@ def _same(label: Any, target: str) -> bool:
 
 
 def wait_ready(
-    inbox: queue.Queue[Message], info_topic: str, status_topic: str, timeout: float
+    inbox: queue.Queue[Message], topics: Topics, model: str, timeout: float
 ) -> dict[str, Any] | None:
     """The model's info once its agent is online, or None after ``timeout``.
 
-    Both are retained: a stale info from an agent that has stopped must not count, so the
-    device's status must read ``online`` too. The agent publishes ``online`` only after it
-    has subscribed to its requests, so requests sent from then on are not lost.
+    All three are retained: a stale info from an agent that has stopped must not count, so
+    the device's status must read ``online`` too. The agent publishes ``online`` only after
+    it has subscribed to its requests, so requests sent from then on are not lost. The
+    info must carry the session of the agent's health report: another client's info (a
+    spoof) is not used; the agent restores its own within a second.
     """
+    info_topic = topics.model(model, "info")
     info: dict[str, Any] | None = None
+    session: str | None = None
     online = False
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
@@ -123,17 +127,40 @@ def wait_ready(
             msg = inbox.get(timeout=left)
         except queue.Empty:
             break
-        if msg.topic == info_topic:
-            info = json.loads(msg.payload)
-        elif msg.topic == status_topic:
+        if msg.topic == topics.status:
             online = msg.payload == b"online"
-        if info is not None and online:
+            continue
+        doc = _json_object(msg.payload)
+        if msg.topic == info_topic:
+            info = doc
+        elif msg.topic == topics.health and doc is not None:
+            session = doc.get("session")
+        if info is not None and online and _same_session(info, session):
             return info
+    if info is not None and online and not _same_session(info, session):
+        raise EdgewiseError(
+            f"the retained {info_topic} does not come from the agent that is online (its "
+            "session differs from the agent's health report): another client may have "
+            "overwritten it; see docs/mqtt.md#security"
+        )
     return None
 
 
+def _same_session(info: dict[str, Any], session: str | None) -> bool:
+    # Agents before session tokens publish none: nothing to compare then.
+    return "session" not in info or info.get("session") == session
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def send_csv(
-    broker: str,
+    broker: Endpoint | str,
     topics: Topics,
     model: str,
     csv_path: str | Path,
@@ -152,13 +179,13 @@ def send_csv(
     if target is not None and target not in header:
         raise EdgewiseError(f"CSV file {csv_path} has no column {target!r}")
     out, err, info_topic = (topics.model(model, k) for k in ("out", "error", "info"))
-    subs = [(out, 1), (err, 1), (info_topic, 1), (topics.status, 1)]
+    subs = [(out, 1), (err, 1), (info_topic, 1), (topics.status, 1), (topics.health, 1)]
     conn, inbox = connect(broker, protocol, subs, timeout=min(CONNECT_TIMEOUT, timeout))
     try:
-        info = wait_ready(inbox, info_topic, topics.status, timeout=info_timeout)
+        info = wait_ready(inbox, topics, model, timeout=info_timeout)
         if info is None:
             raise EdgewiseError(
-                f"no agent serves model {model!r} on device {topics.device!r} at {broker} "
+                f"no agent serves model {model!r} on device {topics.device!r} at {conn.broker} "
                 f"(no retained {info_topic} with the device online)"
             )
         dtypes = {f["name"]: f["dtype"] for f in info["features"]}
@@ -261,7 +288,7 @@ def _stream(
 
 
 def watch(
-    broker: str,
+    broker: Endpoint | str,
     prefix: str,
     device: str,
     out: TextIO,

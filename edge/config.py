@@ -21,9 +21,10 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
-from edge.endpoint import BrokerAddress, redact_url
+from edge.endpoint import Endpoint, redact_url
 from edge.errors import EdgewiseError
 from edge.mqtt import Session
 from edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
@@ -73,6 +74,14 @@ class AgentConfig(BaseModel):
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
     ] = ()
     broker: str = "mqtt://127.0.0.1:1883"
+    # Credentials and TLS beyond the URL (edge/endpoint.py, docs/mqtt.md#security).
+    username: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_server_name: str | None = None
+    tls_insecure: bool = False
     device: str = Field(default_factory=_default_device)
     prefix: str = "edgewise"
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
@@ -102,10 +111,33 @@ class AgentConfig(BaseModel):
     @classmethod
     def _broker(cls, value: str) -> str:
         try:
-            BrokerAddress.parse(value)
+            Endpoint.parse(value)
         except EdgewiseError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _connection(self) -> AgentConfig:
+        # Files readable, password file private, TLS settings only with a TLS URL.
+        try:
+            self.endpoint  # noqa: B018 - built once here to check it
+        except EdgewiseError as exc:
+            raise ValueError(f"connection settings: {exc}") from None
+        return self
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """How to reach the broker (reads the password file)."""
+        return Endpoint.from_settings(
+            self.broker,
+            username=self.username,
+            password_file=self.password_file,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            tls_server_name=self.tls_server_name,
+            tls_insecure=self.tls_insecure,
+        )
 
     @field_validator("device")
     @classmethod
@@ -183,6 +215,8 @@ def describe(exc: ValidationError, data: dict[str, Any]) -> str:
     error = exc.errors(include_url=False)[0]
     key = ".".join(str(part) for part in error["loc"]) or "config"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a check across keys: its message names them
+        return message
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(AgentConfig.model_fields)
         return f"unknown key {key!r}; allowed: {allowed}"

@@ -53,9 +53,11 @@ def health_document(agent: Agent) -> dict[str, Any]:
         reconnects=agent.connection.reconnects,
         queued=agent.queued,
         callback_errors=agent.connection.callback_errors,
+        overwritten=agent.overwritten,
     )
     return {
         "device": agent.config.device,
+        "session": agent.session,
         "uptime_s": round(agent.uptime, 1),
         "connected": agent.connection.connected,
         # Durable only while answers are really being stored.

@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.backoff import Backoff
-from edge.endpoint import BrokerAddress
+from edge.endpoint import Endpoint, describe_tls_error
 from edge.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Message:
     correlation_data: bytes | None = None
     mid: int = 0
     dup: bool = False
+    retain: bool = False  # True: a retained message sent because we subscribed
     generation: int = 0  # which connection delivered it: acks go back on that one only
 
 
@@ -85,7 +86,7 @@ class MqttConnection:
 
     def __init__(
         self,
-        broker: BrokerAddress,
+        broker: Endpoint,
         *,
         client_id: str | None = None,
         protocol: str = "auto",
@@ -151,6 +152,12 @@ class MqttConnection:
 
     def start(self) -> None:
         """Start the network thread; it connects and keeps reconnecting until stop()."""
+        if self.broker.tls_insecure:
+            log.warning(
+                "TLS certificate and name checks are OFF for %s (tls_insecure): anyone on "
+                "the network path can pose as the broker",
+                self.broker,
+            )
         self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
         self._thread.start()
 
@@ -230,7 +237,12 @@ class MqttConnection:
             protocol=proto,
             clean_session=None if proto == paho.MQTTv5 else not persistent,
             manual_ack=persistent,
+            transport=self.broker.transport,  # type: ignore[arg-type]
         )
+        if self.broker.transport == "websockets":
+            client.ws_set_options(path=self.broker.path)
+        if self.broker.tls:
+            client.tls_set_context(self.broker.ssl_context())
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self._status_topic:
@@ -307,8 +319,9 @@ class MqttConnection:
                 else:
                     self._client.reconnect()
             except (OSError, ValueError) as exc:
+                tls_problem = describe_tls_error(exc, self.broker)
                 detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                self._report(f"cannot reach broker at {self.broker}: {detail}")
+                self._report(tls_problem or f"cannot reach broker at {self.broker}: {detail}")
                 first = False
                 self._stop.wait(self._backoff.next())
                 continue
@@ -430,6 +443,7 @@ class MqttConnection:
                     correlation_data=bytes(correlation) if correlation is not None else None,
                     mid=msg.mid,
                     dup=bool(msg.dup),
+                    retain=bool(msg.retain),
                     generation=self.generation,
                 )
             )

@@ -18,7 +18,7 @@ from converters.host_model import HostModel, save_host_model
 from converters.sklearn_onnx import export_sklearn
 from deploy.broker import LocalBroker, reachable, start_local_broker
 from edge.client import send_csv
-from edge.endpoint import BrokerAddress
+from edge.endpoint import Endpoint
 from edge.errors import EdgewiseError
 from edge.topics import Topics
 from trainer.datasets import load_builtin
@@ -56,7 +56,7 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
             f"on {parity['rows']} held-out rows passed (max diff {parity['max_abs_diff']:.2g})"
         )
 
-        address = BrokerAddress.parse(broker_url)
+        address = Endpoint.parse(broker_url)
         if reachable(address.host, address.port):
             url = str(address)
             print(f"[3/4] using the broker at {url}")

@@ -30,7 +30,7 @@ def test_shipped_example_config_is_valid() -> None:
         ("devise = 'x'\n", "unknown key 'devise'; allowed: bundles, broker"),
         ("device = 'a/b'\n", "device = 'a/b': device 'a/b' must be"),
         ("qos = 2\n", "qos = 2: Input should be 0 or 1"),
-        ("broker = 'http://x'\n", "scheme must be mqtt"),
+        ("broker = 'http://x'\n", "scheme must be one of mqtt://, mqtts://, ws://, wss://"),
         ("queue_size = 0\n", "queue_size = 0: Input should be greater than or equal to 1"),
         ("protocol = '4'\n", "protocol = '4': Input should be 'auto', '5' or '3.1.1'"),
         ("device = \n", "not valid TOML"),

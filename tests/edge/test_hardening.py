@@ -298,11 +298,11 @@ def test_wrong_password_is_one_clear_line_and_no_protocol_fallback(
         tmp_path / "mosq", extra=["allow_anonymous false", f"password_file {passwords}"]
     )
     from edge.backoff import Backoff
-    from edge.endpoint import BrokerAddress
+    from edge.endpoint import Endpoint
     from edge.mqtt import MqttConnection
 
     conn = MqttConnection(
-        BrokerAddress.parse(f"mqtt://edge:hunter2@127.0.0.1:{secured.port}"),
+        Endpoint.parse(f"mqtt://edge:hunter2@127.0.0.1:{secured.port}"),
         backoff=Backoff(initial=0.05, cap=0.2),
     )
     try:
@@ -352,7 +352,7 @@ def test_watch_on_an_unreachable_broker_is_one_line_within_its_timeout(tmp_path:
 
 def test_paho_thread_survives_a_failing_message_handler(broker: LocalBroker) -> None:
     """A callback that raises must not end paho's network thread."""
-    from edge.endpoint import BrokerAddress
+    from edge.endpoint import Endpoint
     from edge.mqtt import MqttConnection
 
     got: list[Message] = []
@@ -364,7 +364,7 @@ def test_paho_thread_survives_a_failing_message_handler(broker: LocalBroker) -> 
 
     topic = f"t/{uuid.uuid4().hex[:6]}"
     conn = MqttConnection(
-        BrokerAddress.parse(broker.url), on_message=handler, subscriptions=[(topic, 1)]
+        Endpoint.parse(broker.url), on_message=handler, subscriptions=[(topic, 1)]
     )
     conn.start()
     try:

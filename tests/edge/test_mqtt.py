@@ -12,7 +12,7 @@ from deploy.broker import start_amqtt, start_mosquitto
 from edge.agent import Agent
 from edge.backoff import Backoff
 from edge.config import AgentConfig
-from edge.endpoint import BrokerAddress
+from edge.endpoint import Endpoint
 from edge.errors import EdgewiseError
 from tests.conftest import require_mosquitto
 from tests.mqtt_peer import Peer
@@ -43,16 +43,16 @@ def test_backoff_is_capped_and_jittered() -> None:
 
 @pytest.mark.parametrize(
     ("url", "expected"),
-    [("mqtt://u:p@h:1884", BrokerAddress("h", 1884, "u", "p")), ("h", BrokerAddress("h", 1883))],
+    [("mqtt://u:p@h:1884", Endpoint("h", 1884, "u", "p")), ("h", Endpoint("h", 1883))],
 )
-def test_broker_url(url: str, expected: BrokerAddress) -> None:
-    assert BrokerAddress.parse(url) == expected
+def test_broker_url(url: str, expected: Endpoint) -> None:
+    assert Endpoint.parse(url) == expected
 
 
 @pytest.mark.parametrize("url", ["http://h", "mqtt://", "mqtt://h:99999"])
 def test_bad_broker_url(url: str) -> None:
     with pytest.raises(EdgewiseError):
-        BrokerAddress.parse(url)
+        Endpoint.parse(url)
 
 
 def test_falls_back_to_311_on_amqtt(tmp_path: Path, iris_bundle: Path) -> None:

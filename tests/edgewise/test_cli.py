@@ -99,7 +99,7 @@ ERROR_CASES = [
     ("agent --bundle nowhere", ["bundle nowhere: no such directory"]),
     ("agent", ["no bundle given"]),
     ("agent --config missing.toml", ["config file missing.toml: no such file"]),
-    ("agent --bundle b --broker http://x", ["scheme must be mqtt"]),
+    ("agent --bundle b --broker http://x", ["scheme must be one of mqtt://, mqtts://"]),
     ("send --model m --csv nope.csv --device d", ["nope.csv: no such file"]),
 ]
 
