@@ -128,6 +128,7 @@ def start_mosquitto(
     port: int | None = None,
     persistence: bool = False,
     extra: Sequence[str] = (),
+    config: str | None = None,
 ) -> LocalBroker:
     """Start ``mosquitto`` on 127.0.0.1 and wait until it accepts connections."""
     binary = find_mosquitto()
@@ -137,7 +138,11 @@ def start_mosquitto(
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     conf = root / "mosquitto.conf"
-    conf.write_text(mosquitto_config(port, root, persistence, extra))
+    # A whole config of the caller's (e.g. the shipped TLS one, rewritten for a test) must
+    # listen on `port`: readiness is checked there.
+    conf.write_text(
+        config if config is not None else mosquitto_config(port, root, persistence, extra)
+    )
     command = [binary, "-c", str(conf)]
     broker = LocalBroker("mosquitto", port, _spawn(command, root / "mosquitto.log"), root, command)
     broker.wait_ready()
