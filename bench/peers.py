@@ -22,7 +22,11 @@ def main() -> None:
     ap.add_argument("mode", choices=["echo", "naive"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host-model", help="host model directory (naive mode)")
+    ap.add_argument("--ca-file", help="connect over TLS, trusting this CA")
+    ap.add_argument("--qos", type=int, default=0, choices=[0, 1], help="QoS of in and out")
+    ap.add_argument("--base", help="topic base (default bench/MODE)")
     args = ap.parse_args()
+    base = args.base or f"bench/{args.mode}"
     predict = None
     if args.mode == "naive":
         from converters.host_model import load_host_model
@@ -40,16 +44,20 @@ def main() -> None:
             ]
             return {"id": doc.get("id"), "predictions": preds}
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{args.mode}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{args.mode}-{args.port}")
+    if args.ca_file:
+        import ssl
+
+        client.tls_set_context(ssl.create_default_context(cafile=args.ca_file))
 
     def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
         c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        c.subscribe(f"bench/{args.mode}/in", 0)
-        c.publish(f"bench/{args.mode}/ready", b"1", retain=True)
+        c.subscribe(f"{base}/in", args.qos)
+        c.publish(f"{base}/ready", b"1", retain=True)
 
     def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
         body = msg.payload if predict is None else json.dumps(predict(json.loads(msg.payload)))
-        c.publish(f"bench/{args.mode}/out", body, qos=0)
+        c.publish(f"{base}/out", body, qos=args.qos)
 
     client.on_connect = on_connect
     client.on_message = on_message
