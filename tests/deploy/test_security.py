@@ -534,3 +534,24 @@ def test_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 def test_tls_settings_need_a_tls_url(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(EdgewiseError, match="need an mqtts:// or wss:// broker URL"):
         AgentConfig(broker="mqtt://127.0.0.1", ca_file=str(pki.ca))
+
+
+def test_tls_insecure_connects_but_warns_at_every_start(
+    tls_broker: SecureBroker, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge.endpoint import Endpoint
+    from edge.mqtt import MqttConnection
+
+    endpoint = Endpoint.from_settings(
+        tls_broker.url("dashboard"), ca_file=str(pki.other_ca), tls_insecure=True
+    )
+    for _ in range(2):
+        conn = MqttConnection(endpoint)
+        with caplog.at_level("WARNING", logger="edge.mqtt"):
+            conn.start()
+            try:
+                assert conn.wait_connected(5), conn.last_error
+            finally:
+                conn.stop(final_status=None)
+    warnings = [r.getMessage() for r in caplog.records if "checks are OFF" in r.getMessage()]
+    assert len(warnings) == 2 and PASSWORDS["dashboard"] not in warnings[0]
