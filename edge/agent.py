@@ -29,6 +29,7 @@ import uuid
 from types import FrameType
 from typing import Any
 
+from edge.backends import BackendOptions
 from edge.backoff import Backoff
 from edge.config import AgentConfig
 from edge.delivery import Delivery, DirectDelivery, OutboxDelivery
@@ -57,7 +58,9 @@ class Agent:
         self.config = config
         self.topics = config.topics
         self.models = (
-            models if models is not None else load_models(config.bundles, config.num_threads)
+            models
+            if models is not None
+            else load_models(config.bundles, BackendOptions(config.num_threads, config.providers))
         )
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}

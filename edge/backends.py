@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,9 @@ class BackendOptions:
     """Runtime settings common to all backends."""
 
     num_threads: int | None = None  # None: the runtime's default
+    # ONNX Runtime execution providers in order of preference (e.g. TensorRT, CUDA on a
+    # Jetson); those this onnxruntime build lacks are skipped with one log line.
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
 
 class Backend(Protocol):
@@ -48,6 +51,23 @@ class Backend(Protocol):
         ...
 
 
+def pick_providers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The wanted execution providers this build has, in order, CPU last as the fallback;
+    the missing ones are named in one log line (a CPU-only wheel on a Jetson, say)."""
+    chosen = [p for p in wanted if p in available]
+    missing = [p for p in wanted if p not in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    if missing:
+        log.warning(
+            "onnxruntime here lacks %s (it has %s); running on %s",
+            ", ".join(missing),
+            ", ".join(available),
+            ", ".join(chosen),
+        )
+    return chosen
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU."""
 
@@ -62,9 +82,10 @@ class OnnxRuntimeBackend:
         if options.num_threads is not None:
             so.intra_op_num_threads = options.num_threads
         so.log_severity_level = 3
+        providers = pick_providers(options.providers, ort.get_available_providers())
         try:
             self._session = ort.InferenceSession(
-                str(model_path), sess_options=so, providers=["CPUExecutionProvider"]
+                str(model_path), sess_options=so, providers=providers
             )
         except Exception as exc:  # ORT raises its own exception types for bad graphs
             raise BundleError(f"onnxruntime cannot load {model_path.name}: {exc}") from None
@@ -202,6 +223,13 @@ def _tflite_factory(runtime: str) -> BackendFactory:
 
 BackendFactory = Callable[[Path, BackendOptions], Backend]
 
+# What provides each format's runtime (docs/devices.md).
+INSTALL_HINTS = {
+    "onnx": "pip install onnxruntime (not available on 32-bit armv7l: convert the model to "
+    "TFLite there, edgewise convert --format tflite)",
+    "tflite": "install edgewise[edge] (ai-edge-litert; tflite-runtime on 32-bit armv7l)",
+}
+
 # Model format -> backends to try, in order of preference. Registering is explicit: a new
 # backend adds its factory here, nothing is discovered by import side effects.
 REGISTRY: dict[str, list[tuple[str, BackendFactory]]] = {
@@ -230,5 +258,5 @@ def load_backend(model_format: str, model_path: Path, options: BackendOptions) -
         return backend
     raise BackendUnavailableError(
         f"no runtime for {model_format} models is installed (tried {', '.join(missing)}); "
-        "install edgewise[edge]"
+        f"{INSTALL_HINTS.get(model_format, 'install edgewise[edge]')}"
     )

@@ -87,6 +87,8 @@ class AgentConfig(BaseModel):
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     qos: Literal[0, 1] = 1
     num_threads: int | None = None
+    # ONNX Runtime execution providers, in order (Jetson: TensorRT, CUDA; docs/devices.md).
+    providers: tuple[Annotated[str, Field(min_length=1)], ...] = ("CPUExecutionProvider",)
     max_payload: int = Field(DEFAULT_MAX_PAYLOAD, ge=1, le=MQTT_MAX_PAYLOAD)
     max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=1_000_000)
     queue_size: int = Field(10_000, ge=1, le=1_000_000)
@@ -155,6 +157,11 @@ class AgentConfig(BaseModel):
         except EdgewiseError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("num_threads")
     @classmethod

@@ -314,11 +314,13 @@ class ServedModel:
         return self.decode(self.backend.run(self.encode_tensor(array)))
 
 
-def load_models(bundles: Sequence[str], num_threads: int | None = None) -> dict[str, ServedModel]:
+def load_models(
+    bundles: Sequence[str], options: BackendOptions | None = None
+) -> dict[str, ServedModel]:
     """Load every bundle directory; model names must be unique."""
     if not bundles:
         raise EdgewiseError("no bundle given: pass --bundle DIR (or bundles = [...] in the config)")
-    options = BackendOptions(num_threads=num_threads)
+    options = options or BackendOptions()
     models: dict[str, ServedModel] = {}
     for path in bundles:
         model = ServedModel.load(load_bundle(path), options)

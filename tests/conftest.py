@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from deploy.broker import LocalBroker, find_mosquitto, start_mosquitto
+from tests.bundles import (
+    build_iris,
+    build_rooms,
+    export_digits,
+    export_vibration_int8,
+    make_mixed_frame,
+    prebuilt,
+    train_digits,
+    train_vibration,
+)
 
 if TYPE_CHECKING:
     from converters.keras_host import KerasHostModel
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests that train, convert or compare against the host model skip on a device-only
+# install (scripts/test-device); everything else runs there against prebuilt bundles.
+HOST = all(importlib.util.find_spec(m) is not None for m in ("sklearn", "tensorflow", "pandas"))
+needs_host = pytest.mark.skipif(not HOST, reason="needs the host libraries (edgewise[host])")
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -45,22 +58,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     b.stop()
 
 
-def make_mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    """Sensor-like records with a categorical column, spaces in names, missing values."""
-    rng = np.random.default_rng(seed)
-    temp = rng.normal(21, 4, n).round(2)
-    zone = rng.choice(["north", "south", "attic"], n)
-    hum = rng.normal(45, 12, n).round(1)
-    power = (temp * 3 + (zone == "attic") * 15 + rng.normal(0, 2, n)).round(3)
-    status = np.where(temp + (zone == "attic") * 4 + (hum > 55) * 3 > 24, "alarm", "ok")
-    df = pd.DataFrame(
-        {"temp c": temp, "zone": zone, "humidity": hum, "power": power, "status": status}
-    )
-    df.loc[rng.random(n) < 0.08, "humidity"] = np.nan
-    df.loc[rng.random(n) < 0.05, "zone"] = np.nan
-    return df
-
-
 @pytest.fixture(scope="session")
 def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "rooms.csv"
@@ -71,26 +68,15 @@ def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def iris_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random forest on iris, trained, converted and written as a bundle."""
-    from converters.sklearn_onnx import export_sklearn
-    from trainer.datasets import load_builtin
-    from trainer.train import train
-
-    out = tmp_path_factory.mktemp("bundles") / "iris-rf"
-    export_sklearn(train(load_builtin("iris"), "random-forest", "iris-rf"), out)
-    return out
+    return prebuilt("iris-rf") or build_iris(tmp_path_factory.mktemp("bundles") / "iris-rf")
 
 
 @pytest.fixture(scope="session")
-def rooms_bundle(tmp_path_factory: pytest.TempPathFactory, mixed_csv: Path) -> Path:
+def rooms_bundle(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """Gradient boosting on the mixed CSV (column layout: strings and missing values)."""
-    from converters.sklearn_onnx import export_sklearn
-    from trainer.datasets import load_csv
-    from trainer.train import train
-
-    data = load_csv(mixed_csv, "status")
-    out = tmp_path_factory.mktemp("bundles") / "rooms"
-    export_sklearn(train(data, "hist-gradient-boosting", "rooms"), out)
-    return out
+    return prebuilt("rooms") or build_rooms(
+        tmp_path_factory.mktemp("bundles") / "rooms", request.getfixturevalue("mixed_csv")
+    )
 
 
 # -- deep models: small networks trained once per session with fixed seeds ----------------
@@ -101,36 +87,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 @pytest.fixture(scope="session")
 def vibration_host() -> KerasHostModel:
     """A 1-D CNN on the built-in vibration windows (100 per class, a few epochs)."""
-    from trainer.deep import train_deep
-    from trainer.tensors import load_vibration
-
-    return train_deep(load_vibration(per_class=100, seed=0), "cnn1d", "vibration", epochs=15)
+    return train_vibration()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
 def digits_host() -> KerasHostModel:
     """A 2-D CNN on scikit-learn's 8x8 digits."""
-    from trainer.deep import train_deep
-    from trainer.tensors import load_digits_images
-
-    return train_deep(load_digits_images(), "cnn2d", "digits", epochs=25)
+    return train_digits()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
-def vibration_int8_bundle(tmp_path_factory: pytest.TempPathFactory, vibration_host: Any) -> Path:
+def vibration_int8_bundle(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
     """The vibration CNN as a full-integer TFLite bundle (int8 input and output)."""
-    from converters.keras_export import KerasExportOptions, export_keras
-
-    out = tmp_path_factory.mktemp("bundles") / "vibration"
-    export_keras(vibration_host, out, KerasExportOptions("tflite", "int8"))
-    return out
+    return prebuilt("vibration") or export_vibration_int8(
+        request.getfixturevalue("vibration_host"), tmp_path_factory.mktemp("bundles") / "vibration"
+    )
 
 
 @pytest.fixture(scope="session")
-def digits_bundle(tmp_path_factory: pytest.TempPathFactory, digits_host: Any) -> Path:
+def digits_bundle(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The digits CNN as a float32 TFLite bundle."""
-    from converters.keras_export import export_keras
-
-    out = tmp_path_factory.mktemp("bundles") / "digits"
-    export_keras(digits_host, out)
-    return out
+    return prebuilt("digits") or export_digits(
+        request.getfixturevalue("digits_host"), tmp_path_factory.mktemp("bundles") / "digits"
+    )

@@ -13,6 +13,7 @@ import pytest
 from deploy.broker import LocalBroker
 from edge.agent import Agent
 from edge.config import AgentConfig
+from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -67,6 +68,7 @@ def test_single_request_list_and_dict(peer: Peer, device: str) -> None:
     assert doc["id"] == 7 and doc["predictions"][0]["label"] == "setosa"
 
 
+@needs_host
 def test_batch_matches_host_predictions(peer: Peer, device: str) -> None:
     from sklearn.datasets import load_iris
 

@@ -15,6 +15,7 @@ from deploy.broker import LocalBroker
 from edge.agent import Agent
 from edge.config import AgentConfig
 from edge.payload import encode_tensor_request
+from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 
 
@@ -61,6 +62,7 @@ def _host_case(request: pytest.FixtureRequest, model: str) -> tuple[Any, np.ndar
     return host, X, keras_labels
 
 
+@needs_host
 @pytest.mark.parametrize("model", ["vibration", "digits"])
 @pytest.mark.parametrize("encoding", ["json", "binary"])
 def test_answers_like_keras(

@@ -12,7 +12,7 @@ import pytest
 from edge.backends import REGISTRY, BackendOptions, LiteRtBackend, load_backend
 from edge.bundle import load_bundle
 from edge.model import ServedModel
-from tests.conftest import ROOT
+from tests.conftest import ROOT, needs_host
 
 # Runs code with some top-level modules made unimportable, as on a device without them.
 BLOCKED = """
@@ -68,6 +68,7 @@ def _probe(block: str, bundle: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@needs_host
 def test_falls_back_to_tensorflow_lite_when_litert_is_missing(digits_bundle: Path) -> None:
     expected = ServedModel.load(load_bundle(digits_bundle)).predict_tensor(
         np.zeros((2, 8, 8, 1), np.float32)
@@ -77,17 +78,36 @@ def test_falls_back_to_tensorflow_lite_when_litert_is_missing(digits_bundle: Pat
     assert out.stdout.split() == ["tensorflow.lite", str(expected)]
 
 
-def test_no_tflite_runtime_is_one_clear_line(digits_bundle: Path) -> None:
+@pytest.mark.parametrize(
+    ("bundle_name", "block", "expected"),
+    [
+        (
+            "digits",
+            "ai_edge_litert,tflite_runtime,tensorflow",
+            ["no runtime for tflite models", "ai-edge-litert", "tensorflow.lite"],
+        ),
+        # A 32-bit Pi (armv7l) has no ONNX Runtime: the line says what to do instead.
+        ("iris-rf", "onnxruntime", ["no runtime for onnx models", "pip install onnxruntime"]),
+    ],
+)
+def test_missing_runtime_is_one_clear_line(
+    bundle_name: str,
+    block: str,
+    expected: list[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    fixture = {"digits": "digits_bundle", "iris-rf": "iris_bundle"}[bundle_name]
+    bundle = request.getfixturevalue(fixture)
     cli = BLOCKED + "from edgewise.cli import main; sys.exit(main(sys.argv[2:]))"
     out = subprocess.run(
         [
             sys.executable,
             "-c",
             cli,
-            "ai_edge_litert,tflite_runtime,tensorflow",
+            block,
             "agent",
             "--bundle",
-            str(digits_bundle),
+            str(bundle),
             "--broker",
             "mqtt://127.0.0.1:1",
         ],
@@ -99,10 +119,27 @@ def test_no_tflite_runtime_is_one_clear_line(digits_bundle: Path) -> None:
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert lines[0].startswith("edgewise agent: error: no runtime for tflite models")
-    assert "ai-edge-litert" in lines[0] and "tensorflow.lite" in lines[0]
+    assert lines[0].startswith("edgewise agent: error: ")
+    for fragment in expected:
+        assert fragment in lines[0]
 
 
+def test_missing_execution_providers_fall_back_to_cpu(
+    iris_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Jetson provider list on a CPU-only onnxruntime: one warning line, CPU answers."""
+    wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    bundle = load_bundle(iris_bundle)
+    with caplog.at_level("WARNING", logger="edge.backends"):
+        backend = load_backend("onnx", bundle.model_path, BackendOptions(providers=wanted))
+    model = ServedModel(bundle, backend)
+    assert model.predict([[5.1, 3.5, 1.4, 0.2]])[0]["label"] == "setosa"
+    [line] = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert "TensorrtExecutionProvider, CUDAExecutionProvider" in line
+    assert line.endswith("running on CPUExecutionProvider")
+
+
+@needs_host
 def test_litert_falls_back_when_xnnpack_refuses_an_int8_graph(tmp_path: Path) -> None:
     """A full-int8 MLP on breast_cancer (features from 0.05 to 4,000 share one input scale)
     is refused by XNNPACK here; the backend then runs it on the builtin kernels."""

@@ -1,0 +1,118 @@
+"""The bundles the tests serve: trained and converted on the host, with fixed seeds.
+
+On a device-only install (no scikit-learn, no TensorFlow: the Python matrix and the
+aarch64 runs of scripts/test-device), the fixtures read them from ``$EDGEWISE_TEST_BUNDLES``,
+where ``python -m tests.bundles DIR`` (run on the host) wrote them with the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ENV = "EDGEWISE_TEST_BUNDLES"
+NAMES = ("iris-rf", "rooms", "vibration", "digits")
+
+
+def prebuilt(name: str) -> Path | None:
+    """The prebuilt bundle ``name`` when ``$EDGEWISE_TEST_BUNDLES`` is set (else None)."""
+    root = os.environ.get(ENV)
+    if not root:
+        return None
+    path = Path(root) / name
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"{ENV}={root} has no bundle {name}: run python -m tests.bundles")
+    return path
+
+
+def make_mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Sensor-like records with a categorical column, spaces in names, missing values."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    temp = rng.normal(21, 4, n).round(2)
+    zone = rng.choice(["north", "south", "attic"], n)
+    hum = rng.normal(45, 12, n).round(1)
+    power = (temp * 3 + (zone == "attic") * 15 + rng.normal(0, 2, n)).round(3)
+    status = np.where(temp + (zone == "attic") * 4 + (hum > 55) * 3 > 24, "alarm", "ok")
+    df = pd.DataFrame(
+        {"temp c": temp, "zone": zone, "humidity": hum, "power": power, "status": status}
+    )
+    df.loc[rng.random(n) < 0.08, "humidity"] = np.nan
+    df.loc[rng.random(n) < 0.05, "zone"] = np.nan
+    return df
+
+
+def build_iris(out: Path) -> Path:
+    """A random forest on iris, as an ONNX bundle."""
+    from converters.sklearn_onnx import export_sklearn
+    from trainer.datasets import load_builtin
+    from trainer.train import train
+
+    export_sklearn(train(load_builtin("iris"), "random-forest", "iris-rf"), out)
+    return out
+
+
+def build_rooms(out: Path, csv_path: Path) -> Path:
+    """Gradient boosting on the mixed CSV (strings and missing values), as ONNX."""
+    from converters.sklearn_onnx import export_sklearn
+    from trainer.datasets import load_csv
+    from trainer.train import train
+
+    export_sklearn(train(load_csv(csv_path, "status"), "hist-gradient-boosting", "rooms"), out)
+    return out
+
+
+def train_vibration() -> Any:
+    """A 1-D CNN on the built-in vibration windows (100 per class, a few epochs)."""
+    from trainer.deep import train_deep
+    from trainer.tensors import load_vibration
+
+    return train_deep(load_vibration(per_class=100, seed=0), "cnn1d", "vibration", epochs=15)
+
+
+def train_digits() -> Any:
+    """A 2-D CNN on scikit-learn's 8x8 digits."""
+    from trainer.deep import train_deep
+    from trainer.tensors import load_digits_images
+
+    return train_deep(load_digits_images(), "cnn2d", "digits", epochs=25)
+
+
+def export_vibration_int8(host: Any, out: Path) -> Path:
+    """The vibration CNN as a full-integer TFLite bundle (int8 input and output)."""
+    from converters.keras_export import KerasExportOptions, export_keras
+
+    export_keras(host, out, KerasExportOptions("tflite", "int8"))
+    return out
+
+
+def export_digits(host: Any, out: Path) -> Path:
+    """The digits CNN as a float32 TFLite bundle."""
+    from converters.keras_export import export_keras
+
+    export_keras(host, out)
+    return out
+
+
+def build_all(root: Path) -> None:
+    """Every bundle of ``NAMES`` under ``root`` (what a device-only test run reads)."""
+    root.mkdir(parents=True, exist_ok=True)
+    build_iris(root / "iris-rf")
+    csv_path = root / "rooms.csv"
+    make_mixed_frame().to_csv(csv_path, index=False)
+    build_rooms(root / "rooms", csv_path)
+    export_vibration_int8(train_vibration(), root / "vibration")
+    export_digits(train_digits(), root / "digits")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    build_all(Path(sys.argv[1]))
