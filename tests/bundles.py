@@ -103,14 +103,37 @@ def export_digits(host: Any, out: Path) -> Path:
 
 
 def build_all(root: Path) -> None:
-    """Every bundle of ``NAMES`` under ``root`` (what a device-only test run reads)."""
+    """Every bundle of ``NAMES`` under ``root`` (what a device-only test run reads), each
+    with ``expected.json``: sample inputs and the answers this host's runtimes gave."""
+    from sklearn.datasets import load_iris
+
     root.mkdir(parents=True, exist_ok=True)
     build_iris(root / "iris-rf")
+    write_expected(root / "iris-rf", load_iris().data[::15].tolist())
     csv_path = root / "rooms.csv"
-    make_mixed_frame().to_csv(csv_path, index=False)
+    frame = make_mixed_frame()
+    frame.to_csv(csv_path, index=False)
     build_rooms(root / "rooms", csv_path)
-    export_vibration_int8(train_vibration(), root / "vibration")
-    export_digits(train_digits(), root / "digits")
+    records = frame.drop(columns="status").head(12).astype(object)
+    write_expected(root / "rooms", records.where(records.notna(), None).to_dict("records"))
+    vibration = train_vibration()
+    export_vibration_int8(vibration, root / "vibration")
+    write_expected(root / "vibration", vibration.X_heldout[::25].tolist())
+    digits = train_digits()
+    export_digits(digits, root / "digits")
+    write_expected(root / "digits", digits.X_heldout[::20].tolist())
+
+
+def write_expected(bundle: Path, instances: list[Any]) -> None:
+    """The host's answers to ``instances`` through the device's own serving code."""
+    import json
+
+    from edge.bundle import load_bundle
+    from edge.model import ServedModel
+
+    predictions = ServedModel.load(load_bundle(bundle)).predict(instances)
+    doc = {"instances": instances, "predictions": predictions}
+    (bundle / "expected.json").write_text(json.dumps(doc))
 
 
 if __name__ == "__main__":
