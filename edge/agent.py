@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import queue
-import signal
 import threading
 import time
 import uuid
-from types import FrameType
 from typing import Any
 
 from edge.backends import BackendOptions
@@ -40,7 +37,7 @@ from edge.mqtt import Message, MqttConnection
 from edge.outbox import Outbox, OutMessage, StorageError
 from edge.payload import decode_request, encode, error_doc, peek_id
 from edge.retained import RetainedGuard
-from edge.supervision import Notifier, Supervisor
+from edge.supervision import Notifier, Supervisor, stop_on_signals
 from edge.topics import response_topic_problem
 
 log = logging.getLogger(__name__)
@@ -57,11 +54,8 @@ class Agent:
     def __init__(self, config: AgentConfig, models: dict[str, ServedModel] | None = None) -> None:
         self.config = config
         self.topics = config.topics
-        self.models = (
-            models
-            if models is not None
-            else load_models(config.bundles, BackendOptions(config.num_threads, config.providers))
-        )
+        options = BackendOptions(config.num_threads, config.providers)
+        self.models = models if models is not None else load_models(config.bundles, options)
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
@@ -181,17 +175,7 @@ class Agent:
     def run_forever(self) -> int:
         """Serve until SIGTERM/SIGINT (exit status 0) or a thread failure (1); a second
         signal exits at once."""
-        stop_requested = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if stop_requested.is_set():
-                log.warning("second signal %d: exiting now", signum)
-                os._exit(128 + signum)  # the outbox is on disk; it replays on the next start
-            log.info("signal %d: finishing in-flight requests", signum)
-            stop_requested.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop_requested = stop_on_signals()
         self.start()
         return self.wait(stop_requested)
 

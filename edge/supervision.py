@@ -12,12 +12,31 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from types import FrameType
 
 log = logging.getLogger(__name__)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by the first SIGTERM/SIGINT; a second one exits the process at once
+    (status 128 + signal: the outbox is on disk and replays on the next start)."""
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            log.warning("second signal %d: exiting now", signum)
+            os._exit(128 + signum)
+        log.info("signal %d: finishing in-flight requests", signum)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop_requested
 
 
 class Supervisor:
