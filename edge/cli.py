@@ -171,7 +171,10 @@ def run_send(args: argparse.Namespace) -> int:
         print("errors: " + ", ".join(f"{code} x{n}" for code, n in result.errors.items()))
     if result.accuracy is not None:
         print(f"accuracy on device: {result.accuracy:.4f} ({result.correct}/{result.scored})")
-    return 0 if result.answered + sum(result.errors.values()) == result.sent else 1
+    if result.answered + sum(result.errors.values()) < result.sent:
+        print(f"{result.sent - result.answered - sum(result.errors.values())} rows unanswered")
+    # Any error answer is a failure for scripts: the counts by code are printed above.
+    return 0 if result.answered == result.sent else 1
 
 
 def run_watch(args: argparse.Namespace) -> int:

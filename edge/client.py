@@ -174,7 +174,9 @@ def send_csv(
 ) -> SendResult:
     """Publish the CSV rows as requests, collect the answers, score them against ``target``."""
     if batch < 1 or window < 1:
-        raise EdgewiseError("--batch and --window must be at least 1")
+        raise EdgewiseError(
+            "--batch must be at least 1" if batch < 1 else "window must be at least 1"
+        )
     header, rows = read_csv(csv_path)
     if target is not None and target not in header:
         raise EdgewiseError(f"CSV file {csv_path} has no column {target!r}")

@@ -304,6 +304,11 @@ class ServedModel:
             "task": self.bundle.manifest["task"],
             "sha256": self.bundle.manifest["model"]["sha256"],
             "features": [{"name": f.name, "dtype": f.dtype} for f in self.features],
+            # Windows and images: clients (edgewise send) need the shape of one instance.
+            "input": {
+                "kind": self.bundle.manifest["input"].get("kind", "tabular"),
+                "shape": list(self.instance_shape) if self.instance_shape else None,
+            },
             "labels": self.bundle.labels,
             "backend": self.backend.name,
             "explain": self.explainer.method if self.explainer else None,

@@ -40,12 +40,22 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgewise")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s arguments are loaded (all names are listed)."""
     parser = argparse.ArgumentParser(
         prog="edgewise",
         description="Train models on a host, convert them to edge bundles, serve them over MQTT.",
     )
+    parser.add_argument("--version", action="version", version=f"edgewise {_version()}")
     parser.add_argument(
         "--log-level",
         default="warning",

@@ -44,6 +44,9 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument(
+        "--force", action="store_true", help="replace --out (and its .host) if they exist"
+    )
+    p.add_argument(
         "--host-dir", metavar="DIR", help="where the host model goes (default: DIR.host)"
     )
     p.add_argument("--name", help="model name on the device (default: the --out folder name)")
@@ -186,9 +189,20 @@ def run_train_deep(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_existing_out(args: argparse.Namespace) -> None:
+    """A bundle (or host model) already at --out is replaced only with --force."""
+    from edge.errors import EdgewiseError
+
+    host = args.host_dir or f"{args.out.rstrip('/')}.host"
+    taken = [p for p in (args.out, host) if Path(p).exists() and any(Path(p).iterdir())]
+    if taken and not args.force:
+        raise EdgewiseError(f"{taken[0]} exists; pass --force to replace it")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from trainer.deep import DEEP_MODELS
 
+    refuse_existing_out(args)
     if args.model in DEEP_MODELS:
         return run_train_deep(args)
     if args.model == "autoencoder":

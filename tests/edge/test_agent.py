@@ -173,6 +173,8 @@ def test_status_and_info_are_retained(broker: LocalBroker, iris_bundle: Path, de
         assert [f["name"] for f in info["features"]] == IRIS_NAMES and info[
             "backend"
         ] == "onnxruntime"
+        assert info["input"] == {"kind": "tabular", "shape": [4]}
+        assert info["session"] == a.session
         a.stop(timeout=5)
         assert p.expect("/status").payload == b"offline"
     finally:

@@ -125,3 +125,15 @@ def test_bad_tensors_are_answered_and_serving_goes_on(
 
 def _shape(model: str) -> tuple[int, ...]:
     return (256, 3) if model == "vibration" else (8, 8, 1)
+
+
+def test_info_gives_clients_the_instance_shape(
+    vibration_int8_bundle: Path, digits_bundle: Path
+) -> None:
+    from edge.bundle import load_bundle
+    from edge.model import ServedModel
+
+    vibration = ServedModel.load(load_bundle(vibration_int8_bundle)).info()
+    digits = ServedModel.load(load_bundle(digits_bundle)).info()
+    assert vibration["input"] == {"kind": "window", "shape": [256, 3]}
+    assert digits["input"] == {"kind": "image", "shape": [8, 8, 1]}

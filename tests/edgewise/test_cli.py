@@ -117,6 +117,16 @@ def test_bad_csv_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_version() -> None:
+    result = edgewise("--version")
+    assert result.returncode == 0 and result.stdout.startswith("edgewise 0.")
+
+
+def test_train_refuses_to_replace_a_bundle_without_force(trained: Path) -> None:
+    args = ["train", "--dataset", "iris", "--model", "knn", "--out", str(trained)]
+    one_line_error(edgewise(*args), f"{trained} exists; pass --force to replace it")
+
+
 def test_convert_rewrites_bundle_with_new_version(trained: Path, tmp_path: Path) -> None:
     result = edgewise("convert", f"{trained}.host", "--out", str(tmp_path / "v2"), "--version", "2")
     assert result.returncode == 0, result.stderr
@@ -198,6 +208,26 @@ def test_send_and_watch_through_agent(
     assert accuracy > 0.8
     out, _ = watcher.communicate(timeout=60)
     assert watcher.returncode == 0
+    # A row the agent refuses (beyond float32's range) makes send exit 1, with the count.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([rows[0], rows[1], rows[1].replace(rows[1].split(",")[0], "1e39", 1)]))
+    failed = edgewise(
+        "send",
+        "--broker",
+        broker.url,
+        "--device",
+        "cli",
+        "--model",
+        "rooms",
+        "--csv",
+        str(bad),
+        "--target",
+        "status",
+        "--no-progress",
+        "--timeout",
+        "30",
+    )
+    assert failed.returncode == 1 and "errors: bad_value x1" in failed.stdout, failed.stdout
     assert len(out.strip().splitlines()) == 5 and "edgewise/cli/rooms/out" in out
 
 
