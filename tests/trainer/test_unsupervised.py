@@ -52,11 +52,15 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def served(broker: LocalBroker, bundles: dict[str, Any]) -> Iterator[tuple[Peer, str]]:
+def served(
+    broker: LocalBroker, bundles: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Peer, str]]:
     device = f"un-{uuid.uuid4().hex[:6]}"
     names = ("vib-rf", "vib-iforest", "iris-km", "vib-ae")
     paths = tuple(str(bundles[k][0].path) for k in names)
-    agent = Agent(AgentConfig(bundles=paths, broker=broker.url, device=device))
+    # Module scope starts before the per-test XDG_STATE_HOME: name the state dir.
+    state = str(tmp_path_factory.mktemp("state"))
+    agent = Agent(AgentConfig(bundles=paths, broker=broker.url, device=device, state_dir=state))
     agent.start()
     assert agent.connection.wait_connected(10)
     peer = Peer(broker.port)
