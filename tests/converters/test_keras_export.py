@@ -16,6 +16,8 @@ from edge.bundle import load_bundle
 from edge.errors import EdgewiseError
 from edge.model import ServedModel
 
+pytestmark = pytest.mark.slow  # trains and converts Keras networks
+
 MODES = [(fmt, q) for fmt, modes in QUANTIZE_MODES.items() for q in modes]
 
 

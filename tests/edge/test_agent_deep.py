@@ -18,6 +18,8 @@ from edge.payload import encode_tensor_request
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 
+pytestmark = pytest.mark.slow  # needs trained CNNs
+
 
 @pytest.fixture(scope="module")
 def device() -> str:

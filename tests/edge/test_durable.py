@@ -28,6 +28,8 @@ from edge.outbox import Outbox, OutMessage
 from tests.conftest import CI, ROOT, require_mosquitto
 from tests.mqtt_peer import Peer
 
+pytestmark = pytest.mark.slow  # thousands of QoS 1 requests through disruptions
+
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 

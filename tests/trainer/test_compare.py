@@ -20,6 +20,8 @@ from tests.mqtt_peer import Peer
 from trainer.compare import CandidateResult, CompareReport
 from trainer.report import recommend, table_rows
 
+pytestmark = pytest.mark.slow  # trains every compare candidate, networks included
+
 
 class Page(HTMLParser):
     """Counts tags and classes, and keeps the text of #recommendation and the table cells."""

@@ -17,6 +17,8 @@ from trainer.datasets import load_csv
 from trainer.deep import train_deep
 from trainer.tensors import TensorData, load_digits_images, load_vibration
 
+pytestmark = pytest.mark.slow  # trains Keras networks
+
 
 def _digits(classes: list[int]) -> TensorData:
     data = load_digits_images()

@@ -26,6 +26,8 @@ from trainer.datasets import load_builtin
 from trainer.tensors import TensorData, load_vibration, sample_rate_of, window_feature_dataset
 from trainer.train import train
 
+pytestmark = pytest.mark.slow  # trains an autoencoder
+
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
