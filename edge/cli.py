@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge.endpoint import Endpoint
@@ -47,19 +47,28 @@ def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
     )
 
 
+# Flags of _broker_args that are Endpoint settings (and AgentConfig keys) of the same name.
+CONNECTION_FLAGS = (
+    "username",
+    "password_file",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "tls_server_name",
+    "tls_insecure",
+)
+
+
+def _connection_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in CONNECTION_FLAGS}
+
+
 def _endpoint(args: argparse.Namespace) -> Endpoint:
     from edge.endpoint import Endpoint
 
-    return Endpoint.from_settings(
-        args.broker or DEFAULT_BROKER,
-        username=args.username,
-        password_file=args.password_file,
-        ca_file=args.ca_file,
-        cert_file=args.cert_file,
-        key_file=args.key_file,
-        tls_server_name=args.tls_server_name,
-        tls_insecure=bool(args.tls_insecure),
-    )
+    settings = _connection_settings(args)
+    settings["tls_insecure"] = bool(settings["tls_insecure"])
+    return Endpoint.from_settings(args.broker or DEFAULT_BROKER, **settings)
 
 
 def configure_agent(p: argparse.ArgumentParser) -> None:
@@ -126,13 +135,7 @@ def run_agent(args: argparse.Namespace) -> int:
     config = base.merged(
         bundles=tuple(args.bundle) if args.bundle else None,
         broker=args.broker,
-        username=args.username,
-        password_file=args.password_file,
-        ca_file=args.ca_file,
-        cert_file=args.cert_file,
-        key_file=args.key_file,
-        tls_server_name=args.tls_server_name,
-        tls_insecure=args.tls_insecure,
+        **_connection_settings(args),
         device=args.device,
         prefix=args.prefix,
         protocol=args.protocol,

@@ -200,6 +200,19 @@ class Client:
         self.client.loop_stop()
 
 
+def started_agent(bundle: Path, device: str, broker: str, state: Path, **tls: str) -> Agent:
+    """An in-process agent for ``device``, connected (TLS settings as AgentConfig keys)."""
+    config = AgentConfig(
+        bundles=(str(bundle),), device=device, broker=broker, state_dir=str(state), **tls
+    )
+    agent = Agent(config)
+    agent.start()
+    if not agent.connection.wait_connected(10):
+        agent.stop(timeout=2)
+        raise AssertionError(agent.connection.last_error)
+    return agent
+
+
 def password_file(tmp_path: Path, user: str) -> Path:
     path = tmp_path / f"{user}.pw"
     path.write_text(PASSWORDS[user] + "\n")
@@ -326,20 +339,12 @@ def test_agent_send_watch_over_tls_keep_passwords_secret(
 
 def test_mutual_tls(mtls_broker: SecureBroker, pki: Pki, iris_bundle: Path, tmp_path: Path) -> None:
     cert, key = pki.cert("dev-a")
-    config = AgentConfig(
-        bundles=(str(iris_bundle),),
-        device="dev-a",
-        broker=mtls_broker.url(),
-        ca_file=str(pki.ca),
-        cert_file=cert,
-        key_file=key,
-        state_dir=str(tmp_path),
-    )
-    agent = Agent(config)
+    agent = started_agent(
+        iris_bundle, "dev-a", mtls_broker.url(), tmp_path,
+        ca_file=str(pki.ca), cert_file=cert, key_file=key,
+    )  # fmt: skip
     operator = Client(mtls_broker.port, pki, cert="operator")
     try:
-        agent.start()
-        assert agent.connection.wait_connected(10), agent.connection.last_error
         operator.subscribe("edgewise/dev-a/iris-rf/out")
         operator.publish(
             "edgewise/dev-a/iris-rf/in", json.dumps({"id": 1, "instances": [IRIS_ROW]})
@@ -456,18 +461,11 @@ def test_anonymous_is_refused(tls_broker: SecureBroker, pki: Pki) -> None:
 def test_device_cannot_take_another_devices_session(
     tls_broker: SecureBroker, pki: Pki, iris_bundle: Path, tmp_path: Path
 ) -> None:
-    config = AgentConfig(
-        bundles=(str(iris_bundle),),
-        device="dev-b",
-        broker=tls_broker.url("dev-b"),
-        ca_file=str(pki.ca),
-        state_dir=str(tmp_path),
+    agent = started_agent(
+        iris_bundle, "dev-b", tls_broker.url("dev-b"), tmp_path, ca_file=str(pki.ca)
     )
-    agent = Agent(config)
     operator = Client(tls_broker.port, pki, "operator", PASSWORDS["operator"])
     try:
-        agent.start()
-        assert agent.connection.wait_connected(10), agent.connection.last_error
         # dev-a asks for dev-b's client id and session: the broker uses its user name.
         thief = Client(
             tls_broker.port,
@@ -497,18 +495,10 @@ def test_device_cannot_take_another_devices_session(
 def test_agent_over_secure_websockets(
     tls_broker: SecureBroker, pki: Pki, iris_bundle: Path, tmp_path: Path
 ) -> None:
-    config = AgentConfig(
-        bundles=(str(iris_bundle),),
-        device="dev-a",
-        broker=tls_broker.url("dev-a", scheme="wss"),
-        ca_file=str(pki.ca),
-        state_dir=str(tmp_path),
-    )
-    agent = Agent(config)
+    wss = tls_broker.url("dev-a", scheme="wss")
+    agent = started_agent(iris_bundle, "dev-a", wss, tmp_path, ca_file=str(pki.ca))
     operator = Client(tls_broker.port, pki, "operator", PASSWORDS["operator"])
     try:
-        agent.start()
-        assert agent.connection.wait_connected(10), agent.connection.last_error
         operator.subscribe("edgewise/dev-a/iris-rf/out")
         operator.publish(
             "edgewise/dev-a/iris-rf/in", json.dumps({"id": "w", "instances": [IRIS_ROW]})
