@@ -37,13 +37,13 @@ def main() -> None:
     ap.add_argument("--throughput-n", type=int, default=5000, help="messages for throughput")
     args = ap.parse_args()
 
-    from converters.host_model import save_host_model
-    from converters.sklearn_onnx import export_sklearn
-    from deploy.broker import start_mosquitto
-    from edge.bundle import load_bundle
-    from edge.model import ServedModel
-    from trainer.datasets import load_builtin
-    from trainer.train import train
+    from edgewise.converters.host_model import save_host_model
+    from edgewise.converters.sklearn_onnx import export_sklearn
+    from edgewise.deploy.broker import start_mosquitto
+    from edgewise.edge.bundle import load_bundle
+    from edgewise.edge.model import ServedModel
+    from edgewise.trainer.datasets import load_builtin
+    from edgewise.trainer.train import train
 
     work = Path(tempfile.mkdtemp(prefix="edgewise-bench-"))
     host = train(load_builtin("iris"), "random-forest", "iris-rf")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.roundtrip import Client, pct  # noqa: E402
-from converters.keras_convert import QUANTIZE_MODES  # noqa: E402
+from edgewise.converters.keras_convert import QUANTIZE_MODES  # noqa: E402
 
 MODES = [(fmt, q) for fmt, modes in QUANTIZE_MODES.items() for q in modes]
 
@@ -50,8 +50,8 @@ def time_calls(fn: Any, n: int) -> list[float]:
 def formats_table(name: str, host: Any, work: Path, n: int) -> dict[str, Path]:
     import tensorflow as tf
 
-    from converters.keras_export import KerasExportOptions, export_keras
-    from edge.model import ServedModel
+    from edgewise.converters.keras_export import KerasExportOptions, export_keras
+    from edgewise.edge.model import ServedModel
 
     rows = []
     keras_file = work / f"{name}.keras"
@@ -73,7 +73,7 @@ def formats_table(name: str, host: Any, work: Path, n: int) -> dict[str, Path]:
         feeds = served.encode_tensor(X[:1])
         lat = time_calls(lambda s=served, f=feeds: s.backend.run(f), n)
         label = f"{'TFLite' if fmt == 'tflite' else 'ONNX'} {q if q != 'none' else 'float32'}"
-        rows.append((f"{label} ({served.backend.name})", bundle.manifest["model"]["size_bytes"],
+        rows.append((f"{label} ({served.backend.name})", bundle.manifest.model.size_bytes,
                      acc, pct(lat, 50), pct(lat, 99)))  # fmt: skip
     print(f"\n{name}: {len(y)} held-out samples of shape {list(X.shape[1:])}, batch 1, {n} calls")
     print(f"{'format':36s} {'bytes':>9s} {'accuracy':>9s} {'p50 µs':>8s} {'p99 µs':>8s}")
@@ -83,8 +83,8 @@ def formats_table(name: str, host: Any, work: Path, n: int) -> dict[str, Path]:
 
 
 def agent_table(name: str, host: Any, bundles: dict[str, Path], n: int) -> None:
-    from deploy.broker import start_mosquitto
-    from edge.payload import encode_tensor_request
+    from edgewise.deploy.broker import start_mosquitto
+    from edgewise.edge.payload import encode_tensor_request
 
     window = host.X_heldout[:1]
     binary = encode_tensor_request(window, "b")
@@ -126,8 +126,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40, help="most training epochs")
     args = ap.parse_args()
 
-    from trainer.deep import train_deep
-    from trainer.tensors import load_digits_images, load_vibration
+    from edgewise.trainer.deep import train_deep
+    from edgewise.trainer.tensors import load_digits_images, load_vibration
 
     work = Path(tempfile.mkdtemp(prefix="edgewise-bench-deep-"))
     for name, data, model in (

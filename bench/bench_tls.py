@@ -33,10 +33,10 @@ def main() -> None:
     ap.add_argument("--throughput-n", type=int, default=5000, help="messages for throughput")
     args = ap.parse_args()
 
-    from converters.sklearn_onnx import export_sklearn
-    from deploy.broker import free_port, start_mosquitto
-    from trainer.datasets import load_builtin
-    from trainer.train import train
+    from edgewise.converters.sklearn_onnx import export_sklearn
+    from edgewise.deploy.broker import free_port, start_mosquitto
+    from edgewise.trainer.datasets import load_builtin
+    from edgewise.trainer.train import train
 
     work = Path(tempfile.mkdtemp(prefix="edgewise-bench-tls-"))
     certs = work / "certs"

@@ -33,9 +33,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=150)
     args = ap.parse_args()
 
-    from converters.keras_host import save_keras_host_model
-    from trainer.deep import train_deep
-    from trainer.tensors import TensorData, load_digits_images
+    from edgewise.converters.keras_host import save_keras_host_model
+    from edgewise.trainer.deep import train_deep
+    from edgewise.trainer.tensors import TensorData, load_digits_images
 
     digits = load_digits_images()
 

@@ -29,7 +29,7 @@ def main() -> None:
     base = args.base or f"bench/{args.mode}"
     predict = None
     if args.mode == "naive":
-        from converters.host_model import load_host_model
+        from edgewise.converters.host_model import load_host_model
 
         host = load_host_model(args.host_model)
         pipeline, classes = host.pipeline, [str(c) for c in host.pipeline.classes_]

@@ -140,10 +140,10 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=200, help="requests outstanding at once")
     args = ap.parse_args()
 
-    from converters.sklearn_onnx import export_sklearn
-    from deploy.broker import start_mosquitto
-    from trainer.datasets import load_builtin
-    from trainer.train import train
+    from edgewise.converters.sklearn_onnx import export_sklearn
+    from edgewise.deploy.broker import start_mosquitto
+    from edgewise.trainer.datasets import load_builtin
+    from edgewise.trainer.train import train
 
     work = Path(tempfile.mkdtemp(prefix="edgewise-soak-"))
     bundle = export_sklearn(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import FORMAT_VERSION, MANIFEST_NAME, Bundle, load_bundle, validate_manifest
-from edge.errors import EdgewiseError
+from edgewise.edge.bundle import MANIFEST_NAME, Bundle, load_bundle
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import Manifest, ModelFile
 
 
 def library_versions(*names: str) -> dict[str, str]:
@@ -25,33 +25,33 @@ def library_versions(*names: str) -> dict[str, str]:
     return versions
 
 
-def write_bundle(
-    out_dir: str | Path, model_bytes: bytes, model_file: str, manifest: dict[str, Any]
-) -> Bundle:
-    """Write ``model_file`` and a manifest completed with hash, size and format fields.
+def created_at() -> str:
+    """The manifest's creation time: now, UTC, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
-    ``manifest`` holds every field but ``format_version``, ``created_at`` and the model
-    file's hash and size. The result is validated against the schema before anything is
-    written, then loaded back with the device-side loader.
+
+def model_file(model_bytes: bytes, file: str, **details: Any) -> ModelFile:
+    """The manifest's ``model`` section for ``model_bytes`` written as ``file``."""
+    return ModelFile(
+        file=file,
+        format=file.rsplit(".", 1)[-1],  # type: ignore[arg-type]  # checked by the class
+        sha256=hashlib.sha256(model_bytes).hexdigest(),
+        size_bytes=len(model_bytes),
+        **details,
+    )
+
+
+def write_bundle(out_dir: str | Path, model_bytes: bytes, manifest: Manifest) -> Bundle:
+    """Write the model file and ``manifest.json``, then load the bundle back as the device does.
+
+    The manifest's ``model`` section must describe ``model_bytes`` (see :func:`model_file`).
     """
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise EdgewiseError(f"output {root} exists and is not a directory")
-    fmt = model_file.rsplit(".", 1)[-1]
-    full = {
-        "format_version": FORMAT_VERSION,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        **manifest,
-    }
-    full["model"] = {
-        "file": model_file,
-        "format": fmt,
-        "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "size_bytes": len(model_bytes),
-        **manifest.get("model", {}),
-    }
-    validate_manifest(full)
+    if manifest.model.sha256 != hashlib.sha256(model_bytes).hexdigest():
+        raise EdgewiseError("the manifest's model section describes another model file")
     root.mkdir(parents=True, exist_ok=True)
-    (root / model_file).write_bytes(model_bytes)
-    (root / MANIFEST_NAME).write_text(json.dumps(full, indent=2) + "\n")
+    (root / manifest.model.file).write_bytes(model_bytes)
+    (root / MANIFEST_NAME).write_text(manifest.to_json())
     return load_bundle(root)

@@ -6,10 +6,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from converters.host_model import HostModel
-    from converters.keras_export import KerasExportOptions
-    from converters.keras_host import KerasHostModel
-    from edge.bundle import Bundle
+    from edgewise.converters.host_model import HostModel
+    from edgewise.converters.keras_export import KerasExportOptions
+    from edgewise.converters.keras_host import KerasHostModel
+    from edgewise.edge.bundle import Bundle
+    from edgewise.edge.manifest import Manifest
 
 
 def add_conversion_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,7 +63,7 @@ def configure_convert(p: argparse.ArgumentParser) -> None:
 
 def keras_options(args: argparse.Namespace) -> KerasExportOptions:
     """The conversion options of a Keras model, validated before any work is done."""
-    from converters.keras_export import KerasExportOptions
+    from edgewise.converters.keras_export import KerasExportOptions
 
     return KerasExportOptions(
         format=args.format or "tflite",
@@ -75,7 +76,7 @@ def keras_options(args: argparse.Namespace) -> KerasExportOptions:
 
 def check_sklearn_options(args: argparse.Namespace) -> None:
     """scikit-learn models have one target: float ONNX."""
-    from edge.errors import EdgewiseError
+    from edgewise.edge.errors import EdgewiseError
 
     if (args.format or "onnx") != "onnx" or args.quantize != "none":
         raise EdgewiseError(
@@ -88,13 +89,13 @@ def export_host_model(
     host: HostModel | KerasHostModel, args: argparse.Namespace, name: str | None
 ) -> Bundle:
     """Export a scikit-learn or Keras host model as the arguments say; returns the bundle."""
-    from converters.keras_host import KerasHostModel
+    from edgewise.converters.keras_host import KerasHostModel
 
     if isinstance(host, KerasHostModel):
-        from converters.keras_export import export_keras
+        from edgewise.converters.keras_export import export_keras
 
         return export_keras(host, args.out, keras_options(args), name=name, version=args.version)
-    from converters.sklearn_onnx import export_sklearn
+    from edgewise.converters.sklearn_onnx import export_sklearn
 
     check_sklearn_options(args)
     return export_sklearn(
@@ -107,13 +108,13 @@ def export_host_model(
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from converters.keras_host import is_keras_host_model, load_keras_host_model
+    from edgewise.converters.keras_host import is_keras_host_model, load_keras_host_model
 
     if is_keras_host_model(args.model):
         keras_options(args)  # options are checked before TensorFlow loads
         host: HostModel | KerasHostModel = load_keras_host_model(args.model)
     else:
-        from converters.host_model import load_host_model
+        from edgewise.converters.host_model import load_host_model
 
         check_sklearn_options(args)
         host = load_host_model(args.model)
@@ -122,17 +123,16 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_bundle(path: object, manifest: dict[str, object]) -> None:
+def print_bundle(path: object, manifest: Manifest) -> None:
     """One summary block for a written bundle."""
-    parity = manifest["parity"]
-    model = manifest["model"]
-    assert isinstance(parity, dict) and isinstance(model, dict)
-    kind = str(model["format"]).upper()
-    if model.get("quantize", "none") != "none":
-        kind += f" {model['quantize']}"
-    print(
-        f"bundle {path}: {manifest['name']} v{manifest['version']} "
-        f"({model['size_bytes']} bytes {kind})"
+    model = manifest.model
+    kind = model.format.upper()
+    if model.quantize not in (None, "none"):
+        kind += f" {model.quantize}"
+    print(f"bundle {path}: {manifest.name} v{manifest.version} ({model.size_bytes} bytes {kind})")
+    parity = manifest.parity
+    figures = ", ".join(
+        f"{k} {v:.4g}" for k, v in parity.model_dump().items() if isinstance(v, float)
     )
-    figures = ", ".join(f"{k} {v:.4g}" for k, v in parity.items() if isinstance(v, float))
-    print(f"parity on {parity['rows']} held-out rows: passed ({figures})")
+    by = f" served by {parity.served_by}" if parity.served_by else ""
+    print(f"parity on {parity.rows} held-out rows{by}: passed ({figures})")

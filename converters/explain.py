@@ -12,12 +12,11 @@ contribution is spread over encoded columns the device does not see.
 
 from __future__ import annotations
 
-from typing import Any
+from edgewise.converters.host_model import HostModel
+from edgewise.edge.manifest import GlobalExplain, LinearExplain
 
-from converters.host_model import HostModel
 
-
-def explain_spec(host: HostModel) -> dict[str, Any] | None:
+def explain_spec(host: HostModel) -> LinearExplain | GlobalExplain | None:
     """The manifest's ``explain`` section for ``host``, or None when it has none."""
     pipeline = host.pipeline
     if host.layout != "tensor" or not hasattr(pipeline, "named_steps"):
@@ -31,14 +30,13 @@ def explain_spec(host: HostModel) -> dict[str, Any] | None:
         intercept = (
             est.intercept_.reshape(-1) if hasattr(est.intercept_, "reshape") else [est.intercept_]
         )
-        return {
-            "method": "linear",
-            "impute": [float(v) for v in imputer.statistics_],
-            "mean": [float(v) for v in scaler.mean_],
-            "scale": [float(v) for v in scaler.scale_],
-            "coef": [[float(v) for v in row] for row in coef],
-            "intercept": [float(v) for v in intercept],
-        }
+        return LinearExplain(
+            impute=tuple(float(v) for v in imputer.statistics_),
+            mean=tuple(float(v) for v in scaler.mean_),
+            scale=tuple(float(v) for v in scaler.scale_),
+            coef=tuple(tuple(float(v) for v in row) for row in coef),
+            intercept=tuple(float(v) for v in intercept),
+        )
     if hasattr(est, "feature_importances_"):
-        return {"method": "global", "importance": [float(v) for v in est.feature_importances_]}
+        return GlobalExplain(importance=tuple(float(v) for v in est.feature_importances_))
     return None

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 MODEL_FILE = "model.skops"
 META_FILE = "meta.json"

@@ -13,21 +13,49 @@ int8 quantize/dequantize) on the held-out data, and compares with Keras:
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converters.bundle_writer import library_versions, write_bundle
-from converters.keras_convert import QUANTIZE_MODES, onnx_io, tflite_io, to_onnx, to_tflite
-from converters.keras_host import KerasHostModel
-from converters.parity import DEFAULT_TOLERANCE, ParityError
-from edge.bundle import Bundle
-from edge.errors import EdgewiseError
-from edge.model import ServedModel
-from edge.topics import check_segment
+from edgewise.converters.bundle_writer import (
+    created_at,
+    library_versions,
+    model_file,
+    write_bundle,
+)
+from edgewise.converters.keras_convert import (
+    QUANTIZE_MODES,
+    onnx_io,
+    tflite_io,
+    to_onnx,
+    to_tflite,
+)
+from edgewise.converters.keras_host import KerasHostModel
+from edgewise.converters.parity import (
+    DEFAULT_TOLERANCE,
+    ParityError,
+    probabilities,
+    serve_staged,
+)
+from edgewise.edge.bundle import Bundle
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import (
+    AnomalyHead,
+    Calibration,
+    ClassificationHead,
+    Feature,
+    Framework,
+    InputSpec,
+    Manifest,
+    Parity,
+    Preprocessing,
+    Quantization,
+    TrainingData,
+    WindowFeatures,
+)
+from edgewise.edge.topics import check_segment
 
 log = logging.getLogger(__name__)
 
@@ -99,89 +127,91 @@ def gate(
         )
 
 
-def _manifest(
+def _quantization(io: dict[str, Any], where: str) -> Quantization | None:
+    q = io[where]
+    if "scale" not in q:
+        return None
+    return Quantization(dtype=q["dtype"], scale=q["scale"], zero_point=q["zero_point"])
+
+
+def build_manifest(
     host: KerasHostModel,
     options: KerasExportOptions,
+    model_bytes: bytes,
     io: dict[str, Any],
     name: str,
     version: str,
     calibration_rows: int,
-) -> dict[str, Any]:
+) -> Manifest:
+    """The bundle's manifest, its parity still to be measured."""
     meta = host.meta
     shape = host.input_shape
-    if len(shape) == 1:  # tabular: one feature per column
-        features = [
-            {"name": c, "dtype": "float32", "nullable": meta.get("impute") is not None}
-            for c in meta["channels"]
-        ]
-    else:  # windows / images: the features name the channels (last axis)
-        features = [{"name": c, "dtype": "float32", "nullable": False} for c in meta["channels"]]
-    input_spec: dict[str, Any] = {
-        "layout": "tensor",
-        "kind": meta["kind"],
-        "tensor_name": io["input"]["name"],
-        "dtype": "float32",
-        "shape": [None, *shape],
-        "features": features,
-    }
+    # Tabular: one feature per column; windows / images: the features name the channels.
+    nullable = len(shape) == 1 and meta.get("impute") is not None
+    features = tuple(Feature(name=c, dtype="float32", nullable=nullable) for c in meta["channels"])
+    window = meta.get("window_features")
+    in_quant, out_quant = _quantization(io, "input"), _quantization(io, "output")
     task = str(meta.get("task", "classification"))
     inside = ["standardize / rescale (first layer)", "softmax"]
+    head: AnomalyHead | ClassificationHead
     if task == "anomaly":
-        output: dict[str, Any] = {
-            "score_output": io["output"]["name"],
-            "score_sign": 1,
-            "threshold": float(meta["anomaly"]["threshold"]),
-        }
+        head = AnomalyHead(
+            score_output=io["output"]["name"],
+            score_sign=1,
+            threshold=float(meta["anomaly"]["threshold"]),
+            quantization=out_quant,
+        )
         inside = ["standardize (first layer)", "autoencoder", "mean squared reconstruction error"]
     else:
-        output = {"labels": host.labels, "probabilities_output": io["output"]["name"]}
-    if meta.get("window_features"):
-        input_spec |= {"kind": "window", "window_features": meta["window_features"]}
+        head = ClassificationHead(
+            labels=tuple(host.labels),
+            probabilities_output=io["output"]["name"],
+            quantization=out_quant,
+        )
     outside: list[str] = []
     if meta.get("impute"):
-        input_spec["impute"] = meta["impute"]
         outside.append("missing values -> training mean (input.impute)")
-    for where, spec in (("input", input_spec), ("output", output)):
-        q = io[where]
-        if "scale" in q:
-            spec["quantization"] = {k: q[k] for k in ("dtype", "scale", "zero_point")}
-            outside.append(
-                f"{where} {'quantized to' if where == 'input' else 'dequantized from'} "
-                f"{q['dtype']} (scale, zero point in the manifest)"
-            )
-    model: dict[str, Any] = {"quantize": options.quantize}
+    for where, q in (("input", in_quant), ("output", out_quant)):
+        if q is not None:
+            verb = "quantized to" if where == "input" else "dequantized from"
+            outside.append(f"{where} {verb} {q.dtype} (scale, zero point in the manifest)")
+    calibration = None
     if options.quantize == "int8":
-        model["calibration"] = {
-            "samples": calibration_rows,
-            "sha256": host.calibration_sha256(calibration_rows),
-        }
-    return {
-        "name": name,
-        "version": version,
-        "task": task,
-        "framework": {"name": "keras", "estimator": meta["model"]},
-        "model": model,
-        "input": input_spec,
-        "output": output,
-        "preprocessing": {"inside_graph": inside, "outside_graph": outside},
-        "metrics": meta["metrics"],
-        "parity": {"rows": len(host.y_heldout), "passed": False},
-        "versions": library_versions(
+        calibration = Calibration(
+            samples=calibration_rows, sha256=host.calibration_sha256(calibration_rows)
+        )
+    return Manifest(
+        name=name,
+        version=version,
+        task=task,  # type: ignore[arg-type]
+        created_at=created_at(),
+        framework=Framework(name="keras", estimator=meta["model"]),
+        model=model_file(
+            model_bytes,
+            f"model.{options.format}",
+            quantize=options.quantize,
+            calibration=calibration,
+        ),
+        input=InputSpec(
+            layout="tensor",
+            kind="window" if window else meta["kind"],
+            tensor_name=io["input"]["name"],
+            dtype="float32",
+            shape=(None, *shape),
+            features=features,
+            quantization=in_quant,
+            impute=tuple(meta["impute"]) if meta.get("impute") else None,
+            window_features=WindowFeatures.model_validate(window) if window else None,
+        ),
+        output=head,
+        preprocessing=Preprocessing(inside_graph=tuple(inside), outside_graph=tuple(outside)),
+        metrics=meta["metrics"],
+        parity=Parity(rows=max(len(host.y_heldout), 1), passed=False),
+        versions=library_versions(
             "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"
         ),
-        "training_data": meta["training_data"],
-    }
-
-
-def _served_outputs(bundle: Bundle, X: np.ndarray) -> np.ndarray:
-    """Probabilities (or anomaly scores, one column) as the device computes them (edge
-    backend, quantize/dequantize)."""
-    served = ServedModel.load(bundle)
-    rows: list[list[float]] = []
-    for start in range(0, len(X), 256):
-        for p in served.predict_tensor(X[start : start + 256]):
-            rows.append([p["score"]] if "score" in p else list(p["probabilities"].values()))
-    return np.asarray(rows, dtype=np.float64)
+        training_data=TrainingData.model_validate(meta["training_data"]),
+    )
 
 
 def export_keras(
@@ -204,45 +234,39 @@ def export_keras(
     else:
         model_bytes = to_onnx(host.model, host.input_shape, options.quantize, calibration)
         io = onnx_io(model_bytes)
-    model_file = f"model.{options.format}"
-    manifest = _manifest(host, options, io, name, version, n_cal)
+    manifest = build_manifest(host, options, model_bytes, io, name, version, n_cal)
     ref = np.asarray(host.model.predict(host.X_heldout, batch_size=256, verbose=0), np.float64)
-    staged = manifest
-    if manifest["input"].get("window_features"):
-        # The held-out rows are features: check the network on them (the device computes
-        # them from windows with the same edge.features code the trainer used).
-        spec = {k: v for k, v in manifest["input"].items() if k != "window_features"}
-        staged = manifest | {"input": spec | {"kind": "tabular"}}
-    with tempfile.TemporaryDirectory() as staging:
-        new = _served_outputs(
-            write_bundle(staging, model_bytes, model_file, staged), host.X_heldout
-        )
+    answers, backend = serve_staged(model_bytes, manifest, host.X_heldout)
     y = host.y_heldout
-    if manifest["task"] == "anomaly":
+    if isinstance(manifest.output, AnomalyHead):
         # "Accuracy" of a detector's conversion: how many alarms it keeps as they were.
-        limit = manifest["output"]["threshold"]
+        new = np.asarray([[a["score"]] for a in answers], np.float64)
+        limit = manifest.output.threshold
         acc_ref, acc_new = 1.0, float(((ref > limit) == (new > limit)).mean())
         max_diff = float((np.abs(ref - new) / np.maximum(np.abs(ref), 1.0)).max())
         agreement = acc_new
     else:
+        new = probabilities(answers, manifest.labels)
         acc_ref = float((ref.argmax(1) == y).mean())
         acc_new = float((new.argmax(1) == y).mean())
         max_diff = float(np.abs(ref - new).max())
         agreement = float((ref.argmax(1) == new.argmax(1)).mean())
-    report = {
-        "rows": len(y),
-        "label_agreement": agreement,
-        "max_abs_diff": max_diff,
-        "accuracy_reference": acc_ref,
-        "accuracy_converted": acc_new,
-        "accuracy_drop_points": round((acc_ref - acc_new) * 100, 4),
-        "max_accuracy_drop_points": options.max_accuracy_drop,
-    }
-    if options.quantize == "none":
-        report["tolerance"] = options.tolerance
-    log.info("%s %s parity: %s", options.format, options.quantize, report)
-    metric = "alarm agreement" if manifest["task"] == "anomaly" else "accuracy"
+    metric = "alarm agreement" if manifest.task == "anomaly" else "accuracy"
     gate(options, acc_ref, acc_new, max_diff, metric)
-    manifest["parity"] = report | {"passed": True}
-    manifest["metrics"] = manifest["metrics"] | {"accuracy_converted": acc_new}
-    return write_bundle(out_dir, model_bytes, model_file, manifest)
+    report = Parity(
+        rows=len(y),
+        passed=True,
+        served_by=backend,
+        tolerance=options.tolerance if options.quantize == "none" else None,
+        label_agreement=agreement,
+        max_abs_diff=max_diff,
+        accuracy_reference=acc_ref,
+        accuracy_converted=acc_new,
+        accuracy_drop_points=round((acc_ref - acc_new) * 100, 4),
+        max_accuracy_drop_points=options.max_accuracy_drop,
+    )
+    log.info("%s %s parity: %s", options.format, options.quantize, report)
+    final = manifest.model_copy(
+        update={"parity": report, "metrics": manifest.metrics | {"accuracy_converted": acc_new}}
+    )
+    return write_bundle(out_dir, model_bytes, final)

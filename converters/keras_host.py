@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 KERAS_FILE = "model.keras"
 META_FILE = "meta.json"

@@ -1,34 +1,63 @@
-"""Parity between a converted model and the original, and the gate that enforces it."""
+"""The one parity gate: the written bundle, served by the device's own code, against the original.
+
+Every converter stages the bundle it is about to write, loads it with the edge backend
+and ``ServedModel`` (the code the agent runs: request validation, missing values,
+lowercasing, window features, int8 quantize/dequantize, output decoding), feeds it the
+held-out data as a client would send it, and compares the answers with the host model.
+The result is one report type, :class:`~edgewise.edge.manifest.Parity`, stored in the
+manifest; a failed gate raises :class:`ParityError` and nothing is written.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from edge.errors import EdgewiseError
+from edgewise.converters.bundle_writer import write_bundle
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import Manifest, Parity
+from edgewise.edge.model import ServedModel
 
 DEFAULT_TOLERANCE = 1e-4
+BATCH = 256
 
 
 class ParityError(EdgewiseError):
     """The converted model does not answer like the original."""
 
 
-@dataclass(frozen=True)
-class ParityReport:
-    """How closely the converted model followed the original on held-out rows."""
+def serve_staged(
+    model_bytes: bytes, manifest: Manifest, inputs: Sequence[Any] | np.ndarray
+) -> tuple[list[dict[str, Any]], str]:
+    """Predictions of the bundle as the device serves it, and the backend's name.
 
-    rows: int
-    passed: bool
-    tolerance: float
-    label_agreement: float | None = None
-    max_abs_diff: float | None = None
-    max_rel_diff: float | None = None
+    ``inputs`` is a list of JSON instances or one array (batch axis first). A bundle with
+    window features is checked on feature rows: the device computes them from windows with
+    the same ``edge.features`` code the trainer used.
+    """
+    staged = manifest
+    if manifest.input.window_features is not None:
+        spec = manifest.input.model_copy(update={"window_features": None, "kind": "tabular"})
+        staged = manifest.model_copy(update={"input": spec})
+    with tempfile.TemporaryDirectory() as staging:
+        served = ServedModel.load(write_bundle(staging, model_bytes, staged))
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(inputs), BATCH):
+            chunk = inputs[start : start + BATCH]
+            if isinstance(chunk, np.ndarray):
+                answers += served.predict_tensor(chunk)
+            else:
+                answers += served.predict(list(chunk))
+        return answers, served.backend.name
 
-    def as_manifest(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+
+def probabilities(answers: list[dict[str, Any]], labels: Sequence[Any]) -> np.ndarray:
+    """The answers' class probabilities as a matrix in label order."""
+    keys = [str(c) for c in labels]
+    return np.asarray([[a["probabilities"][k] for k in keys] for a in answers], np.float64)
 
 
 def classification_parity(
@@ -38,17 +67,19 @@ def classification_parity(
     proba_ref: np.ndarray | None,
     proba_new: np.ndarray | None,
     tolerance: float = DEFAULT_TOLERANCE,
-) -> ParityReport:
-    """Every label must agree and every probability be within ``tolerance``."""
+    served_by: str | None = None,
+) -> Parity:
+    """Every label must agree and every probability (or distance) be within ``tolerance``."""
     labels_ref = np.asarray(labels_ref).reshape(-1)
     labels_new = np.asarray(labels_new).reshape(-1)
     agree = labels_ref.astype(str) == labels_new.astype(str)
     worst = 0.0
     if proba_ref is not None and proba_new is not None:
         worst = float(np.max(np.abs(np.asarray(proba_ref) - np.asarray(proba_new))))
-    report = ParityReport(
+    report = Parity(
         rows=len(labels_ref),
         passed=bool(agree.all()) and worst <= tolerance,
+        served_by=served_by,
         tolerance=tolerance,
         label_agreement=float(agree.mean()),
         max_abs_diff=worst,
@@ -62,16 +93,21 @@ def classification_parity(
 
 
 def regression_parity(
-    estimator: str, ref: np.ndarray, new: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
-) -> ParityReport:
+    estimator: str,
+    ref: np.ndarray,
+    new: np.ndarray,
+    tolerance: float = DEFAULT_TOLERANCE,
+    served_by: str | None = None,
+) -> Parity:
     """Every value within ``tolerance`` relative to max(|reference|, 1)."""
     ref = np.asarray(ref, dtype=np.float64).reshape(-1)
     new = np.asarray(new, dtype=np.float64).reshape(-1)
     diff = np.abs(ref - new)
     rel = diff / np.maximum(np.abs(ref), 1.0)
-    report = ParityReport(
+    report = Parity(
         rows=len(ref),
         passed=bool(np.all(rel <= tolerance)),
+        served_by=served_by,
         tolerance=tolerance,
         max_abs_diff=float(diff.max()),
         max_rel_diff=float(rel.max()),

@@ -1,30 +1,53 @@
 """scikit-learn pipelines to ONNX bundles, with a parity gate against the original.
 
-``export_sklearn(host_model, out_dir)`` is the common case: convert, check parity on the
-held-out rows with ONNX Runtime, and write the bundle. Options are validated before any work.
+``export_sklearn(host_model, out_dir)`` is the common case: convert, serve the staged
+bundle with the device's own code on the held-out rows (converters.parity), and write it.
+Options are validated before any work.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from converters.bundle_writer import library_versions, write_bundle
-from converters.explain import explain_spec
-from converters.host_model import HostModel
-from converters.parity import (
-    DEFAULT_TOLERANCE,
-    ParityReport,
-    classification_parity,
-    regression_parity,
+from edgewise.converters.bundle_writer import (
+    created_at,
+    library_versions,
+    model_file,
+    write_bundle,
 )
-from edge.bundle import Bundle
-from edge.errors import EdgewiseError
-from edge.topics import check_segment
+from edgewise.converters.explain import explain_spec
+from edgewise.converters.host_model import HostModel
+from edgewise.converters.parity import (
+    DEFAULT_TOLERANCE,
+    classification_parity,
+    probabilities,
+    regression_parity,
+    serve_staged,
+)
+from edgewise.edge.bundle import Bundle
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import (
+    MISSING_CATEGORY,
+    AnomalyHead,
+    ClassificationHead,
+    ClusteringHead,
+    Feature,
+    Framework,
+    Head,
+    InputSpec,
+    Manifest,
+    Parity,
+    Preprocessing,
+    RegressionHead,
+    TrainingData,
+    WindowFeatures,
+)
+from edgewise.edge.topics import check_segment
 
 log = logging.getLogger(__name__)
 
@@ -87,61 +110,144 @@ def convert_pipeline(pipeline: Any, features: list[dict[str, str]], layout: str)
     return bytes(onx.SerializeToString())
 
 
-def onnx_feeds(
-    input_names: list[str], X: pd.DataFrame, features: list[dict[str, str]], layout: str
-) -> dict[str, np.ndarray]:
-    """ONNX Runtime feeds for a frame of raw features (input names in feature order)."""
-    if layout == "tensor":
-        return {input_names[0]: X.to_numpy(dtype=np.float32)}
-    return {
-        name: X[f["name"]]
-        .to_numpy(dtype=object if f["dtype"] == "string" else np.float32)
-        .reshape(-1, 1)
-        for name, f in zip(input_names, features)
-    }
+def graph_inputs(model_bytes: bytes) -> list[str]:
+    """The ONNX graph's input names (skl2onnx sanitizes column names: "a b" -> "a_b")."""
+    import onnx
+
+    return [i.name for i in onnx.load_from_string(model_bytes).graph.input]
+
+
+def build_manifest(
+    host: HostModel, model_bytes: bytes, name: str, version: str, tolerance: float
+) -> Manifest:
+    """The bundle's manifest, its parity still to be measured."""
+    est = _estimator(host.pipeline)
+    input_names = graph_inputs(model_bytes)
+    features = tuple(
+        Feature(
+            name=f["name"],
+            dtype=f["dtype"],  # type: ignore[arg-type]
+            nullable=True,
+            onnx_input=input_names[i] if host.layout == "columns" else None,
+        )
+        for i, f in enumerate(host.features)
+    )
+    window = host.meta.get("window_features")
+    outside = ["numeric null -> NaN (imputed inside the graph)"]
+    text = bool(host.meta.get("text"))
+    if text:
+        # skl2onnx lowercases with StringNormalizer, which needs an installed en_US.UTF-8
+        # locale in ONNX Runtime: the agent lowercases instead (edge.model).
+        outside.append("text lowercased (str.lower) before the graph")
+    if any(f.dtype == "string" for f in features):
+        outside.append('categorical null -> "" (the missing category)')
+    spec = InputSpec(
+        layout=host.layout,  # type: ignore[arg-type]
+        features=features,
+        kind="text" if text else "window" if window else "tabular",
+        tensor_name=input_names[0] if host.layout == "tensor" else None,
+        dtype="float32" if host.layout == "tensor" else None,
+        shape=(None, len(features)) if host.layout == "tensor" else None,
+        window_features=WindowFeatures.model_validate(window) if window else None,
+        lowercase=text,
+    )
+    head: Head
+    if host.task == "classification":
+        head = ClassificationHead(
+            labels=tuple(_native(c) for c in est.classes_),
+            label_output="label",
+            probabilities_output="probabilities" if hasattr(est, "predict_proba") else None,
+        )
+    elif host.task == "anomaly":
+        # The graph's score is scikit-learn's decision function (low = anomalous); the
+        # agent negates it (score_sign) so that a higher score is more anomalous.
+        head = AnomalyHead(
+            score_output="scores", score_sign=-1, threshold=float(host.meta["anomaly"]["threshold"])
+        )
+    elif host.task == "clustering":
+        head = ClusteringHead(
+            label_output="label", distances_output="scores", clusters=int(est.n_clusters)
+        )
+    else:
+        head = RegressionHead(value_output="variable")
+    explain = explain_spec(host)
+    return Manifest(
+        name=name,
+        version=version,
+        task=host.task,  # type: ignore[arg-type]
+        created_at=created_at(),
+        framework=Framework(name="scikit-learn", estimator=type(est).__name__),
+        model=model_file(model_bytes, "model.onnx", opset=TARGET_OPSET[""]),
+        input=spec,
+        output=head,
+        preprocessing=Preprocessing(
+            inside_graph=tuple(host.meta.get("preprocessing", [])), outside_graph=tuple(outside)
+        ),
+        metrics=host.meta.get("metrics", {}),
+        parity=Parity(rows=max(len(host.y_heldout), 1), passed=False, tolerance=tolerance),
+        versions=library_versions("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy"),
+        training_data=TrainingData.model_validate(host.meta["training_data"]),
+        explain=explain,
+    )
+
+
+def device_instances(host: HostModel) -> list[Any]:
+    """The held-out rows as a client sends them: missing values as null, text as typed."""
+    if host.meta.get("text"):
+        return [str(v) for v in host.X_heldout[host.features[0]["name"]]]
+    string = [f["dtype"] == "string" for f in host.features]
+    rows = []
+    for row in host.X_heldout.itertuples(index=False):
+        rows.append(
+            [
+                None
+                if (is_str and v == MISSING_CATEGORY)
+                or (not is_str and isinstance(v, float) and math.isnan(v))
+                else (str(v) if is_str else float(v))
+                for v, is_str in zip(row, string)
+            ]
+        )
+    return rows
+
+
+def _gate(host: HostModel, model_bytes: bytes, manifest: Manifest, tolerance: float) -> Parity:
+    answers, backend = serve_staged(model_bytes, manifest, device_instances(host))
+    X = host.model_input(host.X_heldout)
+    name = type(_estimator(host.pipeline)).__name__
+    if host.task == "regression":
+        new = np.asarray([a["value"] for a in answers])
+        return regression_parity(name, host.pipeline.predict(X), new, tolerance, backend)
+    if host.task == "anomaly":
+        # The device answers score_sign * decision function: higher is more anomalous.
+        ref = -host.pipeline.decision_function(X)
+        new = np.asarray([a["score"] for a in answers])
+        return regression_parity(name, ref, new, tolerance, backend)
+    if host.task == "clustering":
+        return classification_parity(
+            name,
+            host.pipeline.predict(X),
+            np.asarray([a["cluster"] for a in answers]),
+            host.pipeline.transform(X),
+            np.asarray([a["distances"] for a in answers]),
+            max(tolerance, 1e-5),  # distances are rounded to 6 decimals in answers
+            backend,
+        )
+    labels = np.asarray([a["label"] for a in answers], dtype=object)
+    proba_ref = proba_new = None
+    if hasattr(host.pipeline, "predict_proba"):
+        proba_ref = host.pipeline.predict_proba(X)
+        proba_new = probabilities(answers, manifest.labels)
+    return classification_parity(
+        name, host.pipeline.predict(X), labels, proba_ref, proba_new, tolerance, backend
+    )
 
 
 def check_parity(
     host: HostModel, model_bytes: bytes, tolerance: float = DEFAULT_TOLERANCE
-) -> tuple[ParityReport, list[str]]:
-    """Run the ONNX graph and the pipeline on the held-out rows; raise ParityError on drift."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
-    feeds = onnx_feeds(input_names, host.X_heldout, host.features, host.layout)
-    outputs = dict(zip(output_names, session.run(None, feeds)))
-    X = host.model_input(host.X_heldout)
-    name = type(_estimator(host.pipeline)).__name__
-    if host.task == "regression":
-        report = regression_parity(name, host.pipeline.predict(X), outputs["variable"], tolerance)
-    elif host.task == "anomaly":
-        report = regression_parity(
-            name, host.pipeline.decision_function(X), outputs["scores"], tolerance
-        )
-    elif host.task == "clustering":
-        report = classification_parity(
-            name,
-            host.pipeline.predict(X),
-            outputs["label"],
-            host.pipeline.transform(X),
-            outputs["scores"],
-            tolerance,
-        )
-    else:
-        proba_ref = (
-            host.pipeline.predict_proba(X) if hasattr(host.pipeline, "predict_proba") else None
-        )
-        report = classification_parity(
-            name,
-            host.pipeline.predict(X),
-            outputs["label"],
-            proba_ref,
-            outputs.get("probabilities"),
-            tolerance,
-        )
-    return report, input_names
+) -> Parity:
+    """Serve the graph with the device's code on the held-out rows; raise ParityError on drift."""
+    manifest = build_manifest(host, model_bytes, str(host.meta["name"]), "1", tolerance)
+    return _gate(host, model_bytes, manifest, tolerance)
 
 
 def export_sklearn(
@@ -158,76 +264,10 @@ def export_sklearn(
     if not 0 < tolerance < 1:
         raise EdgewiseError(f"tolerance {tolerance!r} must be between 0 and 1")
     model_bytes = convert_pipeline(host.pipeline, host.features, host.layout)
-    report, input_names = check_parity(host, model_bytes, tolerance)
-    est = _estimator(host.pipeline)
-    log.info("parity on %d held-out rows: %s", report.rows, report.as_manifest())
-    features: list[dict[str, Any]] = []
-    for i, f in enumerate(host.features):
-        entry: dict[str, Any] = {"name": f["name"], "dtype": f["dtype"], "nullable": True}
-        if host.layout == "columns":
-            entry["onnx_input"] = input_names[i]  # skl2onnx sanitizes names ("a b" -> "a_b")
-        features.append(entry)
-    input_spec: dict[str, Any] = {"layout": host.layout, "features": features}
-    if host.layout == "tensor":
-        input_spec |= {
-            "tensor_name": input_names[0],
-            "dtype": "float32",
-            "shape": [None, len(features)],
-        }
-    if host.task == "classification":
-        output: dict[str, Any] = {
-            "labels": [_native(c) for c in est.classes_],
-            "label_output": "label",
-            "probabilities_output": "probabilities",
-        }
-    elif host.task == "anomaly":
-        # The graph's score is scikit-learn's decision function (low = anomalous); the
-        # agent negates it (score_sign) so that a higher score is more anomalous.
-        output = {
-            "score_output": "scores",
-            "score_sign": -1,
-            "threshold": float(host.meta["anomaly"]["threshold"]),
-        }
-    elif host.task == "clustering":
-        output = {
-            "label_output": "label",
-            "distances_output": "scores",
-            "clusters": int(est.n_clusters),
-        }
-    else:
-        output = {"value_output": "variable"}
-    window = host.meta.get("window_features")
-    if window is not None:
-        input_spec |= {"kind": "window", "window_features": window}
-    outside = ["numeric null -> NaN (imputed inside the graph)"]
-    if host.meta.get("text"):
-        # skl2onnx lowercases with StringNormalizer, which needs an installed en_US.UTF-8
-        # locale in ONNX Runtime: the agent lowercases instead (edge.model).
-        input_spec |= {"kind": "text", "lowercase": True}
-        outside.append("text lowercased (str.lower) before the graph")
-    if any(f["dtype"] == "string" for f in host.features):
-        outside.append('categorical null -> "" (the missing category)')
-    manifest = {
-        "name": name,
-        "version": version,
-        "task": host.task,
-        "framework": {"name": "scikit-learn", "estimator": type(est).__name__},
-        "model": {"opset": TARGET_OPSET[""]},
-        "input": input_spec,
-        "output": output,
-        "preprocessing": {
-            "inside_graph": host.meta.get("preprocessing", []),
-            "outside_graph": outside,
-        },
-        "metrics": host.meta.get("metrics", {}),
-        "parity": report.as_manifest(),
-        "versions": library_versions("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy"),
-        "training_data": host.meta["training_data"],
-    }
-    explain = explain_spec(host)
-    if explain is not None:
-        manifest["explain"] = explain
-    return write_bundle(out_dir, model_bytes, "model.onnx", manifest)
+    manifest = build_manifest(host, model_bytes, name, version, tolerance)
+    report = _gate(host, model_bytes, manifest, tolerance)
+    log.info("parity on %d held-out rows: %s", report.rows, report.model_dump(exclude_none=True))
+    return write_bundle(out_dir, model_bytes, manifest.model_copy(update={"parity": report}))
 
 
 def _native(value: Any) -> Any:

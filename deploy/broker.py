@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 # Mosquitto drops QoS 1 messages for an offline or slow client beyond this many (default
 # 1000), silently; a bigger queue is what lets requests wait for a restarting agent.

@@ -26,19 +26,25 @@ import time
 import uuid
 from typing import Any
 
-from edge.backends import BackendOptions
-from edge.backoff import Backoff
-from edge.config import AgentConfig
-from edge.delivery import Delivery, DirectDelivery, OutboxDelivery
-from edge.errors import RequestError
-from edge.health import Counters, LatencyWindow, health_document, publish_health, report_health
-from edge.model import ServedModel, load_models
-from edge.mqtt import Message, MqttConnection
-from edge.outbox import Outbox, OutMessage, StorageError
-from edge.payload import decode_request, encode, error_doc, peek_id
-from edge.retained import RetainedGuard
-from edge.supervision import Notifier, Supervisor, stop_on_signals
-from edge.topics import response_topic_problem
+from edgewise.edge.backends import BackendOptions
+from edgewise.edge.backoff import Backoff
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
+from edgewise.edge.errors import RequestError
+from edgewise.edge.health import (
+    Counters,
+    LatencyWindow,
+    health_document,
+    publish_health,
+    report_health,
+)
+from edgewise.edge.model import ServedModel, load_models
+from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.outbox import Outbox, OutMessage, StorageError
+from edgewise.edge.payload import decode_request, encode, error_doc, peek_id
+from edgewise.edge.retained import RetainedGuard
+from edgewise.edge.supervision import Notifier, Supervisor, stop_on_signals
+from edgewise.edge.topics import response_topic_problem
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.errors import BackendUnavailableError, BundleError
+from edgewise.edge.errors import BackendUnavailableError, BundleError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edge.endpoint import Endpoint
+    from edgewise.edge.endpoint import Endpoint
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
@@ -64,7 +64,7 @@ def _connection_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _endpoint(args: argparse.Namespace) -> Endpoint:
-    from edge.endpoint import Endpoint
+    from edgewise.edge.endpoint import Endpoint
 
     settings = _connection_settings(args)
     settings["tls_insecure"] = bool(settings["tls_insecure"])
@@ -128,8 +128,8 @@ def configure_watch(p: argparse.ArgumentParser) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    from edge.agent import Agent
-    from edge.config import AgentConfig
+    from edgewise.edge.agent import Agent
+    from edgewise.edge.config import AgentConfig
 
     base = AgentConfig.from_toml(args.config) if args.config else AgentConfig()
     config = base.merged(
@@ -150,8 +150,8 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from edge.client import send_csv
-    from edge.topics import Topics
+    from edgewise.edge.client import send_csv
+    from edgewise.edge.topics import Topics
 
     topics = Topics(args.prefix or "edgewise", args.device or socket.gethostname())
     result = send_csv(
@@ -181,7 +181,7 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    from edge.client import watch
+    from edgewise.edge.client import watch
 
     watch(
         _endpoint(args),

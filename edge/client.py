@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.endpoint import Endpoint
-from edge.errors import EdgewiseError
-from edge.mqtt import Message, MqttConnection
-from edge.topics import Topics
+from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.topics import Topics
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the broker at most (less with a shorter --timeout)
 

@@ -24,11 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-from edge.endpoint import Endpoint, redact_url
-from edge.errors import EdgewiseError
-from edge.mqtt import Session
-from edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
-from edge.topics import MAX_DEVICE_LENGTH, Topics, check_device
+from edgewise.edge.endpoint import Endpoint, redact_url
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.mqtt import Session
+from edgewise.edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
+from edgewise.edge.topics import MAX_DEVICE_LENGTH, Topics, check_device
 
 if sys.version_info >= (3, 11):
     import tomllib

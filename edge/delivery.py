@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from edge.mqtt import MqttConnection, PublishRefused
-from edge.outbox import Outbox, OutMessage, StorageError
+from edgewise.edge.mqtt import MqttConnection, PublishRefused
+from edgewise.edge.outbox import Outbox, OutMessage, StorageError
 
 log = logging.getLogger(__name__)
 

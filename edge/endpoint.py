@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 PASSWORD_ENV = "EDGEWISE_MQTT_PASSWORD"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import BundleError
+from edgewise.edge.errors import BundleError
+from edgewise.edge.manifest import GlobalExplain, LinearExplain
 
 DEFAULT_TOP = 3
 
@@ -21,25 +22,25 @@ DEFAULT_TOP = 3
 class Explainer:
     """Builds the ``explanation`` of each prediction of one model."""
 
-    def __init__(self, spec: dict[str, Any], features: list[str], labels: list[Any] | None) -> None:
-        self.method = str(spec["method"])
+    def __init__(
+        self, spec: LinearExplain | GlobalExplain, features: list[str], labels: list[Any] | None
+    ) -> None:
+        self.method = spec.method
         self.features = features
         n = len(features)
-        if self.method == "linear":
-            self._impute = np.asarray(spec["impute"], dtype=np.float64)
-            self._mean = np.asarray(spec["mean"], dtype=np.float64)
-            self._scale = np.asarray(spec["scale"], dtype=np.float64)
-            self._coef = np.asarray(spec["coef"], dtype=np.float64)
-            self._intercept = np.asarray(spec["intercept"], dtype=np.float64)
+        if isinstance(spec, LinearExplain):
+            self._impute = np.asarray(spec.impute, dtype=np.float64)
+            self._mean = np.asarray(spec.mean, dtype=np.float64)
+            self._scale = np.asarray(spec.scale, dtype=np.float64)
+            self._coef = np.asarray(spec.coef, dtype=np.float64)
+            self._intercept = np.asarray(spec.intercept, dtype=np.float64)
             shapes = {len(self._impute), len(self._mean), len(self._scale), self._coef.shape[1]}
             if shapes != {n}:
                 raise BundleError(f"explain section does not match the {n} features")
-        elif self.method == "global":
-            self._importance = np.asarray(spec["importance"], dtype=np.float64)
+        else:
+            self._importance = np.asarray(spec.importance, dtype=np.float64)
             if len(self._importance) != n:
                 raise BundleError(f"explain section does not match the {n} features")
-        else:
-            raise BundleError(f"explain method {self.method!r}: known are linear, global")
         self._labels = [str(label) for label in labels] if labels else None
 
     def explain(

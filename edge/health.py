@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.errors import EdgewiseError
-from edge.payload import encode
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.payload import encode
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from edgewise.edge.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def health_document(agent: Agent) -> dict[str, Any]:
         "models": {
             name: {
                 "version": model.version,
-                "sha256": model.bundle.manifest["model"]["sha256"],
+                "sha256": model.bundle.sha256,
                 "backend": model.backend.name,
                 "inference_ms": agent.inference_ms[name].summary(),
                 "e2e_ms": agent.e2e_ms[name].summary(),

@@ -1,6 +1,6 @@
 """Peak memory of serving one bundle, measured in a fresh process (``edgewise compare``).
 
-Run as ``python -m edge.memory_probe BUNDLE N``: imports the runtimes, notes the peak RSS,
+Run as ``python -m edgewise.edge.memory_probe BUNDLE N``: imports the runtimes, notes the peak RSS,
 loads the bundle and answers N single-instance requests made from its own input spec,
 then prints the growth of the peak RSS in KiB as JSON. Edge code only.
 """
@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from edge.health import rss_bytes
+from edgewise.edge.health import rss_bytes
 
 
 def _peak_kib() -> int:
@@ -28,8 +28,8 @@ def _now_kib() -> int:
 def main(argv: list[str]) -> int:
     import importlib
 
-    from edge.bundle import load_bundle
-    from edge.model import ServedModel
+    from edgewise.edge.bundle import load_bundle
+    from edgewise.edge.model import ServedModel
 
     path, n = argv[0], int(argv[1])
     bundle = load_bundle(path)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from edge.backends import Backend, BackendOptions, load_backend
-from edge.bundle import Bundle, Feature, load_bundle
-from edge.errors import BundleError, EdgewiseError, RequestError
-from edge.explain import DEFAULT_TOP, Explainer
-from edge.features import window_features
+from edgewise.edge.backends import Backend, BackendOptions, load_backend
+from edgewise.edge.bundle import Bundle, load_bundle
+from edgewise.edge.errors import BundleError, EdgewiseError, RequestError
+from edgewise.edge.explain import DEFAULT_TOP, Explainer
+from edgewise.edge.features import window_features
+from edgewise.edge.manifest import (
+    MISSING_CATEGORY,
+    AnomalyHead,
+    ClassificationHead,
+    ClusteringHead,
+    Feature,
+    Head,
+    Quantization,
+    RegressionHead,
+)
 
+Outputs = dict[str, np.ndarray[Any, Any]]
 _NUMBER = (int, float)
 # The largest finite float32: models compute in float32, so a bigger value (1e39, or a
 # 400-digit integer) would silently become infinite.
@@ -26,40 +37,30 @@ class ServedModel:
     def __init__(self, bundle: Bundle, backend: Backend) -> None:
         self.bundle = bundle
         self.backend = backend
-        self.name = bundle.name
-        self.version = bundle.version
-        self.features: tuple[Feature, ...] = bundle.features
+        manifest = bundle.manifest
+        spec = manifest.input
+        self.name = manifest.name
+        self.version = manifest.version
+        self.features: tuple[Feature, ...] = spec.features
         self._index = {f.name: i for i, f in enumerate(self.features)}
-        out = bundle.manifest["output"]
-        spec = bundle.manifest["input"]
-        self._labels = bundle.labels
-        self._label_output = out.get("label_output")
-        self._proba_output = out.get("probabilities_output")
-        self._value_output = out.get("value_output")
-        self._score_output = out.get("score_output")
-        self._score_sign = float(out.get("score_sign", 1))
-        self._threshold = out.get("threshold")
-        self._distances_output = out.get("distances_output")
-        # One instance's shape for tensor inputs: (F,) rows, (T, C) windows, (H, W, C) images.
-        self.instance_shape: tuple[int, ...] | None = (
-            tuple(int(d) for d in spec["shape"][1:]) if bundle.layout == "tensor" else None
-        )
-        self._tensor_name: str | None = spec.get("tensor_name")
+        # The task decides how outputs are read; the manifest guarantees the matching head.
+        self.head = manifest.output
+        self._decode = _DECODERS[manifest.task]
+        self._labels = list(manifest.labels)
+        self.instance_shape = spec.instance_shape
+        self._tensor_name = spec.tensor_name
         # Window-feature models: clients send raw windows, the agent computes the features.
-        self._window: dict[str, Any] | None = spec.get("window_features")
-        if self._window is not None:
-            self.instance_shape = tuple(int(d) for d in self._window["window"])
-        self._in_quant: dict[str, Any] | None = spec.get("quantization")
-        self._out_quant: dict[str, Any] | None = out.get("quantization")
-        self._impute = np.asarray(spec["impute"], dtype=np.float32) if spec.get("impute") else None
+        self._window = spec.window_features
+        self._in_quant = spec.quantization
+        self._impute = np.asarray(spec.impute, dtype=np.float32) if spec.impute else None
         # Text models: an instance may be the bare string; text is lowercased as in training.
-        self._text = spec.get("kind") == "text"
-        self._lowercase = bool(spec.get("lowercase"))
-        explain = bundle.manifest.get("explain")
+        self._text = spec.kind == "text"
+        self._lowercase = spec.lowercase
+        explain = manifest.explain
         self.explainer = (
             Explainer(explain, [f.name for f in self.features], self._labels or None)
-            if explain
-            and self.bundle.layout == "tensor"
+            if explain is not None
+            and spec.layout == "tensor"
             and (len(self.instance_shape or ()) == 1 or self._window is not None)
             else None
         )
@@ -78,14 +79,7 @@ class ServedModel:
         else:
             wanted = {str(f.onnx_input) for f in self.features}
         outputs = set(self.backend.output_names)
-        named = (
-            self._label_output,
-            self._proba_output,
-            self._value_output,
-            self._score_output,
-            self._distances_output,
-        )
-        declared = {o for o in named if o}
+        declared = set(_output_names(self.head))
         if wanted - inputs or declared - outputs:
             raise BundleError(
                 f"bundle {self.name}: manifest names inputs {sorted(wanted)} / outputs "
@@ -93,7 +87,7 @@ class ServedModel:
             )
         if self.bundle.layout == "tensor":
             name = str(self._tensor_name)
-            expected = self._in_quant["dtype"] if self._in_quant else "float32"
+            expected = self._in_quant.dtype if self._in_quant else "float32"
             actual = self.backend.input_dtypes.get(name, expected)
             if actual != expected:
                 raise BundleError(
@@ -145,7 +139,7 @@ class ServedModel:
             if isinstance(value, str):
                 return value
             if value is None and feature.nullable:
-                return ""  # the trainer maps missing categories to "" (manifest preprocessing)
+                return MISSING_CATEGORY  # as in training (manifest preprocessing)
             raise RequestError(
                 "bad_type",
                 f"instance {position}: feature {feature.name!r} takes a string, "
@@ -207,15 +201,15 @@ class ServedModel:
     def _tensor_feed(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
         if self._window is not None:
             w = self._window
-            array = window_features(array, float(w["sample_rate"]), int(w["bands"]))
+            array = window_features(array, float(w.sample_rate), w.bands)
         if self._impute is not None:
             array = np.where(np.isnan(array), self._impute, array)
         if self._in_quant:
             # int8 models: real values in, quantized with the manifest's scale / zero point.
             q = self._in_quant
-            info = np.iinfo(q["dtype"])
-            scaled = np.round(array / q["scale"]) + q["zero_point"]
-            array = np.clip(scaled, info.min, info.max).astype(q["dtype"])
+            info = np.iinfo(q.dtype)
+            scaled = np.round(array / q.scale) + q.zero_point
+            array = np.clip(scaled, info.min, info.max).astype(q.dtype)
         return {str(self._tensor_name): array}
 
     def encode_tensor(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
@@ -244,39 +238,7 @@ class ServedModel:
 
     def decode(self, outputs: dict[str, np.ndarray[Any, Any]]) -> list[dict[str, Any]]:
         """Backend outputs as JSON-ready predictions, one per instance."""
-        if self._value_output:
-            values = outputs[self._value_output].reshape(-1)
-            return [{"value": float(v)} for v in values]
-        if self._score_output:
-            raw = outputs[self._score_output].reshape(-1).astype(np.float64)
-            if self._out_quant:
-                raw = (raw - self._out_quant["zero_point"]) * self._out_quant["scale"]
-            scores = self._score_sign * raw
-            limit = float(self._threshold) if self._threshold is not None else math.inf
-            return [{"score": float(v), "is_anomaly": bool(v > limit)} for v in scores]
-        if self._distances_output:
-            clusters = outputs[str(self._label_output)].reshape(-1).tolist()
-            distances = outputs[self._distances_output].tolist()
-            return [
-                {"cluster": int(c), "distances": [round(float(d), 6) for d in row]}
-                for c, row in zip(clusters, distances)
-            ]
-        probs_array = outputs[self._proba_output] if self._proba_output else None
-        if probs_array is not None and self._out_quant:
-            q = self._out_quant
-            probs_array = (probs_array.astype(np.float32) - q["zero_point"]) * q["scale"]
-        if self._label_output:
-            labels = outputs[self._label_output].reshape(-1).tolist()
-        else:  # networks output probabilities only: the label is the most probable class
-            assert probs_array is not None
-            labels = [self._labels[i] for i in probs_array.argmax(axis=1).tolist()]
-        if probs_array is None:
-            return [{"label": lab} for lab in labels]
-        keys = [str(c) for c in self._labels]
-        probs = probs_array.tolist()
-        return [
-            {"label": lab, "probabilities": dict(zip(keys, row))} for lab, row in zip(labels, probs)
-        ]
+        return self._decode(self.head, outputs)
 
     def predict(
         self, instances: Sequence[Any], explain: bool = False, top: int | None = DEFAULT_TOP
@@ -301,12 +263,12 @@ class ServedModel:
         return {
             "name": self.name,
             "version": self.version,
-            "task": self.bundle.manifest["task"],
-            "sha256": self.bundle.manifest["model"]["sha256"],
+            "task": self.bundle.task,
+            "sha256": self.bundle.sha256,
             "features": [{"name": f.name, "dtype": f.dtype} for f in self.features],
             # Windows and images: clients (edgewise send) need the shape of one instance.
             "input": {
-                "kind": self.bundle.manifest["input"].get("kind", "tabular"),
+                "kind": self.bundle.manifest.input.kind,
                 "shape": list(self.instance_shape) if self.instance_shape else None,
             },
             "labels": self.bundle.labels,
@@ -317,6 +279,77 @@ class ServedModel:
     def predict_tensor(self, array: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
         """Validate, run and decode a batch given as one array (batch axis first)."""
         return self.decode(self.backend.run(self.encode_tensor(array)))
+
+
+def _dequantize(
+    array: np.ndarray[Any, Any], q: Quantization | None, dtype: type[np.floating[Any]]
+) -> np.ndarray[Any, Any]:
+    array = array.astype(dtype, copy=False)
+    return array if q is None else (array - q.zero_point) * dtype(q.scale)
+
+
+def _decode_classification(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
+    assert isinstance(head, ClassificationHead)
+    probs = outputs[head.probabilities_output] if head.probabilities_output else None
+    if probs is not None:
+        probs = _dequantize(probs, head.quantization, np.float32)
+    if head.label_output:
+        labels = outputs[head.label_output].reshape(-1).tolist()
+    else:  # networks output probabilities only: the label is the most probable class
+        assert probs is not None
+        labels = [head.labels[i] for i in probs.argmax(axis=1).tolist()]
+    if probs is None:
+        return [{"label": lab} for lab in labels]
+    keys = [str(c) for c in head.labels]
+    return [
+        {"label": lab, "probabilities": dict(zip(keys, row))}
+        for lab, row in zip(labels, probs.tolist())
+    ]
+
+
+def _decode_regression(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
+    assert isinstance(head, RegressionHead)
+    return [{"value": float(v)} for v in outputs[head.value_output].reshape(-1)]
+
+
+def _decode_anomaly(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
+    assert isinstance(head, AnomalyHead)
+    raw = _dequantize(outputs[head.score_output].reshape(-1), head.quantization, np.float64)
+    scores = head.score_sign * raw
+    return [{"score": float(v), "is_anomaly": bool(v > head.threshold)} for v in scores]
+
+
+def _decode_clustering(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
+    assert isinstance(head, ClusteringHead)
+    clusters = outputs[head.label_output].reshape(-1).tolist()
+    distances = outputs[head.distances_output].tolist()
+    return [
+        {"cluster": int(c), "distances": [round(float(d), 6) for d in row]}
+        for c, row in zip(clusters, distances)
+    ]
+
+
+_DECODERS: dict[str, Callable[[Head, Outputs], list[dict[str, Any]]]] = {
+    "classification": _decode_classification,
+    "regression": _decode_regression,
+    "anomaly": _decode_anomaly,
+    "clustering": _decode_clustering,
+}
+
+
+def _output_names(head: Head) -> list[str]:
+    """The model outputs a head reads."""
+    names = [
+        getattr(head, field, None)
+        for field in (
+            "label_output",
+            "probabilities_output",
+            "value_output",
+            "score_output",
+            "distances_output",
+        )
+    ]
+    return [n for n in names if n]
 
 
 def load_models(

@@ -28,9 +28,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.backoff import Backoff
-from edge.endpoint import Endpoint, describe_tls_error
-from edge.errors import EdgewiseError
+from edgewise.edge.backoff import Backoff
+from edgewise.edge.endpoint import Endpoint, describe_tls_error
+from edgewise.edge.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 SYNC_MODES = ("full", "normal")
 

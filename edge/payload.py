@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import RequestError
+from edgewise.edge.errors import RequestError
 
 DEFAULT_MAX_PAYLOAD = 1 << 20  # 1 MiB
 DEFAULT_MAX_INSTANCES = 1024

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
-from edge.mqtt import Message
-from edge.topics import Topics
+from edgewise.edge.mqtt import Message
+from edgewise.edge.topics import Topics
 
 log = logging.getLogger(__name__)
 

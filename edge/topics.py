@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 _FORBIDDEN = set("/+#\x00")
 MAX_DEVICE_LENGTH = 128

@@ -16,13 +16,19 @@ from collections.abc import Sequence
 
 # command -> (module, help); the module has configure_<command>(parser).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("trainer.cli", "train a model and write its edge bundle"),
-    "convert": ("converters.cli", "convert a saved host model into an edge bundle"),
-    "compare": ("trainer.compare_cli", "classical vs deep candidates measured on your data"),
-    "demo": ("trainer.cli", "train, convert, serve and query a model over MQTT, end to end"),
-    "agent": ("edge.cli", "serve bundles over MQTT on this device"),
-    "send": ("edge.cli", "publish CSV rows as requests and collect the answers"),
-    "watch": ("edge.cli", "print predictions and errors as they arrive"),
+    "train": ("edgewise.trainer.cli", "train a model and write its edge bundle"),
+    "convert": ("edgewise.converters.cli", "convert a saved host model into an edge bundle"),
+    "compare": (
+        "edgewise.trainer.compare_cli",
+        "classical vs deep candidates measured on your data",
+    ),
+    "demo": (
+        "edgewise.trainer.cli",
+        "train, convert, serve and query a model over MQTT, end to end",
+    ),
+    "agent": ("edgewise.edge.cli", "serve bundles over MQTT on this device"),
+    "send": ("edgewise.edge.cli", "publish CSV rows as requests and collect the answers"),
+    "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo"}
 
@@ -78,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from edge.errors import EdgewiseError
+    from edgewise.edge.errors import EdgewiseError
 
     # TensorFlow reads its C++ log level once, at import: keep its banners off the terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -52,9 +52,9 @@ def make_mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
 
 def build_iris(out: Path) -> Path:
     """A random forest on iris, as an ONNX bundle."""
-    from converters.sklearn_onnx import export_sklearn
-    from trainer.datasets import load_builtin
-    from trainer.train import train
+    from edgewise.converters.sklearn_onnx import export_sklearn
+    from edgewise.trainer.datasets import load_builtin
+    from edgewise.trainer.train import train
 
     export_sklearn(train(load_builtin("iris"), "random-forest", "iris-rf"), out)
     return out
@@ -62,9 +62,9 @@ def build_iris(out: Path) -> Path:
 
 def build_rooms(out: Path, csv_path: Path) -> Path:
     """Gradient boosting on the mixed CSV (strings and missing values), as ONNX."""
-    from converters.sklearn_onnx import export_sklearn
-    from trainer.datasets import load_csv
-    from trainer.train import train
+    from edgewise.converters.sklearn_onnx import export_sklearn
+    from edgewise.trainer.datasets import load_csv
+    from edgewise.trainer.train import train
 
     export_sklearn(train(load_csv(csv_path, "status"), "hist-gradient-boosting", "rooms"), out)
     return out
@@ -72,23 +72,23 @@ def build_rooms(out: Path, csv_path: Path) -> Path:
 
 def train_vibration() -> Any:
     """A 1-D CNN on the built-in vibration windows (100 per class, a few epochs)."""
-    from trainer.deep import train_deep
-    from trainer.tensors import load_vibration
+    from edgewise.trainer.deep import train_deep
+    from edgewise.trainer.tensors import load_vibration
 
     return train_deep(load_vibration(per_class=100, seed=0), "cnn1d", "vibration", epochs=15)
 
 
 def train_digits() -> Any:
     """A 2-D CNN on scikit-learn's 8x8 digits."""
-    from trainer.deep import train_deep
-    from trainer.tensors import load_digits_images
+    from edgewise.trainer.deep import train_deep
+    from edgewise.trainer.tensors import load_digits_images
 
     return train_deep(load_digits_images(), "cnn2d", "digits", epochs=25)
 
 
 def export_vibration_int8(host: Any, out: Path) -> Path:
     """The vibration CNN as a full-integer TFLite bundle (int8 input and output)."""
-    from converters.keras_export import KerasExportOptions, export_keras
+    from edgewise.converters.keras_export import KerasExportOptions, export_keras
 
     export_keras(host, out, KerasExportOptions("tflite", "int8"))
     return out
@@ -96,7 +96,7 @@ def export_vibration_int8(host: Any, out: Path) -> Path:
 
 def export_digits(host: Any, out: Path) -> Path:
     """The digits CNN as a float32 TFLite bundle."""
-    from converters.keras_export import export_keras
+    from edgewise.converters.keras_export import export_keras
 
     export_keras(host, out)
     return out
@@ -128,8 +128,8 @@ def write_expected(bundle: Path, instances: list[Any]) -> None:
     """The host's answers to ``instances`` through the device's own serving code."""
     import json
 
-    from edge.bundle import load_bundle
-    from edge.model import ServedModel
+    from edgewise.edge.bundle import load_bundle
+    from edgewise.edge.model import ServedModel
 
     predictions = ServedModel.load(load_bundle(bundle)).predict(instances)
     doc = {"instances": instances, "predictions": predictions}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from deploy.broker import LocalBroker, find_mosquitto, start_mosquitto
+from edgewise.deploy.broker import LocalBroker, find_mosquitto, start_mosquitto
 from tests.bundles import (
     build_iris,
     build_rooms,
@@ -23,7 +23,7 @@ from tests.bundles import (
 )
 
 if TYPE_CHECKING:
-    from converters.keras_host import KerasHostModel
+    from edgewise.converters.keras_host import KerasHostModel
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tests that train, convert or compare against the host model skip on a device-only

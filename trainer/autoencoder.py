@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from converters.keras_host import KerasHostModel
-from edge.errors import EdgewiseError
-from trainer.deep import CALIBRATION_ROWS, _split, _standardize
-from trainer.tensors import TensorData
-from trainer.unsupervised import flag_metrics
+from edgewise.converters.keras_host import KerasHostModel
+from edgewise.edge.errors import EdgewiseError
+from edgewise.trainer.deep import CALIBRATION_ROWS, _split, _standardize
+from edgewise.trainer.tensors import TensorData
+from edgewise.trainer.unsupervised import flag_metrics
 
 log = logging.getLogger(__name__)
 

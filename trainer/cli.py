@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trainer.tensors import TensorData
+    from edgewise.trainer.tensors import TensorData
 
 
 def configure_train(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise train``."""
-    from converters.cli import add_conversion_arguments
+    from edgewise.converters.cli import add_conversion_arguments
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -115,9 +115,9 @@ def load_tensor_data(args: argparse.Namespace) -> TensorData:
     """The deep-learning data the arguments name, filtered by --classes."""
     import numpy as np
 
-    from edge.errors import EdgewiseError
-    from trainer.datasets import load_builtin, load_csv
-    from trainer.tensors import (
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.trainer.datasets import load_builtin, load_csv
+    from edgewise.trainer.tensors import (
         from_tabular,
         load_digits_images,
         load_image_folder,
@@ -156,9 +156,9 @@ def load_tensor_data(args: argparse.Namespace) -> TensorData:
 
 
 def run_train_deep(args: argparse.Namespace) -> int:
-    from converters.cli import export_host_model, keras_options, print_bundle
-    from converters.keras_host import save_keras_host_model
-    from trainer.deep import train_deep
+    from edgewise.converters.cli import export_host_model, keras_options, print_bundle
+    from edgewise.converters.keras_host import save_keras_host_model
+    from edgewise.trainer.deep import train_deep
 
     keras_options(args)  # checked before hours of training, not after
     data = load_tensor_data(args)
@@ -191,7 +191,7 @@ def run_train_deep(args: argparse.Namespace) -> int:
 
 def refuse_existing_out(args: argparse.Namespace) -> None:
     """A bundle (or host model) already at --out is replaced only with --force."""
-    from edge.errors import EdgewiseError
+    from edgewise.edge.errors import EdgewiseError
 
     host = args.host_dir or f"{args.out.rstrip('/')}.host"
     taken = [p for p in (args.out, host) if Path(p).exists() and any(Path(p).iterdir())]
@@ -200,18 +200,18 @@ def refuse_existing_out(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from trainer.deep import DEEP_MODELS
+    from edgewise.trainer.deep import DEEP_MODELS
 
     refuse_existing_out(args)
     if args.model in DEEP_MODELS:
         return run_train_deep(args)
     if args.model == "autoencoder":
         return run_train_autoencoder(args)
-    from converters.cli import check_sklearn_options, export_host_model, print_bundle
-    from converters.host_model import save_host_model
-    from edge.errors import EdgewiseError
-    from trainer.datasets import load_builtin, load_csv
-    from trainer.train import train
+    from edgewise.converters.cli import check_sklearn_options, export_host_model, print_bundle
+    from edgewise.converters.host_model import save_host_model
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.trainer.datasets import load_builtin, load_csv
+    from edgewise.trainer.train import train
 
     if args.images:
         raise EdgewiseError(f"{args.model} is a classical model: images go to cnn2d")
@@ -227,11 +227,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.text and not args.csv:
         raise EdgewiseError("--text goes with --csv FILE --target LABEL")
     if args.text:
-        from trainer.datasets import load_text_csv
+        from edgewise.trainer.datasets import load_text_csv
 
         data = load_text_csv(args.csv, args.target, args.text)
     elif args.dataset == "vibration" or args.window:
-        from trainer.tensors import sample_rate_of, window_feature_dataset
+        from edgewise.trainer.tensors import sample_rate_of, window_feature_dataset
 
         windows = load_tensor_data(args)
         data, extra["window_features"] = window_feature_dataset(
@@ -270,10 +270,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_train_autoencoder(args: argparse.Namespace) -> int:
     """Anomaly detection with a Keras autoencoder (rows, or windows as window features)."""
-    from converters.cli import export_host_model, keras_options, print_bundle
-    from converters.keras_host import save_keras_host_model
-    from trainer.autoencoder import train_autoencoder
-    from trainer.tensors import TensorData, sample_rate_of, window_feature_dataset
+    from edgewise.converters.cli import export_host_model, keras_options, print_bundle
+    from edgewise.converters.keras_host import save_keras_host_model
+    from edgewise.trainer.autoencoder import train_autoencoder
+    from edgewise.trainer.tensors import TensorData, sample_rate_of, window_feature_dataset
 
     keras_options(args)
     extra: dict[str, object] = {}
@@ -302,6 +302,6 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from trainer.demo import run
+    from edgewise.trainer.demo import run
 
     return run(args.dataset, args.model, args.broker, args.device, args.workdir)

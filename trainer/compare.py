@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from converters.keras_export import KerasExportOptions, export_keras
-from converters.parity import ParityError
-from converters.sklearn_onnx import export_sklearn
-from edge.bundle import load_bundle
-from edge.errors import EdgewiseError
-from edge.model import ServedModel
-from trainer.datasets import Dataset
-from trainer.models import MODELS, build_pipeline
-from trainer.train import evaluate, split_indices, train
+from edgewise.converters.keras_export import KerasExportOptions, export_keras
+from edgewise.converters.parity import ParityError
+from edgewise.converters.sklearn_onnx import export_sklearn
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.model import ServedModel
+from edgewise.trainer.datasets import Dataset
+from edgewise.trainer.models import MODELS, build_pipeline
+from edgewise.trainer.train import evaluate, split_indices, train
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def measure_memory(bundle: str | Path, calls: int = 200) -> int | None:
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "edge.memory_probe", str(bundle), str(calls)]
+    cmd = [sys.executable, "-m", "edgewise.edge.memory_probe", str(bundle), str(calls)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode or not lines:
@@ -270,7 +270,7 @@ def _classical(
     result.artifact, result.bundle = "onnx", str(bundle.path)
     result.memory_kib = measure_memory(bundle.path)
     served = ServedModel.load(load_bundle(bundle.path))
-    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
+    result.size_bytes = bundle.manifest.model.size_bytes
     y = np.asarray(host.y_heldout)
     result.quality_edge, result.latency_us, pred = _measure_edge(
         served, _rows(host.X_heldout), y, data.task, seed
@@ -302,7 +302,7 @@ def _deep(
     fractions: Sequence[float],
     result: CandidateResult,
 ) -> tuple[np.ndarray, np.ndarray]:
-    from trainer.tensors import from_tabular
+    from edgewise.trainer.tensors import from_tabular
 
     tensor = from_tabular(data)  # refuses categorical columns and regression, one line
     train_idx, test_idx = split_indices(data, 0.2, seed, None)
@@ -331,8 +331,8 @@ def network_trainer(
 ) -> Callable[[np.ndarray], Any]:
     """``fit(training rows)``: the network trained on those rows of ``data`` (TensorData),
     always held out on ``test_idx``, so every subset is scored on the same rows."""
-    from trainer.deep import train_deep
-    from trainer.tensors import TensorData
+    from edgewise.trainer.deep import train_deep
+    from edgewise.trainer.tensors import TensorData
 
     def fit(index: np.ndarray) -> Any:
         rows = np.concatenate([index, test_idx])
@@ -363,12 +363,12 @@ def export_network(
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
     result.artifact, result.bundle = "tflite", str(bundle.path)
-    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
+    result.size_bytes = bundle.manifest.model.size_bytes
     int8_dir = work / f"{name}-int8"
     shutil.rmtree(int8_dir, ignore_errors=True)
     try:
         int8 = export_keras(host, int8_dir, KerasExportOptions("tflite", "int8"))
-        result.size_int8_bytes = int(int8.manifest["model"]["size_bytes"])
+        result.size_int8_bytes = int8.manifest.model.size_bytes
         served8 = ServedModel.load(load_bundle(int8.path))
         result.quality_int8 = evaluate("classification", y_test, predict(served8))
     except (ParityError, EdgewiseError) as exc:  # refused by the gate, or not loadable

@@ -48,7 +48,7 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from edge.errors import EdgewiseError
+    from edgewise.edge.errors import EdgewiseError
 
     if args.csv and not args.target and not args.window:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
@@ -70,20 +70,20 @@ def _check(args: argparse.Namespace) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     _check(args)
-    from edge.errors import EdgewiseError
-    from trainer.compare import DEFAULT_CANDIDATES, check_candidates, compare
-    from trainer.datasets import load_builtin, load_csv
-    from trainer.report import recommend, render_html, render_table
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.trainer.compare import DEFAULT_CANDIDATES, check_candidates, compare
+    from edgewise.trainer.datasets import load_builtin, load_csv
+    from edgewise.trainer.report import recommend, render_html, render_table
 
     given = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else []
     windows = None
     if args.dataset in ("vibration", "digits") or args.window or args.images:
-        from trainer.compare_tensors import (
+        from edgewise.trainer.compare_tensors import (
             IMAGE_CANDIDATES,
             WINDOW_CANDIDATES,
             check_tensor_candidates,
         )
-        from trainer.tensors import (
+        from edgewise.trainer.tensors import (
             load_digits_images,
             load_image_folder,
             load_vibration,
@@ -120,8 +120,8 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"{step}: training, converting, measuring", file=sys.stderr, flush=True)
 
     if windows is not None:
-        from trainer.compare_tensors import compare_tensors
-        from trainer.tensors import sample_rate_of
+        from edgewise.trainer.compare_tensors import compare_tensors
+        from edgewise.trainer.tensors import sample_rate_of
 
         report = compare_tensors(
             windows, root / "bundles", names, sample_rate=sample_rate_of(windows, args.sample_rate),

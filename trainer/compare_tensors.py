@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from converters.parity import ParityError
-from converters.sklearn_onnx import export_sklearn
-from edge.bundle import load_bundle
-from edge.errors import EdgewiseError
-from edge.model import ServedModel
-from trainer.compare import (
+from edgewise.converters.parity import ParityError
+from edgewise.converters.sklearn_onnx import export_sklearn
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.model import ServedModel
+from edgewise.trainer.compare import (
     FRACTIONS,
     LATENCY_CALLS,
     READABLE,
@@ -38,9 +38,9 @@ from trainer.compare import (
     measure_memory,
     network_trainer,
 )
-from trainer.models import MODELS, build_pipeline
-from trainer.tensors import TensorData, pixel_dataset, window_feature_dataset
-from trainer.train import evaluate, split_indices, train
+from edgewise.trainer.models import MODELS, build_pipeline
+from edgewise.trainer.tensors import TensorData, pixel_dataset, window_feature_dataset
+from edgewise.trainer.train import evaluate, split_indices, train
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _features_model(
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_sklearn(host, out)
     result.artifact, result.bundle = "onnx", str(bundle.path)
-    result.size_bytes = int(bundle.manifest["model"]["size_bytes"])
+    result.size_bytes = bundle.manifest.model.size_bytes
     X, y = table.X.to_numpy(dtype=np.float32), table.y
 
     def score(sub: np.ndarray) -> float:

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import MISSING_CATEGORY
 
 # name -> (scikit-learn loader, task)
 BUILTIN: dict[str, tuple[str, str]] = {
@@ -26,7 +27,6 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "diabetes": ("load_diabetes", "regression"),
 }
 TASKS = ("classification", "regression")
-MISSING_CATEGORY = ""
 # An integer target with at most this many distinct values is taken as class labels.
 MAX_INTEGER_CLASSES = 20
 

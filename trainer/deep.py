@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.keras_host import KerasHostModel, load_keras_model
-from edge.errors import EdgewiseError
-from trainer.tensors import TensorData
+from edgewise.converters.keras_host import KerasHostModel, load_keras_model
+from edgewise.edge.errors import EdgewiseError
+from edgewise.trainer.tensors import TensorData
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def train_deep(
     X_test = data.X[test_idx]
     if impute is not None:
         X_test = np.where(np.isnan(X_test), np.asarray(impute, np.float32), X_test)
-    from trainer.train import evaluate
+    from edgewise.trainer.train import evaluate
 
     probs = net.predict(X_test, batch_size=256, verbose=0)
     metrics = evaluate("classification", y[test_idx], probs.argmax(axis=1))

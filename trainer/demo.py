@@ -14,15 +14,15 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from converters.host_model import HostModel, save_host_model
-from converters.sklearn_onnx import export_sklearn
-from deploy.broker import LocalBroker, reachable, start_local_broker
-from edge.client import send_csv
-from edge.endpoint import Endpoint
-from edge.errors import EdgewiseError
-from edge.topics import Topics
-from trainer.datasets import load_builtin
-from trainer.train import train
+from edgewise.converters.host_model import HostModel, save_host_model
+from edgewise.converters.sklearn_onnx import export_sklearn
+from edgewise.deploy.broker import LocalBroker, reachable, start_local_broker
+from edgewise.edge.client import send_csv
+from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.topics import Topics
+from edgewise.trainer.datasets import load_builtin
+from edgewise.trainer.train import train
 
 TARGET_COLUMN = "target"
 
@@ -50,10 +50,10 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
         save_host_model(root / f"{name}.host", host)
         host_metric = host.meta["metrics"].get("accuracy")
         bundle = export_sklearn(host, root / name)
-        parity = bundle.manifest["parity"]
+        parity = bundle.manifest.parity
         print(
-            f"[2/4] converted to ONNX: {bundle.manifest['model']['size_bytes']} bytes, parity "
-            f"on {parity['rows']} held-out rows passed (max diff {parity['max_abs_diff']:.2g})"
+            f"[2/4] converted to ONNX: {bundle.manifest.model.size_bytes} bytes, parity "
+            f"on {parity.rows} held-out rows passed (max diff {parity.max_abs_diff or 0:.2g})"
         )
 
         address = Endpoint.parse(broker_url)

@@ -15,7 +15,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError
 
 Factory = Callable[[int], BaseEstimator]
 
@@ -142,7 +142,7 @@ def build_pipeline(
             )
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        from converters.sklearn_onnx import TEXT_TOKEN_PATTERN
+        from edgewise.converters.sklearn_onnx import TEXT_TOKEN_PATTERN
 
         vectorizer = TfidfVectorizer(
             lowercase=False,

@@ -8,7 +8,7 @@ import html
 import math
 from typing import Any
 
-from trainer.compare import CandidateResult, CompareReport
+from edgewise.trainer.compare import CandidateResult, CompareReport
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 MID = 'text-anchor="middle"'

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
-from edge.errors import EdgewiseError
-from edge.features import DEFAULT_BANDS, feature_names, window_features
-from edge.features import VERSION as FEATURES_VERSION
-from trainer.datasets import Dataset
-from trainer.vibration import CHANNELS, SAMPLE_RATE_HZ
-from trainer.vibration import generate as generate_vibration
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.features import DEFAULT_BANDS, feature_names, window_features
+from edgewise.edge.features import VERSION as FEATURES_VERSION
+from edgewise.trainer.datasets import Dataset
+from edgewise.trainer.vibration import CHANNELS, SAMPLE_RATE_HZ
+from edgewise.trainer.vibration import generate as generate_vibration
 
 KINDS = ("tabular", "window", "image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

@@ -9,10 +9,15 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from converters.host_model import HostModel
-from edge.errors import EdgewiseError
-from trainer.datasets import Dataset
-from trainer.models import MODEL_TASK, build_pipeline, check_model_name, describe_preprocessing
+from edgewise.converters.host_model import HostModel
+from edgewise.edge.errors import EdgewiseError
+from edgewise.trainer.datasets import Dataset
+from edgewise.trainer.models import (
+    MODEL_TASK,
+    build_pipeline,
+    check_model_name,
+    describe_preprocessing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +112,13 @@ def train(
     fit_s = time.perf_counter() - started
     X_held = host.model_input(host.X_heldout)
     if task == "anomaly":
-        from trainer.unsupervised import anomaly_metrics
+        from edgewise.trainer.unsupervised import anomaly_metrics
 
         metrics, host.meta["anomaly"] = anomaly_metrics(
             pipeline, host.model_input(X_train), X_held, host.y_heldout, normal, contamination
         )
     elif task == "clustering":
-        from trainer.unsupervised import clustering_metrics
+        from edgewise.trainer.unsupervised import clustering_metrics
 
         metrics = clustering_metrics(pipeline, X_held, host.y_heldout)
     else:

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.host_model import load_host_model, save_host_model
-from converters.parity import ParityError
-from converters.sklearn_onnx import check_parity, convert_pipeline, export_sklearn
-from edge.bundle import load_bundle
-from edge.model import ServedModel
-from trainer.datasets import Dataset, load_builtin, load_csv
-from trainer.models import MODELS
-from trainer.train import train
+from edgewise.converters.host_model import load_host_model, save_host_model
+from edgewise.converters.parity import ParityError
+from edgewise.converters.sklearn_onnx import check_parity, convert_pipeline, export_sklearn
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.model import ServedModel
+from edgewise.trainer.datasets import Dataset, load_builtin, load_csv
+from edgewise.trainer.models import MODELS
+from edgewise.trainer.train import train
 
 CLASSIFICATION_SETS = ["iris", "wine", "digits", "rooms"]
 REGRESSION_SETS = ["diabetes", "rooms-power"]
@@ -40,8 +40,9 @@ def test_bundle_answers_like_scikit_learn(
     data = _data(dataset, mixed_csv)
     host = train(data, model, "m", seed=0)
     bundle = export_sklearn(host, tmp_path / "b")
-    parity = bundle.manifest["parity"]
-    assert parity["passed"] and parity["rows"] == len(host.X_heldout)
+    parity = bundle.manifest.parity
+    assert parity.passed and parity.rows == len(host.X_heldout)
+    assert parity.served_by == "onnxruntime"
     # Independently of the gate: serve the bundle as the agent does and compare.
     served = ServedModel.load(load_bundle(bundle.path))
     rows = host.X_heldout.astype(object).where(host.X_heldout.notna(), None).to_numpy().tolist()
@@ -53,7 +54,7 @@ def test_bundle_answers_like_scikit_learn(
             [[p["probabilities"][str(c)] for c in host.pipeline.classes_] for p in preds]
         )
         assert np.max(np.abs(proba - host.pipeline.predict_proba(X))) <= 1e-4
-        assert bundle.manifest["metrics"]["accuracy"] > 0.6
+        assert bundle.manifest.metrics["accuracy"] > 0.6
     else:
         values = np.array([p["value"] for p in preds])
         ref = host.pipeline.predict(X)
@@ -91,5 +92,5 @@ def test_host_model_round_trip_and_convert(tmp_path: Path, mixed_csv: Path) -> N
     assert bundle.version == "2" and bundle.layout == "columns"
     names = {f.name: f.onnx_input for f in bundle.features}
     assert names["temp c"] == "temp_c"  # skl2onnx sanitizes names; the manifest maps them
-    assert bundle.manifest["training_data"]["sha256"] == host.meta["training_data"]["sha256"]
+    assert bundle.manifest.training_data.sha256 == host.meta["training_data"]["sha256"]
     assert not list(bundle.path.glob("*.skops")) and not list(bundle.path.glob("*.pkl"))

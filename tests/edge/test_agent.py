@@ -10,9 +10,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.config import AgentConfig
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.config import AgentConfig
-from edge.payload import encode_tensor_request
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.payload import encode_tensor_request
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 
@@ -132,8 +132,8 @@ def _shape(model: str) -> tuple[int, ...]:
 def test_info_gives_clients_the_instance_shape(
     vibration_int8_bundle: Path, digits_bundle: Path
 ) -> None:
-    from edge.bundle import load_bundle
-    from edge.model import ServedModel
+    from edgewise.edge.bundle import load_bundle
+    from edgewise.edge.model import ServedModel
 
     vibration = ServedModel.load(load_bundle(vibration_int8_bundle)).info()
     digits = ServedModel.load(load_bundle(digits_bundle)).info()

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.backends import REGISTRY, BackendOptions, LiteRtBackend, load_backend
-from edge.bundle import load_bundle
-from edge.model import ServedModel
+from edgewise.edge.backends import REGISTRY, BackendOptions, LiteRtBackend, load_backend
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.model import ServedModel
 from tests.conftest import ROOT, needs_host
 
 # Runs code with some top-level modules made unimportable, as on a device without them.
@@ -49,8 +49,8 @@ def test_batch_size_changes_between_calls(digits_bundle: Path, num_threads: int 
 
 
 PROBE = """
-from edge.bundle import load_bundle
-from edge.model import ServedModel
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.model import ServedModel
 import numpy as np
 m = ServedModel.load(load_bundle(sys.argv[2]))
 x = np.zeros((2, 8, 8, 1), np.float32)
@@ -130,7 +130,7 @@ def test_missing_execution_providers_fall_back_to_cpu(
     """The Jetson provider list on a CPU-only onnxruntime: one warning line, CPU answers."""
     wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
     bundle = load_bundle(iris_bundle)
-    with caplog.at_level("WARNING", logger="edge.backends"):
+    with caplog.at_level("WARNING", logger="edgewise.edge.backends"):
         backend = load_backend("onnx", bundle.model_path, BackendOptions(providers=wanted))
     model = ServedModel(bundle, backend)
     assert model.predict([[5.1, 3.5, 1.4, 0.2]])[0]["label"] == "setosa"
@@ -145,10 +145,10 @@ def test_litert_falls_back_when_xnnpack_refuses_an_int8_graph(tmp_path: Path) ->
     is refused by XNNPACK here; the backend then runs it on the builtin kernels."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.keras_convert import to_tflite
-    from trainer.datasets import load_builtin
-    from trainer.deep import train_deep
-    from trainer.tensors import from_tabular
+    from edgewise.converters.keras_convert import to_tflite
+    from edgewise.trainer.datasets import load_builtin
+    from edgewise.trainer.deep import train_deep
+    from edgewise.trainer.tensors import from_tabular
 
     host = train_deep(from_tabular(load_builtin("breast_cancer")), "mlp", "bc", epochs=3)
     path = tmp_path / "bc-int8.tflite"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import AgentConfig
-from edge.errors import EdgewiseError
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.errors import EdgewiseError
 
 
 def test_toml_and_overrides(tmp_path: Path) -> None:

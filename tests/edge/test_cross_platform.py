@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
-from edge.model import ServedModel
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.model import ServedModel
 from tests.bundles import NAMES, prebuilt
 
 # float32 runtimes on different CPUs (x86 AVX vs ARM NEON) sum in different orders.

@@ -23,8 +23,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from deploy.broker import LocalBroker, start_mosquitto
-from edge.outbox import Outbox, OutMessage
+from edgewise.deploy.broker import LocalBroker, start_mosquitto
+from edgewise.edge.outbox import Outbox, OutMessage
 from tests.conftest import CI, ROOT, require_mosquitto
 from tests.mqtt_peer import Peer
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.sklearn_onnx import export_sklearn
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.bundle import load_bundle
-from edge.config import AgentConfig
-from edge.model import ServedModel
+from edgewise.converters.sklearn_onnx import export_sklearn
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.bundle import load_bundle
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.model import ServedModel
+from edgewise.trainer.datasets import load_builtin
+from edgewise.trainer.train import train
 from tests.mqtt_peer import Peer
-from trainer.datasets import load_builtin
-from trainer.train import train
 
 
 def served(tmp_path: Path, dataset: str, model: str) -> tuple[ServedModel, object]:

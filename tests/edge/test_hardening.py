@@ -19,11 +19,11 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
-from deploy.broker import LocalBroker, start_mosquitto
-from edge.agent import Agent
-from edge.config import AgentConfig
-from edge.mqtt import Message
-from edge.outbox import Outbox, OutMessage
+from edgewise.deploy.broker import LocalBroker, start_mosquitto
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.mqtt import Message
+from edgewise.edge.outbox import Outbox, OutMessage
 from tests.mqtt_peer import Peer
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -297,16 +297,16 @@ def test_wrong_password_is_one_clear_line_and_no_protocol_fallback(
     secured = start_mosquitto(
         tmp_path / "mosq", extra=["allow_anonymous false", f"password_file {passwords}"]
     )
-    from edge.backoff import Backoff
-    from edge.endpoint import Endpoint
-    from edge.mqtt import MqttConnection
+    from edgewise.edge.backoff import Backoff
+    from edgewise.edge.endpoint import Endpoint
+    from edgewise.edge.mqtt import MqttConnection
 
     conn = MqttConnection(
         Endpoint.parse(f"mqtt://edge:hunter2@127.0.0.1:{secured.port}"),
         backoff=Backoff(initial=0.05, cap=0.2),
     )
     try:
-        with caplog.at_level("INFO", logger="edge.mqtt"):
+        with caplog.at_level("INFO", logger="edgewise.edge.mqtt"):
             conn.start()
             time.sleep(2.0)
         assert not conn.connected and conn.protocol == "5"
@@ -325,7 +325,7 @@ def test_watch_on_an_unreachable_broker_is_one_line_within_its_timeout(tmp_path:
     import subprocess
     import sys
 
-    from deploy.broker import free_port
+    from edgewise.deploy.broker import free_port
 
     started = time.monotonic()
     proc = subprocess.run(
@@ -352,8 +352,8 @@ def test_watch_on_an_unreachable_broker_is_one_line_within_its_timeout(tmp_path:
 
 def test_paho_thread_survives_a_failing_message_handler(broker: LocalBroker) -> None:
     """A callback that raises must not end paho's network thread."""
-    from edge.endpoint import Endpoint
-    from edge.mqtt import MqttConnection
+    from edgewise.edge.endpoint import Endpoint
+    from edgewise.edge.mqtt import MqttConnection
 
     got: list[Message] = []
 

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.config import AgentConfig
-from edge.payload import encode_tensor_request
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.payload import encode_tensor_request
 from tests.mqtt_peer import Peer
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from deploy.broker import LocalBroker
+from edgewise.deploy.broker import LocalBroker
 from tests.conftest import CI, ROOT
 from tests.mqtt_peer import Peer
 
@@ -22,30 +22,37 @@ HOST_MODULES = [
     "skl2onnx",
     "onnx",
     "tf2onnx",
+    "pandas",
+    # our own host packages, and any top-level name the installed package must not take
+    "edgewise.trainer",
+    "edgewise.converters",
+    "edge",
     "trainer",
     "converters",
-    "pandas",
+    "deploy",
 ]
 
 PROBE = """
 import json, sys
-from edge.agent import Agent
-from edge.config import AgentConfig
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
 import edgewise.cli
 edgewise.cli.build_parser("agent")
 a = Agent(AgentConfig(bundles=(sys.argv[1],), broker=sys.argv[2], device="split"))
 a.start()
 assert a.connection.wait_connected(10)
 a.stop(timeout=2)
-print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
+top = {m.split('.')[0] for m in sys.modules}
+ours = {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('edgewise.')}
+print(json.dumps(sorted(top | ours)))
 """
 
 
 @pytest.fixture(params=["iris", "vibration"])
 def case(request: pytest.FixtureRequest) -> tuple[Path, str, list[Any], Any]:
     """(bundle, model name, instances, label the host process predicts): ONNX and TFLite."""
-    from edge.bundle import load_bundle
-    from edge.model import ServedModel
+    from edgewise.edge.bundle import load_bundle
+    from edgewise.edge.model import ServedModel
 
     if request.param == "iris":
         path, instances = request.getfixturevalue("iris_bundle"), [[5.1, 3.5, 1.4, 0.2]]

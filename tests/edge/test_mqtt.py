@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy.broker import start_amqtt, start_mosquitto
-from edge.agent import Agent
-from edge.backoff import Backoff
-from edge.config import AgentConfig
-from edge.endpoint import Endpoint
-from edge.errors import EdgewiseError
+from edgewise.deploy.broker import start_amqtt, start_mosquitto
+from edgewise.edge.agent import Agent
+from edgewise.edge.backoff import Backoff
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.errors import EdgewiseError
 from tests.conftest import require_mosquitto
 from tests.mqtt_peer import Peer
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import EdgewiseError
-from edge.outbox import Outbox, OutMessage
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.outbox import Outbox, OutMessage
 from tests.conftest import ROOT
 
 

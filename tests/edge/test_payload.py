@@ -7,8 +7,14 @@ import struct
 import numpy as np
 import pytest
 
-from edge.errors import RequestError
-from edge.payload import TENSOR_MAGIC, decode_request, encode, encode_tensor_request, peek_id
+from edgewise.edge.errors import RequestError
+from edgewise.edge.payload import (
+    TENSOR_MAGIC,
+    decode_request,
+    encode,
+    encode_tensor_request,
+    peek_id,
+)
 
 
 def test_decodes_id_and_instances() -> None:

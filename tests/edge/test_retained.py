@@ -8,11 +8,11 @@ import time
 import uuid
 from pathlib import Path
 
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.client import connect, wait_ready
-from edge.config import AgentConfig
-from edge.errors import EdgewiseError
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.client import connect, wait_ready
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.errors import EdgewiseError
 from tests.mqtt_peer import Peer
 
 
@@ -54,7 +54,7 @@ def test_spoofed_status_and_info_are_restored_within_a_second(
 def test_send_refuses_an_info_from_another_session(broker: LocalBroker) -> None:
     """No agent restores it here: `send` sees online + an info whose session is not the one
     in the health report, and says so instead of asking for the wrong columns."""
-    from edge.topics import Topics
+    from edgewise.edge.topics import Topics
 
     device = f"sp-{uuid.uuid4().hex[:6]}"
     topics = Topics("edgewise", device)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.broker import LocalBroker
 from edgewise.cli import COMMANDS
+from edgewise.deploy.broker import LocalBroker
 from tests.conftest import ROOT
 
 # Commands run where relative paths (`--out x`, `nope.csv`) land in a scratch directory,

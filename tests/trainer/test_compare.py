@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.config import AgentConfig
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
+from edgewise.trainer.compare import CandidateResult, CompareReport
+from edgewise.trainer.report import recommend, table_rows
 from tests.edgewise.test_cli import edgewise
 from tests.mqtt_peer import Peer
-from trainer.compare import CandidateResult, CompareReport
-from trainer.report import recommend, table_rows
 
 pytestmark = pytest.mark.slow  # trains every compare candidate, networks included
 
@@ -196,8 +196,8 @@ def test_bad_options_are_one_line(args: list[str], message: str) -> None:
 def test_windows_features_vs_cnn(tmp_path: Path) -> None:
     """Sensor windows: window features + a classical model against the raw-window CNN, both
     measured from raw windows through the edge code; importance per channel."""
-    from trainer.compare_tensors import compare_tensors
-    from trainer.tensors import load_vibration
+    from edgewise.trainer.compare_tensors import compare_tensors
+    from edgewise.trainer.tensors import load_vibration
 
     windows = load_vibration(per_class=30, seed=3)
     report = compare_tensors(
@@ -221,8 +221,8 @@ def test_windows_features_vs_cnn(tmp_path: Path) -> None:
 def test_images_pixels_vs_cnn2d(tmp_path: Path) -> None:
     """Images: classical models on the flattened pixels against cnn2d, each served in its
     own input format; importance per band of image rows."""
-    from trainer.compare_tensors import compare_tensors
-    from trainer.tensors import load_digits_images
+    from edgewise.trainer.compare_tensors import compare_tensors
+    from edgewise.trainer.tensors import load_digits_images
 
     images = load_digits_images()
     keep = np.flatnonzero(np.isin(images.y, [0, 1, 7]))

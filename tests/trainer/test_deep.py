@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from converters.keras_export import export_keras
-from converters.keras_host import save_keras_host_model
-from edge.errors import EdgewiseError
-from edge.model import ServedModel
-from trainer.datasets import load_csv
-from trainer.deep import train_deep
-from trainer.tensors import TensorData, load_digits_images, load_vibration
+from edgewise.converters.keras_export import export_keras
+from edgewise.converters.keras_host import save_keras_host_model
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.model import ServedModel
+from edgewise.trainer.datasets import load_csv
+from edgewise.trainer.deep import train_deep
+from edgewise.trainer.tensors import TensorData, load_digits_images, load_vibration
 
 pytestmark = pytest.mark.slow  # trains Keras networks
 
@@ -81,12 +81,12 @@ def test_mlp_fills_missing_values_on_the_device(tmp_path: Path) -> None:
     df["label"] = np.where(df["a"] + (df["b"] - 5) / 2 > 0, "high", "low")
     df.loc[rng.random(n) < 0.1, "b"] = np.nan
     df.to_csv(tmp_path / "t.csv", index=False)
-    from trainer.tensors import from_tabular
+    from edgewise.trainer.tensors import from_tabular
 
     host = train_deep(from_tabular(load_csv(tmp_path / "t.csv", "label")), "mlp", "t", epochs=30)
     assert host.meta["metrics"]["accuracy"] > 0.85
     bundle = export_keras(host, tmp_path / "bundle")
-    impute = bundle.manifest["input"]["impute"]
+    impute = bundle.manifest.to_dict()["input"]["impute"]
     assert len(impute) == 2 and abs(impute[1] - 5) < 0.5
     served = ServedModel.load(bundle)
     with_null = served.predict([{"a": 0.3, "b": None}, [0.3, None]])

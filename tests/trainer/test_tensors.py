@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge.errors import EdgewiseError
-from trainer.datasets import load_builtin, load_csv
-from trainer.tensors import from_tabular, load_image_folder, load_window_csv
+from edgewise.edge.errors import EdgewiseError
+from edgewise.trainer.datasets import load_builtin, load_csv
+from edgewise.trainer.tensors import from_tabular, load_image_folder, load_window_csv
 
 
 def _samples_csv(path: Path, runs: list[tuple[str, int]], seed: int = 0) -> Path:

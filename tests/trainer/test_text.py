@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from converters.host_model import load_host_model
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.config import AgentConfig
+from edgewise.converters.host_model import load_host_model
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
 from tests.edgewise.test_cli import edgewise
 from tests.mqtt_peer import Peer
 

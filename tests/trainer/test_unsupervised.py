@@ -12,19 +12,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters.keras_export import KerasExportOptions, export_keras
-from converters.parity import ParityError
-from converters.sklearn_onnx import export_sklearn
-from deploy.broker import LocalBroker
-from edge.agent import Agent
-from edge.config import AgentConfig
-from edge.payload import encode_tensor_request
+from edgewise.converters.keras_export import KerasExportOptions, export_keras
+from edgewise.converters.parity import ParityError
+from edgewise.converters.sklearn_onnx import export_sklearn
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.payload import encode_tensor_request
+from edgewise.trainer.autoencoder import train_autoencoder
+from edgewise.trainer.datasets import load_builtin
+from edgewise.trainer.tensors import (
+    TensorData,
+    load_vibration,
+    sample_rate_of,
+    window_feature_dataset,
+)
+from edgewise.trainer.train import train
 from tests.edgewise.test_cli import edgewise
 from tests.mqtt_peer import Peer
-from trainer.autoencoder import train_autoencoder
-from trainer.datasets import load_builtin
-from trainer.tensors import TensorData, load_vibration, sample_rate_of, window_feature_dataset
-from trainer.train import train
 
 pytestmark = pytest.mark.slow  # trains an autoencoder
 
@@ -83,7 +88,7 @@ def test_window_features_model_serves_raw_windows(
 ) -> None:
     peer, device = served
     bundle, host = bundles["vib-rf"]
-    manifest = bundle.manifest
+    manifest = bundle.manifest.to_dict()
     assert manifest["input"]["kind"] == "window"
     assert manifest["input"]["window_features"]["window"] == [256, 3]
     windows = bundles["windows"]
@@ -98,10 +103,10 @@ def test_window_features_model_serves_raw_windows(
 def _features(X: np.ndarray, bundle: Any) -> Any:
     import pandas as pd
 
-    from edge.features import window_features
+    from edgewise.edge.features import window_features
 
-    w = bundle.manifest["input"]["window_features"]
-    names = [f["name"] for f in bundle.manifest["input"]["features"]]
+    w = bundle.manifest.to_dict()["input"]["window_features"]
+    names = [f["name"] for f in bundle.manifest.to_dict()["input"]["features"]]
     return pd.DataFrame(window_features(X, w["sample_rate"], w["bands"]), columns=names)
 
 
@@ -110,9 +115,9 @@ def test_anomaly_trained_on_normal_flags_faults(
 ) -> None:
     peer, device = served
     bundle, host = bundles["vib-iforest"]
-    out = bundle.manifest["output"]
+    out = bundle.manifest.to_dict()["output"]
     assert (
-        bundle.manifest["task"] == "anomaly"
+        bundle.manifest.to_dict()["task"] == "anomaly"
         and out["threshold"] == host.meta["anomaly"]["threshold"]
     )
     fresh = load_vibration(per_class=25, seed=99)  # windows the model never saw
@@ -135,8 +140,11 @@ def test_autoencoder_scores_raw_windows_like_keras(
 ) -> None:
     peer, device = served
     bundle, host = bundles["vib-ae"]
-    out = bundle.manifest["output"]
-    assert bundle.manifest["task"] == "anomaly" and bundle.manifest["model"]["format"] == "tflite"
+    out = bundle.manifest.to_dict()["output"]
+    assert (
+        bundle.manifest.to_dict()["task"] == "anomaly"
+        and bundle.manifest.to_dict()["model"]["format"] == "tflite"
+    )
     fresh = load_vibration(per_class=25, seed=99)
     preds = ask(peer, device, "vib-ae", encode_tensor_request(fresh.X, "ae"))
     scores = np.array([p["score"] for p in preds])
@@ -176,8 +184,8 @@ def test_kmeans_answers_cluster_and_distances(
     np.testing.assert_allclose(
         [p["distances"] for p in preds], host.pipeline.transform(rows), atol=1e-4
     )
-    assert bundle.manifest["output"]["clusters"] == 3
-    assert {"inertia", "silhouette", "adjusted_rand"} <= set(bundle.manifest["metrics"])
+    assert bundle.manifest.to_dict()["output"]["clusters"] == 3
+    assert {"inertia", "silhouette", "adjusted_rand"} <= set(bundle.manifest.to_dict()["metrics"])
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.vibration import BPFO_FACTOR, CLASSES, SAMPLE_RATE_HZ, WINDOW, generate
+from edgewise.trainer.vibration import BPFO_FACTOR, CLASSES, SAMPLE_RATE_HZ, WINDOW, generate
 
 
 def test_same_seed_same_bytes_other_seed_differs() -> None:
@@ -50,7 +50,7 @@ def test_fault_signature_stands_out_from_normal(
 
 def test_bearing_impacts_repeat_at_the_ball_pass_frequency() -> None:
     """The envelope of a bearing-fault window peaks near BPFO = 3.375 x shaft speed."""
-    from trainer.vibration import _bearing_impacts
+    from edgewise.trainer.vibration import _bearing_impacts
 
     rng = np.random.default_rng(0)
     t = np.arange(4 * WINDOW) / SAMPLE_RATE_HZ

@@ -1,0 +1,341 @@
+"""The bundle manifest as typed, frozen objects: the one contract between host and device.
+
+Converters build a :class:`Manifest` and write it with :meth:`Manifest.to_json`; the
+agent reads it with :meth:`Manifest.from_json` and serves by ``task``, whose output head
+(:class:`ClassificationHead`, :class:`RegressionHead`, :class:`AnomalyHead`,
+:class:`ClusteringHead`) says which model outputs to read. The JSON Schema shipped in
+``edge/schemas`` is generated from these classes (``python -m edgewise.edge.manifest``) and
+a test keeps the file equal to what the classes generate.
+
+Scalars are strict (no ``"1"`` for 1, no 1 for ``true``); unknown keys are refused at
+every level, so a typo in a hand-edited manifest is an error, not a silently ignored key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+FORMAT_VERSION = 1
+# A missing categorical value is this category, in training and on the device alike.
+MISSING_CATEGORY = ""
+Task = Literal["classification", "regression", "anomaly", "clustering"]
+TASKS: tuple[str, ...] = ("classification", "regression", "anomaly", "clustering")
+Sha256 = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ModelName = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Label = Union[StrictStr, StrictInt, StrictFloat, StrictBool]  # noqa: UP007 (pydantic order)
+Number = Union[StrictInt, StrictFloat]  # noqa: UP007
+
+
+class ManifestError(ValueError):
+    """A manifest that does not match the bundle format; the message names the field."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Feature(_Part):
+    """One input field as the device receives it (raw, before in-graph preprocessing)."""
+
+    name: Annotated[StrictStr, StringConstraints(min_length=1)]
+    dtype: Literal["float32", "string"]
+    nullable: StrictBool
+    onnx_input: StrictStr | None = None
+
+
+class Quantization(_Part):
+    """Affine int8/uint8 quantization of a tensor: real = (q - zero_point) * scale."""
+
+    dtype: Literal["int8", "uint8"]
+    scale: Annotated[Number, Field(gt=0)]
+    zero_point: StrictInt
+
+
+class WindowFeatures(_Part):
+    """Sensor windows whose features the agent computes (edge.features, same code as training)."""
+
+    version: Literal[1] = 1
+    window: tuple[StrictInt, StrictInt]
+    channels: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
+    sample_rate: Annotated[Number, Field(gt=0)]
+    bands: Annotated[StrictInt, Field(ge=1)]
+
+
+class InputSpec(_Part):
+    """What one request instance is and how it becomes the model's feeds."""
+
+    layout: Literal["tensor", "columns"]
+    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+    kind: Literal["tabular", "window", "image", "text"] = "tabular"
+    tensor_name: StrictStr | None = None
+    dtype: Literal["float32"] | None = None
+    shape: Annotated[tuple[StrictInt | None, ...], Field(min_length=2)] | None = None
+    quantization: Quantization | None = None
+    # Training means for missing values (networks); scikit-learn imputes inside the graph.
+    impute: tuple[Number, ...] | None = None
+    window_features: WindowFeatures | None = None
+    lowercase: StrictBool = False
+
+    @model_validator(mode="after")
+    def _layout_fields(self) -> InputSpec:
+        if self.layout == "tensor" and (self.tensor_name is None or self.shape is None):
+            raise ValueError("a tensor layout needs tensor_name and shape")
+        if self.layout == "columns":
+            missing = [f.name for f in self.features if f.onnx_input is None]
+            if missing:
+                raise ValueError(f"a columns layout needs onnx_input for {missing[:3]}")
+        return self
+
+    @property
+    def instance_shape(self) -> tuple[int, ...] | None:
+        """One instance's shape: (F,) rows, (T, C) windows, (H, W, C) images; None for columns."""
+        if self.window_features is not None:
+            return tuple(self.window_features.window)
+        if self.layout != "tensor" or self.shape is None:
+            return None
+        return tuple(int(d or 0) for d in self.shape[1:])
+
+
+class ClassificationHead(_Part):
+    """Labels, and which outputs hold them and the class probabilities."""
+
+    labels: Annotated[tuple[Label, ...], Field(min_length=2)]
+    label_output: StrictStr | None = None  # absent: the label is the most probable class
+    probabilities_output: StrictStr | None = None
+    quantization: Quantization | None = None
+
+    @model_validator(mode="after")
+    def _some_output(self) -> ClassificationHead:
+        if self.label_output is None and self.probabilities_output is None:
+            raise ValueError("a classification head needs label_output or probabilities_output")
+        return self
+
+
+class RegressionHead(_Part):
+    """The output that holds the predicted value."""
+
+    value_output: StrictStr
+
+
+class AnomalyHead(_Part):
+    """An anomaly score: ``score_sign * output``, above ``threshold`` is an anomaly."""
+
+    score_output: StrictStr
+    score_sign: Literal[-1, 1]
+    threshold: Number
+    quantization: Quantization | None = None
+
+
+class ClusteringHead(_Part):
+    """The cluster index and the distances to every centre."""
+
+    label_output: StrictStr
+    distances_output: StrictStr
+    clusters: Annotated[StrictInt, Field(ge=1)]
+
+
+Head = Union[ClassificationHead, RegressionHead, AnomalyHead, ClusteringHead]  # noqa: UP007
+HEADS: dict[str, type[_Part]] = {
+    "classification": ClassificationHead,
+    "regression": RegressionHead,
+    "anomaly": AnomalyHead,
+    "clustering": ClusteringHead,
+}
+
+
+class Calibration(_Part):
+    """The int8 calibration data: how many training rows, and their hash."""
+
+    samples: Annotated[StrictInt, Field(ge=1)]
+    sha256: Sha256
+
+
+class ModelFile(_Part):
+    """The model file next to the manifest."""
+
+    file: Annotated[StrictStr, StringConstraints(pattern=r"^[^/\\]+\.(onnx|tflite)$")]
+    format: Literal["onnx", "tflite"]
+    sha256: Sha256
+    size_bytes: Annotated[StrictInt, Field(ge=1)]
+    opset: Annotated[StrictInt, Field(ge=1)] | None = None
+    quantize: Literal["none", "float16", "dynamic", "int8"] | None = None
+    calibration: Calibration | None = None
+
+
+class Framework(_Part):
+    name: StrictStr
+    estimator: StrictStr
+
+
+class Preprocessing(_Part):
+    """Human-readable steps: those inside the graph and those the agent does before it."""
+
+    inside_graph: tuple[StrictStr, ...]
+    outside_graph: tuple[StrictStr, ...]
+
+
+class Parity(_Part):
+    """How the written bundle, served by the device's own code, followed the original.
+
+    Every converter fills this one report; the figures a gate did not use are absent.
+    """
+
+    rows: Annotated[StrictInt, Field(ge=1)]
+    passed: StrictBool
+    served_by: StrictStr | None = None  # the edge backend that ran the check
+    tolerance: Annotated[Number, Field(ge=0)] | None = None
+    label_agreement: Annotated[Number, Field(ge=0, le=1)] | None = None
+    max_abs_diff: Annotated[Number, Field(ge=0)] | None = None
+    max_rel_diff: Annotated[Number, Field(ge=0)] | None = None
+    accuracy_reference: Number | None = None
+    accuracy_converted: Number | None = None
+    accuracy_drop_points: Number | None = None
+    max_accuracy_drop_points: Number | None = None
+
+
+class TrainingData(_Part):
+    """Where the training data came from (provenance, not the data)."""
+
+    source: StrictStr
+    sha256: Sha256
+    rows: Annotated[StrictInt, Field(ge=1)]
+    train_rows: Annotated[StrictInt, Field(ge=1)] | None = None
+    test_rows: Annotated[StrictInt, Field(ge=0)] | None = None
+    seed: StrictInt | None = None
+
+
+class LinearExplain(_Part):
+    """Exact per-feature contributions of a standardized linear model (edge.explain)."""
+
+    method: Literal["linear"] = "linear"
+    impute: tuple[Number, ...]
+    mean: tuple[Number, ...]
+    scale: tuple[Number, ...]
+    coef: Annotated[tuple[tuple[Number, ...], ...], Field(min_length=1)]
+    intercept: tuple[Number, ...]
+
+
+class GlobalExplain(_Part):
+    """A model's global feature importances, the same for every prediction."""
+
+    method: Literal["global"] = "global"
+    importance: tuple[Number, ...]
+
+
+Explain = Annotated[Union[LinearExplain, GlobalExplain], Field(discriminator="method")]  # noqa: UP007
+
+
+class Manifest(_Part):
+    """``manifest.json`` of bundle format v1 (docs/bundle.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="edgewise bundle manifest v1")
+
+    format_version: Literal[1] = 1
+    name: ModelName
+    version: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
+    task: Task
+    created_at: Annotated[StrictStr, StringConstraints(min_length=1)]
+    framework: Framework
+    model: ModelFile
+    input: InputSpec
+    output: Head
+    preprocessing: Preprocessing
+    metrics: dict[str, Number]
+    parity: Parity
+    versions: dict[str, StrictStr]
+    training_data: TrainingData
+    explain: Explain | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _head_of_task(cls, data: Any) -> Any:
+        # Read the output as the head of the declared task, so that an error names what
+        # that head lacks rather than why each of the four heads does not fit.
+        if isinstance(data, dict) and isinstance(data.get("output"), dict):
+            head = HEADS.get(data.get("task"))  # type: ignore[arg-type]
+            if head is not None:
+                try:
+                    data = {**data, "output": head.model_validate(data["output"])}
+                except ValidationError as exc:
+                    raise ValueError(f"output ({data['task']}): {describe(exc)}") from None
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if not isinstance(self.output, HEADS[self.task]):
+            raise ValueError(f"a {self.task} manifest needs a {HEADS[self.task].__name__} output")
+        if self.model.format != self.model.file.rsplit(".", 1)[-1]:
+            raise ValueError(f"model.format {self.model.format} does not match {self.model.file}")
+        return self
+
+    @property
+    def labels(self) -> tuple[Label, ...]:
+        """Class labels (classification), else empty."""
+        return self.output.labels if isinstance(self.output, ClassificationHead) else ()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        """Parse and validate; raises ManifestError with the offending field's path."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise ManifestError(describe(exc)) from None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        """Validate an already-parsed manifest (converters and tests)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ManifestError(describe(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; absent optional fields are left out."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_json(self) -> str:
+        """The manifest file's text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def describe(exc: ValidationError) -> str:
+    """The first few problems, each as ``path: message``."""
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the manifest, generated from the classes."""
+    schema = Manifest.model_json_schema()
+    # Which head each task takes, as the classes enforce it.
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"task": {"const": task}}},
+            "then": {"properties": {"output": {"$ref": f"#/$defs/{head.__name__}"}}},
+        }
+        for task, head in HEADS.items()
+    ]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+if __name__ == "__main__":  # python -m edgewise.edge.manifest > edge/schemas/manifest-v1...
+    print(json.dumps(json_schema(), indent=2))
