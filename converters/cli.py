@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+# The defaults live with the library (a light module: no NumPy, no TensorFlow).
+from edgewise.converters.export import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_TOLERANCE,
+    DEFAULT_VERSION,
+)
+
 if TYPE_CHECKING:
+    from edgewise.converters.export import ExportOptions
     from edgewise.converters.host_model import HostModel
-    from edgewise.converters.keras_export import KerasExportOptions
     from edgewise.converters.keras_host import KerasHostModel
-    from edgewise.edge.bundle import Bundle
     from edgewise.edge.manifest import Manifest
 
 
@@ -28,22 +35,24 @@ def add_conversion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration-samples",
         type=int,
-        default=200,
+        default=DEFAULT_CALIBRATION_SAMPLES,
         metavar="N",
-        help="training samples for int8 calibration (default 200)",
+        help=f"training samples for int8 calibration (default {DEFAULT_CALIBRATION_SAMPLES})",
     )
     p.add_argument(
         "--max-accuracy-drop",
         type=float,
-        default=1.0,
+        default=DEFAULT_MAX_ACCURACY_DROP,
         metavar="POINTS",
-        help="refuse a conversion that loses more accuracy than this (default 1 point)",
+        help="refuse a conversion that loses more accuracy than this "
+        f"(default {DEFAULT_MAX_ACCURACY_DROP:g} point)",
     )
     p.add_argument(
         "--tolerance",
         type=float,
-        default=1e-4,
-        help="parity limit on probabilities / relative regression error (default 1e-4)",
+        default=DEFAULT_TOLERANCE,
+        help="parity limit on probabilities / relative regression error "
+        f"(default {DEFAULT_TOLERANCE:g})",
     )
 
 
@@ -56,69 +65,42 @@ def configure_convert(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument("--name", help="model name on the device (default: the trained name)")
-    p.add_argument("--version", default="1", help="model version (default 1)")
+    p.add_argument(
+        "--version", default=DEFAULT_VERSION, help=f"model version (default {DEFAULT_VERSION})"
+    )
     add_conversion_arguments(p)
     p.set_defaults(run=run_convert)
 
 
-def keras_options(args: argparse.Namespace) -> KerasExportOptions:
-    """The conversion options of a Keras model, validated before any work is done."""
-    from edgewise.converters.keras_export import KerasExportOptions
+def export_options(args: argparse.Namespace, name: str | None = None) -> ExportOptions:
+    """The library options the flags describe (validated; the CLI shows errors as flags)."""
+    from edgewise.converters.export import ExportOptions
 
-    return KerasExportOptions(
-        format=args.format or "tflite",
+    return ExportOptions(
+        format=args.format,
         quantize=args.quantize,
         calibration_samples=args.calibration_samples,
         max_accuracy_drop=args.max_accuracy_drop,
         tolerance=args.tolerance,
-    )
-
-
-def check_sklearn_options(args: argparse.Namespace) -> None:
-    """scikit-learn models have one target: float ONNX."""
-    from edgewise.edge.errors import EdgewiseError
-
-    if (args.format or "onnx") != "onnx" or args.quantize != "none":
-        raise EdgewiseError(
-            "scikit-learn models convert to --format onnx without --quantize "
-            "(their float graphs are already small)"
-        )
-
-
-def export_host_model(
-    host: HostModel | KerasHostModel, args: argparse.Namespace, name: str | None
-) -> Bundle:
-    """Export a scikit-learn or Keras host model as the arguments say; returns the bundle."""
-    from edgewise.converters.keras_host import KerasHostModel
-
-    if isinstance(host, KerasHostModel):
-        from edgewise.converters.keras_export import export_keras
-
-        return export_keras(host, args.out, keras_options(args), name=name, version=args.version)
-    from edgewise.converters.sklearn_onnx import export_sklearn
-
-    check_sklearn_options(args)
-    return export_sklearn(
-        host,
-        args.out,
         name=name,
-        version=args.version,
-        tolerance=args.tolerance,
+        version=getattr(args, "version", None) or DEFAULT_VERSION,
     )
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from edgewise.converters.export import export
     from edgewise.converters.keras_host import is_keras_host_model, load_keras_host_model
 
+    options = export_options(args, args.name)
     if is_keras_host_model(args.model):
-        keras_options(args)  # options are checked before TensorFlow loads
+        options.check("keras")  # before TensorFlow loads
         host: HostModel | KerasHostModel = load_keras_host_model(args.model)
     else:
         from edgewise.converters.host_model import load_host_model
 
-        check_sklearn_options(args)
+        options.check("sklearn")
         host = load_host_model(args.model)
-    bundle = export_host_model(host, args, args.name)
+    bundle = export(host, args.out, options)
     print_bundle(bundle.path, bundle.manifest)
     return 0
 

@@ -25,6 +25,12 @@ from edgewise.converters.bundle_writer import (
     model_file,
     write_bundle,
 )
+from edgewise.converters.export import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_TOLERANCE,
+    DEFAULT_VERSION,
+)
 from edgewise.converters.keras_convert import (
     QUANTIZE_MODES,
     onnx_io,
@@ -34,13 +40,12 @@ from edgewise.converters.keras_convert import (
 )
 from edgewise.converters.keras_host import KerasHostModel
 from edgewise.converters.parity import (
-    DEFAULT_TOLERANCE,
     ParityError,
     probabilities,
     serve_staged,
 )
 from edgewise.edge.bundle import Bundle
-from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError, OptionError
 from edgewise.edge.manifest import (
     AnomalyHead,
     Calibration,
@@ -59,15 +64,13 @@ from edgewise.edge.topics import check_segment
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_ACCURACY_DROP = 1.0  # points of accuracy (percent)
-DEFAULT_CALIBRATION_SAMPLES = 200
 # What to try when a mode loses too much: the next less aggressive one.
 NEXT_MODE = {
-    ("tflite", "int8"): "--quantize dynamic (int8 weights, float activations)",
-    ("tflite", "dynamic"): "--quantize float16",
-    ("tflite", "float16"): "--quantize none",
-    ("onnx", "int8"): "--quantize dynamic",
-    ("onnx", "dynamic"): "--quantize none",
+    ("tflite", "int8"): "quantize dynamic (int8 weights, float activations)",
+    ("tflite", "dynamic"): "quantize float16",
+    ("tflite", "float16"): "quantize none",
+    ("onnx", "int8"): "quantize dynamic",
+    ("onnx", "dynamic"): "quantize none",
 }
 
 
@@ -83,19 +86,20 @@ class KerasExportOptions:
 
     def __post_init__(self) -> None:
         if self.format not in QUANTIZE_MODES:
-            raise EdgewiseError(f"--format {self.format!r}: use one of {', '.join(QUANTIZE_MODES)}")
+            raise OptionError("format", f"{self.format!r}: use one of {', '.join(QUANTIZE_MODES)}")
         modes = QUANTIZE_MODES[self.format]
         if self.quantize not in modes:
-            raise EdgewiseError(
-                f"--quantize {self.quantize!r} is not offered for {self.format}; "
-                f"use one of {', '.join(modes)}"
+            raise OptionError(
+                "quantize",
+                f"{self.quantize!r} is not offered for {self.format}; "
+                f"use one of {', '.join(modes)}",
             )
         if self.calibration_samples < 1:
-            raise EdgewiseError(f"--calibration-samples {self.calibration_samples}: use 1 or more")
+            raise OptionError("calibration_samples", f"{self.calibration_samples}: use 1 or more")
         if not 0 <= self.max_accuracy_drop <= 100:
-            raise EdgewiseError(f"--max-accuracy-drop {self.max_accuracy_drop}: use 0..100 points")
+            raise OptionError("max_accuracy_drop", f"{self.max_accuracy_drop}: use 0..100 points")
         if not 0 < self.tolerance < 1:
-            raise EdgewiseError(f"--tolerance {self.tolerance!r} must be between 0 and 1")
+            raise OptionError("tolerance", f"{self.tolerance!r} must be between 0 and 1")
 
 
 def gate(
@@ -109,7 +113,7 @@ def gate(
 
     ``metric`` names what the accuracies measure (detectors: alarm agreement with Keras).
     """
-    mode = f"{options.format} --quantize {options.quantize}"
+    mode = f"{options.format} quantize {options.quantize}"
     outputs = "probabilities" if metric == "accuracy" else "scores"
     if options.quantize == "none" and max_abs_diff > options.tolerance:
         raise ParityError(
@@ -119,11 +123,11 @@ def gate(
     drop = (accuracy_ref - accuracy_new) * 100
     if drop > options.max_accuracy_drop:
         hint = NEXT_MODE.get((options.format, options.quantize), "a float format")
-        more = " or more --calibration-samples" if options.quantize == "int8" else ""
+        more = " or more calibration samples" if options.quantize == "int8" else ""
         raise ParityError(
             f"{mode}: {metric} drops {drop:.2f} points ({accuracy_ref:.4f} -> "
-            f"{accuracy_new:.4f}), more than --max-accuracy-drop {options.max_accuracy_drop:g}; "
-            f"try {hint}{more}"
+            f"{accuracy_new:.4f}), more than the {options.max_accuracy_drop:g} allowed "
+            f"(max accuracy drop); try {hint}{more}"
         )
 
 
@@ -219,7 +223,7 @@ def export_keras(
     out_dir: str | Path,
     options: KerasExportOptions | None = None,
     name: str | None = None,
-    version: str = "1",
+    version: str = DEFAULT_VERSION,
 ) -> Bundle:
     """Convert a Keras host model to a bundle in ``out_dir``; the gates must pass."""
     options = options or KerasExportOptions()

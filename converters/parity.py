@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from edgewise.converters.bundle_writer import write_bundle
+from edgewise.converters.export import DEFAULT_TOLERANCE
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import Manifest, Parity
 from edgewise.edge.model import ServedModel
 
-DEFAULT_TOLERANCE = 1e-4
 BATCH = 256
 
 

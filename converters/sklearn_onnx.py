@@ -21,9 +21,9 @@ from edgewise.converters.bundle_writer import (
     write_bundle,
 )
 from edgewise.converters.explain import explain_spec
+from edgewise.converters.export import DEFAULT_TOLERANCE, DEFAULT_VERSION
 from edgewise.converters.host_model import HostModel
 from edgewise.converters.parity import (
-    DEFAULT_TOLERANCE,
     classification_parity,
     probabilities,
     regression_parity,
@@ -246,7 +246,7 @@ def check_parity(
     host: HostModel, model_bytes: bytes, tolerance: float = DEFAULT_TOLERANCE
 ) -> Parity:
     """Serve the graph with the device's code on the held-out rows; raise ParityError on drift."""
-    manifest = build_manifest(host, model_bytes, str(host.meta["name"]), "1", tolerance)
+    manifest = build_manifest(host, model_bytes, str(host.meta["name"]), DEFAULT_VERSION, tolerance)
     return _gate(host, model_bytes, manifest, tolerance)
 
 
@@ -254,7 +254,7 @@ def export_sklearn(
     host: HostModel,
     out_dir: str | Path,
     name: str | None = None,
-    version: str = "1",
+    version: str = DEFAULT_VERSION,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Bundle:
     """Convert a host model to an ONNX bundle in ``out_dir``; the parity gate must pass."""

@@ -39,12 +39,13 @@ from edgewise.edge.health import (
     report_health,
 )
 from edgewise.edge.model import ServedModel, load_models
-from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
 from edgewise.edge.payload import decode_request, encode, error_doc, peek_id
 from edgewise.edge.retained import RetainedGuard
 from edgewise.edge.supervision import Notifier, Supervisor, stop_on_signals
 from edgewise.edge.topics import response_topic_problem
+from edgewise.edge.transport import TransportFactory, TransportSpec, mqtt_transport
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,12 @@ EXPLAIN_TOP = 3  # features per explanation
 class Agent:
     """Serves the loaded models for one device."""
 
-    def __init__(self, config: AgentConfig, models: dict[str, ServedModel] | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        models: dict[str, ServedModel] | None = None,
+        transport: TransportFactory | None = None,
+    ) -> None:
         self.config = config
         self.topics = config.topics
         options = BackendOptions(config.num_threads, config.providers)
@@ -85,7 +91,7 @@ class Agent:
             for name, model in self.models.items()
         }
         self._guard = RetainedGuard(self.topics, self._info_bodies)
-        self.connection = MqttConnection(
+        spec = TransportSpec(
             config.endpoint,
             client_id=f"edgewise-agent-{config.device}",
             protocol=config.protocol,
@@ -101,6 +107,7 @@ class Agent:
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
         )
+        self.connection = (transport or mqtt_transport)(spec)
         self._direct = DirectDelivery(self.connection)  # for what must not wait on disk
         self.delivery: Delivery = (
             OutboxDelivery(

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from edgewise.edge.mqtt import MqttConnection, PublishRefused
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
+from edgewise.edge.transport import PublishRefused, Transport
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Delivery(Protocol):
 class DirectDelivery:
     """No outbox: publish at once (paho keeps unsent messages in memory only)."""
 
-    def __init__(self, connection: MqttConnection) -> None:
+    def __init__(self, connection: Transport) -> None:
         self._connection = connection
         self._dead = 0
 
@@ -99,7 +99,7 @@ class DirectDelivery:
 class OutboxDelivery:
     """The outbox and the thread that publishes it (see the module docstring)."""
 
-    def __init__(self, outbox: Outbox, connection: MqttConnection, window: int = 1000) -> None:
+    def __init__(self, outbox: Outbox, connection: Transport, window: int = 1000) -> None:
         self.outbox = outbox
         self._connection = connection
         self._window = window

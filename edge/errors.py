@@ -26,3 +26,20 @@ class RequestError(EdgewiseError):
         self.code = code
         self.message = message
         self.request_id = request_id
+
+
+class OptionError(EdgewiseError):
+    """A library option with a bad value; ``option`` is its parameter name.
+
+    The command line shows it as the matching flag (``max_accuracy_drop`` ->
+    ``--max-accuracy-drop``); library callers see the parameter name.
+    """
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option} {problem}")
+        self.option = option
+        self.problem = problem
+
+    def as_flag(self) -> str:
+        """The message with the option spelled as a command-line flag."""
+        return f"--{self.option.replace('_', '-')} {self.problem}"

@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.endpoint import Endpoint, describe_tls_error
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.transport import PublishRefused
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ REFUSALS = {
     0x8A: "this client is banned",
     0x8C: "bad authentication method",
 }
-
-
-class PublishRefused(EdgewiseError):
-    """A message that can never be published: the client library or the broker refuses it."""
 
 
 @dataclass(frozen=True)

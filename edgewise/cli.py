@@ -84,12 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.errors import EdgewiseError, OptionError
 
     # TensorFlow reads its C++ log level once, at import: keep its banners off the terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.run(args))
+    except OptionError as exc:  # a library option: name the flag the user typed
+        print(f"edgewise {args.command}: error: {exc.as_flag()}", file=sys.stderr)
+        return 1
     except EdgewiseError as exc:
         print(f"edgewise {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 def configure_train(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise train``."""
     from edgewise.converters.cli import add_conversion_arguments
+    from edgewise.converters.export import DEFAULT_VERSION
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -50,7 +51,9 @@ def configure_train(p: argparse.ArgumentParser) -> None:
         "--host-dir", metavar="DIR", help="where the host model goes (default: DIR.host)"
     )
     p.add_argument("--name", help="model name on the device (default: the --out folder name)")
-    p.add_argument("--version", default="1", help="model version (default 1)")
+    p.add_argument(
+        "--version", default=DEFAULT_VERSION, help=f"model version (default {DEFAULT_VERSION})"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
     deep = p.add_argument_group("deep models")
@@ -156,11 +159,12 @@ def load_tensor_data(args: argparse.Namespace) -> TensorData:
 
 
 def run_train_deep(args: argparse.Namespace) -> int:
-    from edgewise.converters.cli import export_host_model, keras_options, print_bundle
+    from edgewise.converters.cli import export_options, print_bundle
+    from edgewise.converters.export import export
     from edgewise.converters.keras_host import save_keras_host_model
     from edgewise.trainer.deep import train_deep
 
-    keras_options(args)  # checked before hours of training, not after
+    export_options(args).check("keras")  # before hours of training, not after
     data = load_tensor_data(args)
     name = args.name or default_name(args.out)
     host = train_deep(
@@ -184,7 +188,7 @@ def run_train_deep(args: argparse.Namespace) -> int:
         f"{list(data.X.shape[1:])}): {shown}"
     )
     print(f"host model {host_dir} (model.keras, history.json; stays on the host)")
-    bundle = export_host_model(host, args, name)
+    bundle = export(host, args.out, export_options(args, name))
     print_bundle(bundle.path, bundle.manifest)
     return 0
 
@@ -207,7 +211,8 @@ def run_train(args: argparse.Namespace) -> int:
         return run_train_deep(args)
     if args.model == "autoencoder":
         return run_train_autoencoder(args)
-    from edgewise.converters.cli import check_sklearn_options, export_host_model, print_bundle
+    from edgewise.converters.cli import export_options, print_bundle
+    from edgewise.converters.export import export
     from edgewise.converters.host_model import save_host_model
     from edgewise.edge.errors import EdgewiseError
     from edgewise.trainer.datasets import load_builtin, load_csv
@@ -217,7 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise EdgewiseError(f"{args.model} is a classical model: images go to cnn2d")
     if args.csv and not args.target:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
-    check_sklearn_options(args)
+    export_options(args).check("sklearn")
     if args.dataset and args.target:
         raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
     if args.clusters < 1:
@@ -263,19 +268,20 @@ def run_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
     print(f"trained {args.model} on {data.source} ({host.task}, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (stays on the host)")
-    bundle = export_host_model(host, args, name)
+    bundle = export(host, args.out, export_options(args, name))
     print_bundle(bundle.path, bundle.manifest)
     return 0
 
 
 def run_train_autoencoder(args: argparse.Namespace) -> int:
     """Anomaly detection with a Keras autoencoder (rows, or windows as window features)."""
-    from edgewise.converters.cli import export_host_model, keras_options, print_bundle
+    from edgewise.converters.cli import export_options, print_bundle
+    from edgewise.converters.export import export
     from edgewise.converters.keras_host import save_keras_host_model
     from edgewise.trainer.autoencoder import train_autoencoder
     from edgewise.trainer.tensors import TensorData, sample_rate_of, window_feature_dataset
 
-    keras_options(args)
+    export_options(args).check("keras")
     extra: dict[str, object] = {}
     data = load_tensor_data(args)
     if data.kind == "window":
@@ -296,7 +302,7 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
     print(f"trained autoencoder on {data.source} (anomaly, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (model.keras; stays on the host)")
-    bundle = export_host_model(host, args, name)
+    bundle = export(host, args.out, export_options(args, name))
     print_bundle(bundle.path, bundle.manifest)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -22,6 +23,7 @@ Factory = Callable[[int], BaseEstimator]
 
 def _clf() -> dict[str, Factory]:
     from sklearn import ensemble, linear_model, naive_bayes, neighbors, svm, tree
+    from sklearn.calibration import CalibratedClassifierCV
 
     return {
         "logistic-regression": lambda s: linear_model.LogisticRegression(max_iter=2000),
@@ -31,7 +33,12 @@ def _clf() -> dict[str, Factory]:
         ),
         "gradient-boosting": lambda s: ensemble.GradientBoostingClassifier(random_state=s),
         "hist-gradient-boosting": lambda s: ensemble.HistGradientBoostingClassifier(random_state=s),
-        "svm": lambda s: svm.SVC(probability=True, random_state=s),
+        # SVC(probability=True) is deprecated (scikit-learn 1.9, removed in 1.11): Platt
+        # scaling fitted on cross-validated decisions, one SVC on all rows (ensemble=False).
+        # calibration_folds() fits the folds to the smallest class.
+        "svm": lambda s: CalibratedClassifierCV(
+            svm.SVC(random_state=s), method="sigmoid", ensemble=False
+        ),
         "knn": lambda s: neighbors.KNeighborsClassifier(n_neighbors=5),
         "naive-bayes": lambda s: naive_bayes.GaussianNB(),
         "decision-tree": lambda s: tree.DecisionTreeClassifier(random_state=s),
@@ -118,6 +125,22 @@ def check_model_name(name: str, task: str) -> None:
         raise EdgewiseError(
             f"unknown {task} model {name!r}; choose from: {', '.join(MODELS[task])}"
         )
+
+
+def calibration_folds(pipeline: Pipeline, y: Any) -> None:
+    """Stratified folds for a calibrated classifier: at most 5, at most the smallest class."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    est = pipeline.steps[-1][1]
+    if not isinstance(est, CalibratedClassifierCV):
+        return
+    counts = np.unique(np.asarray(y).astype(str), return_counts=True)[1]
+    if counts.min() < 2:
+        raise EdgewiseError(
+            "svm calibrates its probabilities by cross-validation and needs at least 2 "
+            "training rows of every class"
+        )
+    est.set_params(cv=int(min(5, counts.min())))
 
 
 def build_pipeline(

@@ -15,6 +15,7 @@ from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.models import (
     MODEL_TASK,
     build_pipeline,
+    calibration_folds,
     check_model_name,
     describe_preprocessing,
 )
@@ -107,6 +108,7 @@ def train(
     if task == "anomaly" and normal is not None:
         keep = np.asarray(y_train).astype(str) == normal
         X_train, y_train = X_train[keep], y_train[keep]
+    calibration_folds(pipeline, y_train)
     started = time.perf_counter()
     pipeline.fit(host.model_input(X_train), y_train)
     fit_s = time.perf_counter() - started

@@ -82,7 +82,10 @@ ERROR_CASES = [
     ("train --model knn --out x", ["one of the arguments --dataset --csv --images is required"]),
     ("train --images . --model random-forest --out x", ["images go to cnn2d"]),
     ("train --dataset iris --model cnn1d --out x", ["cnn1d takes window data"]),
-    ("train --dataset iris --model knn --quantize int8 --out x", ["convert to --format onnx"]),
+    (
+        "train --dataset iris --model knn --quantize int8 --out x",
+        ["--quantize 'int8': scikit-learn models convert to float onnx"],
+    ),
     (
         "train --dataset vibration --model cnn1d --quantize int4 --out x",
         ["--quantize 'int4' is not offered for tflite; use one of none, float16, dynamic, int8"],

@@ -1,0 +1,100 @@
+"""What the agent needs from its link to a broker, as a Protocol (``edge.mqtt`` is the real one).
+
+The agent builds its transport from a :class:`TransportSpec` through a factory, so tests
+can pass :class:`edgewise.edge.testing.MemoryTransport` and exercise ``Agent.handle`` and
+the answer paths without a socket, next to the real-broker tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from edgewise.edge.errors import EdgewiseError
+
+if TYPE_CHECKING:
+    from edgewise.edge.endpoint import Endpoint
+    from edgewise.edge.mqtt import Message, Session
+
+
+class PublishRefused(EdgewiseError):
+    """A message that can never be published: the client library or the broker refuses it."""
+
+
+class PublishHandle(Protocol):
+    """A queued publish: its message id, and a way to wait until it is out."""
+
+    @property
+    def mid(self) -> int: ...
+
+    def wait_for_publish(self, timeout: float | None = None) -> None: ...
+
+
+class Transport(Protocol):
+    """A broker connection with its own thread; every method is thread-safe."""
+
+    broker: Endpoint
+    reconnects: int
+    callback_errors: int
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def started(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def wait_connected(self, timeout: float) -> bool: ...
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 0,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> PublishHandle: ...
+
+    def ack(self, msg: Message) -> None: ...
+
+    def stop(self, final_status: str | None = "offline", timeout: float = 5.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """Everything a transport is built from: where, who, what to subscribe, whom to call."""
+
+    endpoint: Endpoint
+    client_id: str
+    protocol: str
+    on_message: Callable[[Message], None]
+    subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    status_topic: str | None = None
+    session: Session | None = None
+    on_published: Callable[[int], None] | None = None
+    on_failure: Callable[[str], None] | None = None
+
+
+TransportFactory = Callable[[TransportSpec], Transport]
+
+
+def mqtt_transport(spec: TransportSpec) -> Transport:
+    """The real transport: paho-mqtt over TCP, TLS or WebSockets (edge.mqtt)."""
+    from edgewise.edge.mqtt import MqttConnection
+
+    return MqttConnection(
+        spec.endpoint,
+        client_id=spec.client_id,
+        protocol=spec.protocol,
+        on_message=spec.on_message,
+        subscriptions=spec.subscriptions,
+        status_topic=spec.status_topic,
+        session=spec.session,
+        on_published=spec.on_published,
+        on_failure=spec.on_failure,
+    )
