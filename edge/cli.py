@@ -10,10 +10,11 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+# Light (no NumPy, no paho): the defaults are defined once, with the topics.
+from edgewise.edge.topics import DEFAULT_BROKER, DEFAULT_PREFIX
+
 if TYPE_CHECKING:
     from edgewise.edge.endpoint import Endpoint
-
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 
 def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
@@ -153,7 +154,7 @@ def run_send(args: argparse.Namespace) -> int:
     from edgewise.edge.client import send_csv
     from edgewise.edge.topics import Topics
 
-    topics = Topics(args.prefix or "edgewise", args.device or socket.gethostname())
+    topics = Topics(args.prefix or DEFAULT_PREFIX, args.device or socket.gethostname())
     result = send_csv(
         _endpoint(args),
         topics,
@@ -185,7 +186,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
     watch(
         _endpoint(args),
-        args.prefix or "edgewise",
+        args.prefix or DEFAULT_PREFIX,
         args.device or "+",
         sys.stdout,
         count=args.count,

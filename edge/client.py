@@ -300,12 +300,7 @@ def watch(
     protocol: str = "auto",
 ) -> int:
     """Print answers, errors and status changes as they arrive; returns how many."""
-    dev = device or "+"
-    subs = [
-        (f"{prefix}/{dev}/+/out", 0),
-        (f"{prefix}/{dev}/+/error", 0),
-        (f"{prefix}/{dev}/status", 0),
-    ]
+    subs = [(topic, 0) for topic in Topics.watch_filters(prefix, device)]
     started = time.monotonic()
     wait = CONNECT_TIMEOUT if timeout is None else min(CONNECT_TIMEOUT, timeout)
     conn, inbox = connect(broker, protocol, subs, timeout=wait)

@@ -28,7 +28,13 @@ from edgewise.edge.endpoint import Endpoint, redact_url
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.mqtt import Session
 from edgewise.edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
-from edgewise.edge.topics import MAX_DEVICE_LENGTH, Topics, check_device
+from edgewise.edge.topics import (
+    DEFAULT_BROKER,
+    DEFAULT_PREFIX,
+    MAX_DEVICE_LENGTH,
+    Topics,
+    check_device,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,7 +79,7 @@ class AgentConfig(BaseModel):
     bundles: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
     ] = ()
-    broker: str = "mqtt://127.0.0.1:1883"
+    broker: str = DEFAULT_BROKER
     # Credentials and TLS beyond the URL (edge/endpoint.py, docs/mqtt.md#security).
     username: str | None = None
     password_file: str | None = None
@@ -83,7 +89,7 @@ class AgentConfig(BaseModel):
     tls_server_name: str | None = None
     tls_insecure: bool = False
     device: str = Field(default_factory=_default_device)
-    prefix: str = "edgewise"
+    prefix: str = DEFAULT_PREFIX
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     qos: Literal[0, 1] = 1
     num_threads: int | None = None

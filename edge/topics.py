@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from edgewise.edge.errors import EdgewiseError
 
+DEFAULT_PREFIX = "edgewise"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 _FORBIDDEN = set("/+#\x00")
 MAX_DEVICE_LENGTH = 128
 MAX_TOPIC_BYTES = 65535  # MQTT: a topic is a UTF-8 string with a two-byte length
@@ -90,6 +92,12 @@ class Topics:
     @property
     def health(self) -> str:
         return f"{self.prefix}/{self.device}/health"
+
+    @staticmethod
+    def watch_filters(prefix: str, device: str | None = None) -> list[str]:
+        """Subscription filters for every answer, error and status (of one device or all)."""
+        dev = device or "+"
+        return [f"{prefix}/{dev}/+/out", f"{prefix}/{dev}/+/error", f"{prefix}/{dev}/status"]
 
     def model_of(self, topic: str) -> str | None:
         """The model name in a request topic of this device, or None."""

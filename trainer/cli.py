@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgewise.edge.topics import DEFAULT_BROKER
+
 if TYPE_CHECKING:
     from edgewise.trainer.tensors import TensorData
 
@@ -100,7 +102,7 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="random-forest", help="model name (default random-forest)")
     p.add_argument(
         "--broker",
-        default="mqtt://127.0.0.1:1883",
+        default=DEFAULT_BROKER,
         help="broker to use when reachable; else one is started for the run",
     )
     p.add_argument("--device", default="demo", help="device id (default demo)")

@@ -20,7 +20,7 @@ from edgewise.deploy.broker import LocalBroker, reachable, start_local_broker
 from edgewise.edge.client import send_csv
 from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.topics import Topics
+from edgewise.edge.topics import DEFAULT_PREFIX, Topics
 from edgewise.trainer.datasets import load_builtin
 from edgewise.trainer.train import train
 
@@ -95,7 +95,12 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
             f"streaming {len(host.X_heldout)} held-out rows"
         )
         result = send_csv(
-            url, Topics("edgewise", device), name, csv_path, target=TARGET_COLUMN, info_timeout=30.0
+            url,
+            Topics(DEFAULT_PREFIX, device),
+            name,
+            csv_path,
+            target=TARGET_COLUMN,
+            info_timeout=30.0,
         )
         if agent.poll() is not None:
             raise EdgewiseError(f"the agent exited early; see {log_path}")
