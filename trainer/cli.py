@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgewise.edge.topics import DEFAULT_BROKER
+from edgewise.trainer.registry import (
+    CLASSICAL,
+    DETECTOR_NETWORKS,
+    NETWORKS,
+    TABULAR_DATASETS,
+    WINDOW_DATASETS,
+    check_dataset,
+    check_model,
+)
 
 if TYPE_CHECKING:
     from edgewise.trainer.tensors import TensorData
@@ -21,8 +30,8 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--dataset",
-        help="built-in data set: iris, wine, breast_cancer, digits, diabetes, "
-        "vibration (sensor windows, generated)",
+        help=f"built-in data set: {', '.join(TABULAR_DATASETS)}, "
+        f"{', '.join(WINDOW_DATASETS)} (sensor windows, generated)",
     )
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
     src.add_argument(
@@ -39,11 +48,11 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="classical: random-forest, gradient-boosting, hist-gradient-boosting, "
-        "logistic-regression, linear, svm, knn, naive-bayes, decision-tree (on sensor windows: "
-        "hand-made window features); anomaly: isolation-forest, autoencoder (Keras); "
-        "clustering: kmeans; "
-        "deep (Keras): mlp (tables), cnn1d (sensor windows), cnn2d (images)",
+        help=f"classical: {', '.join(CLASSICAL['classification'])} (on sensor windows: "
+        "hand-made window features); anomaly: "
+        f"{', '.join([*CLASSICAL['anomaly'], *DETECTOR_NETWORKS])} (Keras); clustering: "
+        f"{', '.join(CLASSICAL['clustering'])}; deep (Keras): "
+        + ", ".join(f"{name} ({kind})" for name, kind in NETWORKS.items()),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument(
@@ -206,10 +215,11 @@ def refuse_existing_out(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from edgewise.trainer.deep import DEEP_MODELS
-
+    check_model(args.model)
+    if args.dataset:
+        check_dataset(args.dataset)
     refuse_existing_out(args)
-    if args.model in DEEP_MODELS:
+    if args.model in NETWORKS:
         return run_train_deep(args)
     if args.model == "autoencoder":
         return run_train_autoencoder(args)

@@ -11,13 +11,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from edgewise.trainer.registry import DATASETS, check_dataset
+
 
 def configure_compare(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise compare``."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--dataset", help="built-in data set: iris, wine, breast_cancer, diabetes, ..., vibration"
-    )
+    src.add_argument("--dataset", help=f"built-in data set: {', '.join(DATASETS)}")
     src.add_argument("--csv", metavar="FILE", help="your CSV file (with --target)")
     src.add_argument("--images", metavar="DIR", help="image folder, one subfolder per class")
     p.add_argument("--image-size", type=int, default=32, help="--images: resize to N x N")
@@ -50,6 +50,8 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     from edgewise.edge.errors import EdgewiseError
 
+    if args.dataset:
+        check_dataset(args.dataset)
     if args.csv and not args.target and not args.window:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
     if args.dataset and args.target:

@@ -18,12 +18,13 @@ import numpy as np
 
 from edgewise.converters.keras_host import KerasHostModel, load_keras_model
 from edgewise.edge.errors import EdgewiseError
+from edgewise.trainer.registry import NETWORKS
 from edgewise.trainer.tensors import TensorData
 
 log = logging.getLogger(__name__)
 
 # model name -> the kind of data it takes
-DEEP_MODELS = {"mlp": "tabular", "cnn1d": "window", "cnn2d": "image"}
+DEEP_MODELS = NETWORKS
 CALIBRATION_ROWS = 1000  # training rows kept for int8 calibration
 
 

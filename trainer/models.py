@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from edgewise.edge.errors import EdgewiseError
+from edgewise.trainer.registry import CLASSICAL
 
 Factory = Callable[[int], BaseEstimator]
 
@@ -84,30 +85,7 @@ FACTORIES = {
     "clustering": _clustering,
 }
 
-MODELS: dict[str, tuple[str, ...]] = {
-    "anomaly": ("isolation-forest",),
-    "clustering": ("kmeans",),
-    "classification": (
-        "logistic-regression",
-        "linear",
-        "random-forest",
-        "gradient-boosting",
-        "hist-gradient-boosting",
-        "svm",
-        "knn",
-        "naive-bayes",
-        "decision-tree",
-    ),
-    "regression": (
-        "linear",
-        "random-forest",
-        "gradient-boosting",
-        "hist-gradient-boosting",
-        "svm",
-        "knn",
-        "decision-tree",
-    ),
-}
+MODELS = CLASSICAL
 # Trees split on raw thresholds: scaling them gains nothing and its float32/float64
 # rounding could move a value across a threshold between scikit-learn and ONNX.
 _UNSCALED = {

@@ -71,13 +71,13 @@ ERROR_CASES = [
     ("train --csv {csv} --target colour --model knn --out x", ["no column 'colour'", "status"]),
     (
         "train --csv {csv} --target status --model deep-magic --out x",
-        ["unknown classification model 'deep-magic'", "random-forest"],
+        ["unknown model 'deep-magic'", "random-forest", "cnn1d", "autoencoder"],
     ),
     (
         "train --csv {csv} --target status --model naive-bayes --task regression --out x",
         ["target 'status' is not numeric"],
     ),
-    ("train --dataset mnist --model knn --out x", ["unknown data set 'mnist'"]),
+    ("train --dataset mnist --model knn --out x", ["unknown data set 'mnist'", "vibration"]),
     ("train --csv {csv} --model knn --out x", ["needs --target"]),
     ("train --model knn --out x", ["one of the arguments --dataset --csv --images is required"]),
     ("train --images . --model random-forest --out x", ["images go to cnn2d"]),
