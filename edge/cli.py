@@ -111,7 +111,19 @@ def configure_send(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise send``."""
     _broker_args(p)
     p.add_argument("--model", required=True, help="model name (as in its manifest)")
-    p.add_argument("--csv", required=True, metavar="FILE", help="rows to send, with a header")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", metavar="FILE", help="rows to send, with a header")
+    src.add_argument(
+        "--npz",
+        metavar="FILE",
+        help="array x (instances, batch axis first) and optional labels y, sent as tensors",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="--csv of raw samples (a column per channel): cut into windows of N rows",
+    )
     p.add_argument("--target", help="column with the true label, to print the accuracy")
     p.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
@@ -151,32 +163,46 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from edgewise.edge.client import send_csv
+    from edgewise.edge.client import send
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.send_data import csv_rows, csv_windows, npz_arrays
     from edgewise.edge.topics import Topics
 
+    if args.window is not None and not args.csv:
+        raise EdgewiseError("--window goes with --csv FILE (raw samples, a column per channel)")
+    if args.npz:
+        plan = npz_arrays(args.npz)
+    elif args.window is not None:
+        plan = csv_windows(args.csv, args.window, args.target)
+    else:
+        plan = csv_rows(args.csv, args.target)
     topics = Topics(args.prefix or DEFAULT_PREFIX, args.device or socket.gethostname())
-    result = send_csv(
+    result = send(
         _endpoint(args),
         topics,
         args.model,
-        args.csv,
-        target=args.target,
+        plan,
         batch=args.batch,
         timeout=args.timeout,
         protocol=args.protocol or "auto",
         progress=not args.no_progress,
     )
+    unit = "instances" if args.npz else "windows" if args.window else "rows"
     rate = result.answered / result.seconds if result.seconds else 0.0
     print(
-        f"sent {result.sent} rows, {result.answered} answered "
-        f"in {result.seconds:.2f}s ({rate:.0f} rows/s)"
+        f"sent {result.sent} {unit}, {result.answered} answered "
+        f"in {result.seconds:.2f}s ({rate:.0f} {unit}/s)"
     )
     if result.errors:
         print("errors: " + ", ".join(f"{code} x{n}" for code, n in result.errors.items()))
     if result.accuracy is not None:
-        print(f"accuracy on device: {result.accuracy:.4f} ({result.correct}/{result.scored})")
+        # Over what was sent: a held-out score only when the data was held out in training.
+        print(
+            f"accuracy on device over the {result.scored} labelled {unit} sent: "
+            f"{result.accuracy:.4f} ({result.correct}/{result.scored})"
+        )
     if result.answered + sum(result.errors.values()) < result.sent:
-        print(f"{result.sent - result.answered - sum(result.errors.values())} rows unanswered")
+        print(f"{result.sent - result.answered - sum(result.errors.values())} {unit} unanswered")
     # Any error answer is a failure for scripts: the counts by code are printed above.
     return 0 if result.answered == result.sent else 1
 

@@ -1,11 +1,11 @@
-"""Client side of the topics: ``edgewise send`` (rows in, answers back) and ``watch``.
+"""Client side of the topics: ``edgewise send`` (instances in, answers back) and ``watch``.
 
-Device-side code: only the standard library, numpy-free, paho through ``edge.mqtt``.
+Device-side code: the standard library and paho through ``edge.mqtt``; NumPy only for
+windows and arrays (``edge.send_data``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import queue
 import sys
@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.send_data import PlanBuilder, SendPlan, csv_rows
 from edgewise.edge.topics import Topics
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the broker at most (less with a shorter --timeout)
@@ -63,40 +64,6 @@ def connect(
         conn.stop(final_status=None, timeout=1)
         raise EdgewiseError(f"{error} (gave up after {timeout:g}s)")
     return conn, inbox
-
-
-def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV file, as strings."""
-    p = Path(path)
-    try:
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows = [r for r in reader if r]
-    except FileNotFoundError:
-        raise EdgewiseError(f"CSV file {p}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EdgewiseError(f"CSV file {p} cannot be read: {exc}") from None
-    if not header:
-        raise EdgewiseError(f"CSV file {p} is empty")
-    bad = [i + 2 for i, r in enumerate(rows) if len(r) != len(header)]
-    if bad:
-        raise EdgewiseError(f"CSV file {p}: line {bad[0]} has a different number of fields")
-    return header, rows
-
-
-def _cell(text: str, dtype: str | None) -> Any:
-    """A CSV cell as the JSON value the model takes ('' is a missing value)."""
-    if text == "":
-        return None
-    if dtype == "string":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        if dtype is None:  # no model info: keep text that is not a number
-            return text
-        raise EdgewiseError(f"value {text!r} is not a number") from None
 
 
 def _same(label: Any, target: str) -> bool:
@@ -159,27 +126,27 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def send_csv(
+def send(
     broker: Endpoint | str,
     topics: Topics,
     model: str,
-    csv_path: str | Path,
-    target: str | None = None,
+    plan_for: PlanBuilder,
     batch: int = 1,
-    window: int = 256,
+    in_flight: int = 256,
     timeout: float = 30.0,
     protocol: str = "auto",
     progress: bool = True,
     info_timeout: float = 3.0,
 ) -> SendResult:
-    """Publish the CSV rows as requests, collect the answers, score them against ``target``."""
-    if batch < 1 or window < 1:
-        raise EdgewiseError(
-            "--batch must be at least 1" if batch < 1 else "window must be at least 1"
-        )
-    header, rows = read_csv(csv_path)
-    if target is not None and target not in header:
-        raise EdgewiseError(f"CSV file {csv_path} has no column {target!r}")
+    """Publish what ``plan_for`` makes of the model's info, collect the answers, score them.
+
+    ``plan_for`` is one of ``edge.send_data``'s sources: ``csv_rows``, ``csv_windows``,
+    ``npz_arrays``. ``in_flight`` is how many requests may wait for their answer at once.
+    """
+    if batch < 1:
+        raise EdgewiseError(f"--batch {batch}: send 1 or more instances per request")
+    if in_flight < 1:
+        raise EdgewiseError(f"in_flight {in_flight}: let 1 or more requests wait at once")
     out, err, info_topic = (topics.model(model, k) for k in ("out", "error", "info"))
     subs = [(out, 1), (err, 1), (info_topic, 1), (topics.status, 1), (topics.health, 1)]
     conn, inbox = connect(broker, protocol, subs, timeout=min(CONNECT_TIMEOUT, timeout))
@@ -190,67 +157,52 @@ def send_csv(
                 f"no agent serves model {model!r} on device {topics.device!r} at {conn.broker} "
                 f"(no retained {info_topic} with the device online)"
             )
-        dtypes = {f["name"]: f["dtype"] for f in info["features"]}
-        missing = [n for n in dtypes if n not in header]
-        if missing:
-            raise EdgewiseError(f"CSV file {csv_path} lacks feature column(s) {missing[:5]}")
-        extra = [c for c in header if c not in dtypes]
-        if target is None and len(extra) == 1:
-            target = extra[0]
+        plan = plan_for(info)
         return _stream(
-            conn,
-            inbox,
-            topics,
-            model,
-            header,
-            rows,
-            dtypes,
-            target,
-            batch,
-            window,
-            timeout,
-            progress,
+            conn, inbox, topics.model(model, "in"), plan, batch, in_flight, timeout, progress
         )
     finally:
         conn.stop(final_status=None, timeout=2)
 
 
+def send_csv(
+    broker: Endpoint | str,
+    topics: Topics,
+    model: str,
+    csv_path: str | Path,
+    target: str | None = None,
+    **options: Any,
+) -> SendResult:
+    """Publish the CSV rows as requests, collect the answers, score them against ``target``."""
+    return send(broker, topics, model, csv_rows(csv_path, target), **options)
+
+
 def _stream(
     conn: MqttConnection,
     inbox: queue.Queue[Message],
-    topics: Topics,
-    model: str,
-    header: list[str],
-    rows: list[list[str]],
-    dtypes: dict[str, str],
-    target: str | None,
+    in_topic: str,
+    plan: SendPlan,
     batch: int,
-    window: int,
+    in_flight: int,
     timeout: float,
     progress: bool,
 ) -> SendResult:
     from tqdm import tqdm
 
     run = uuid.uuid4().hex[:8]
-    cols = [(header.index(n), n, d) for n, d in dtypes.items()]
-    t_idx = header.index(target) if target else None
-    batches = [list(range(i, min(i + batch, len(rows)))) for i in range(0, len(rows), batch)]
+    n = plan.count
+    batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
     pending: dict[str, list[int]] = {}
     result = SendResult()
-    bar = tqdm(total=len(rows), disable=not progress, unit="row", file=sys.stderr)
+    bar = tqdm(total=n, disable=not progress, unit=plan.unit, file=sys.stderr)
     started = time.monotonic()
     next_batch = 0
     last_progress = started
-    in_topic = topics.model(model, "in")
     while next_batch < len(batches) or pending:
-        while next_batch < len(batches) and len(pending) < window:
+        while next_batch < len(batches) and len(pending) < in_flight:
             idx = batches[next_batch]
             rid = f"{run}-{next_batch}"
-            try:
-                instances = [{n: _cell(rows[i][c], d) for c, n, d in cols} for i in idx]
-            except EdgewiseError as exc:
-                raise EdgewiseError(f"row {idx[0] + 2}: {exc}") from None
-            conn.publish(in_topic, json.dumps({"id": rid, "instances": instances}), qos=1)
+            conn.publish(in_topic, plan.payload(idx, rid), qos=1)
             pending[rid] = idx
             result.sent += len(idx)
             next_batch += 1
@@ -280,9 +232,10 @@ def _stream(
             for i, pred in zip(answered, predictions):
                 result.predictions[i] = pred
                 result.answered += 1
-                if t_idx is not None and "label" in pred and rows[i][t_idx] != "":
+                truth = plan.truth[i]
+                if truth is not None and "label" in pred:
                     result.scored += 1
-                    result.correct += _same(pred["label"], rows[i][t_idx])
+                    result.correct += _same(pred["label"], truth)
         bar.update(len(answered))
     bar.close()
     result.seconds = time.monotonic() - started

@@ -104,6 +104,8 @@ ERROR_CASES = [
     ("agent --config missing.toml", ["config file missing.toml: no such file"]),
     ("agent --bundle b --broker http://x", ["scheme must be one of mqtt://, mqtts://"]),
     ("send --model m --csv nope.csv --device d", ["nope.csv: no such file"]),
+    ("send --model m --npz nope.npz --device d", ["array file nope.npz: no such file"]),
+    ("send --model m --npz nope.npz --window 4 --device d", ["--window goes with --csv"]),
 ]
 
 
@@ -207,7 +209,7 @@ def test_send_and_watch_through_agent(
     )
     assert result.returncode == 0, result.stderr
     assert "sent 40 rows, 40 answered" in result.stdout
-    accuracy = float(result.stdout.split("accuracy on device: ")[1].split()[0])
+    accuracy = float(result.stdout.split("labelled rows sent: ")[1].split()[0])
     assert accuracy > 0.8
     out, _ = watcher.communicate(timeout=60)
     assert watcher.returncode == 0
