@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.edge.native_stderr import quiet_native_stderr
+
 QUANTIZE_MODES: dict[str, tuple[str, ...]] = {
     "tflite": ("none", "float16", "dynamic", "int8"),
     "onnx": ("none", "dynamic", "int8"),
@@ -70,7 +72,8 @@ def to_tflite(
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        return bytes(converter.convert())
+        with quiet_native_stderr("the TFLite converter"):
+            return bytes(converter.convert())
 
 
 def tflite_io(model_bytes: bytes) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgewise.edge.errors import BackendUnavailableError, BundleError
+from edgewise.edge.native_stderr import quiet_native_stderr
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,8 @@ class LiteRtBackend:
         interpreter_class = TFLITE_RUNTIMES[runtime]()  # ImportError: try the next runtime
         self.name = runtime
         try:
-            self._interp = self._build(interpreter_class, model_path, options)
+            with quiet_native_stderr(f"{runtime} loading {model_path.name}"):
+                self._interp = self._build(interpreter_class, model_path, options)
         except (ValueError, RuntimeError) as exc:
             if "NumPy" in str(exc):
                 # tflite-runtime 2.14 imports under NumPy 2 but cannot build an interpreter.

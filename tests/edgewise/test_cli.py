@@ -340,6 +340,9 @@ def test_deep_train_then_convert(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "trained cnn1d" in result.stdout and "TFLITE int8" in result.stdout
+    # Native banners (converter, interpreter) stay off the terminal unless --log-level debug.
+    noise = ("XNNPACK", "fully_quantize", "inference_type")
+    assert not [n for n in noise if n in result.stdout + result.stderr], result.stderr
     host = Path(f"{out}.host")
     assert {p.name for p in host.iterdir()} >= {"model.keras", "history.json", "meta.json"}
     result = edgewise(
