@@ -138,6 +138,7 @@ def run_compare(args: argparse.Namespace) -> int:
     (root / "compare.html").write_text(render_html(report), encoding="utf-8")
     print(render_table(report))
     print(f"\nreport: {root / 'compare.html'} (figures in {root / 'compare.json'})")
+    print(f"bundles of every candidate: {root / 'bundles'} (--export NAME --out DIR copies one)")
     if args.export:
         choice = report.recommendation.get("choice") if args.export == "best" else args.export
         found = [r for r in report.candidates if r.name == choice and not r.skipped]

@@ -111,7 +111,7 @@ def table_rows(report: CompareReport) -> list[list[str]]:
         rows.append([
             r.name, r.family, r.artifact,
             _fmt(r.quality.get(m)), _fmt(r.quality_edge.get(m)),
-            _fmt(r.quality_int8.get(m) if r.quality_int8 else None),
+            "refused" if r.int8_note else _fmt(r.quality_int8.get(m) if r.quality_int8 else None),
             f"{r.latency_us['p50']:.1f}", f"{r.size_bytes / 1024:.1f}",
             "-" if r.size_int8_bytes is None else f"{r.size_int8_bytes / 1024:.1f}",
             "-" if r.memory_kib is None else f"{r.memory_kib / 1024:.1f}",
@@ -133,6 +133,10 @@ def render_table(report: CompareReport) -> str:
     lines = [report.recommendation.get("text", ""), ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    # Why an int8 twin is missing belongs next to the table, not only in the HTML.
+    notes = [f"{r.name}: {r.int8_note}" for r in report.candidates if r.int8_note]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
 
 

@@ -239,3 +239,25 @@ def test_images_pixels_vs_cnn2d(tmp_path: Path) -> None:
     assert json.loads(Path(by["cnn2d"].bundle, "manifest.json").read_text())["input"]["kind"] == (
         "image"
     )
+
+
+def test_table_says_why_int8_is_missing() -> None:
+    """Pure logic: a refused int8 twin is 'refused' in the table, with the gate's reason."""
+    from edgewise.trainer.compare import CandidateResult, CompareReport
+    from edgewise.trainer.report import render_table
+
+    common = {"latency_us": {"p50": 50.0, "p99": 90.0}, "size_bytes": 2048, "fit_seconds": 1.0}
+    mlp = CandidateResult(
+        "mlp", "deep", False, "tflite", {"accuracy": 0.9}, {"accuracy": 0.9},
+        int8_note="int8 refused: tflite quantize int8: accuracy drops 28.95 points", **common,
+    )  # fmt: skip
+    lr = CandidateResult(
+        "logistic-regression", "classical", True, "onnx", {"accuracy": 0.9}, {"accuracy": 0.9},
+        **common,
+    )  # fmt: skip
+    report = CompareReport("t", "classification", 10, 5, ["a"], [0, 1], "accuracy", [lr, mlp])
+    text = render_table(report)
+    mlp_row = next(line for line in text.splitlines() if line.startswith("mlp "))
+    assert "refused" in mlp_row
+    assert "mlp: int8 refused: tflite quantize int8: accuracy drops 28.95 points" in text
+    assert "logistic-regression:" not in text
