@@ -137,7 +137,7 @@ def main() -> None:
         t0 = time.perf_counter()
         host = train_deep(data, model, name, epochs=args.epochs)
         print(f"\ntrained {model} on {data.source} in {time.perf_counter() - t0:.1f} s: "
-              f"{ {k: round(v, 4) for k, v in host.meta['metrics'].items()} }")  # fmt: skip
+              f"{ {k: round(v, 4) for k, v in host.meta.metrics.items()} }")  # fmt: skip
         bundles = formats_table(name, host, work, args.n)
         agent_table(name, host, bundles, args.n)
 

@@ -44,7 +44,7 @@ def main() -> None:
 
     base = train_deep(classes([0, 1, 2, 3, 4]), "cnn2d", "base", epochs=60)
     base_file = save_keras_host_model(Path(tempfile.mkdtemp()) / "base", base) / "model.keras"
-    print(f"base on digits 0-4: held-out accuracy {base.meta['metrics']['accuracy']:.4f}")
+    print(f"base on digits 0-4: held-out accuracy {base.meta.metrics['accuracy']:.4f}")
     new = classes([5, 6, 7, 8, 9])
     ways = {
         "scratch": {},
@@ -59,7 +59,7 @@ def main() -> None:
                            patience=20, **kwargs)
                 for s in range(args.seeds)
             ]  # fmt: skip
-            accs = [r.meta["metrics"]["accuracy"] for r in runs]
+            accs = [r.meta.metrics["accuracy"] for r in runs]
             print(f"{n:9d} {way:10s} {statistics.mean(accs):9.4f} {min(accs):7.4f} "
                   f"{max(accs):7.4f}  {[round(a, 3) for a in accs]}")  # fmt: skip
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgewise.converters.host_meta import HostFeature, HostMeta
 from edgewise.edge.errors import EdgewiseError
 
 MODEL_FILE = "model.skops"
@@ -31,21 +32,21 @@ class HostModel:
     """A fitted pipeline with what is needed to convert and check it."""
 
     pipeline: Any
-    meta: dict[str, Any]
+    meta: HostMeta
     X_heldout: pd.DataFrame
     y_heldout: np.ndarray
 
     @property
     def task(self) -> str:
-        return str(self.meta["task"])
+        return self.meta.task
 
     @property
     def layout(self) -> str:
-        return str(self.meta["layout"])
+        return str(self.meta.layout)
 
     @property
-    def features(self) -> list[dict[str, str]]:
-        return list(self.meta["features"])
+    def features(self) -> tuple[HostFeature, ...]:
+        return self.meta.features
 
     def model_input(self, X: pd.DataFrame) -> Any:
         """What the scikit-learn pipeline takes: a matrix (tensor layout) or the frame."""
@@ -67,7 +68,7 @@ def save_host_model(path: str | Path, model: HostModel) -> Path:
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     sio.dump(model.pipeline, root / MODEL_FILE)
-    (root / META_FILE).write_text(json.dumps(model.meta, indent=2) + "\n")
+    (root / META_FILE).write_text(model.meta.to_json())
     heldout = {
         "columns": list(model.X_heldout.columns),
         "rows": [[_json_value(v) for v in row] for row in model.X_heldout.itertuples(index=False)],
@@ -89,7 +90,7 @@ def load_host_model(path: str | Path) -> HostModel:
             f"{path}: not a host model (no {MODEL_FILE}; `edgewise train` makes one)"
         )
     try:
-        meta = json.loads((root / META_FILE).read_text())
+        meta = HostMeta.from_json((root / META_FILE).read_text(), root)
         heldout = json.loads((root / HELDOUT_FILE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EdgewiseError(f"{root}: host model files are unreadable ({exc})") from None
@@ -101,8 +102,8 @@ def load_host_model(path: str | Path) -> HostModel:
         )
     pipeline = sio.load(root / MODEL_FILE, trusted=untrusted)
     X = pd.DataFrame(heldout["rows"], columns=heldout["columns"])
-    for f in meta["features"]:
-        col = X[f["name"]]
-        X[f["name"]] = col.astype(str) if f["dtype"] == "string" else col.astype(np.float32)
+    for f in meta.features:
+        col = X[f.name]
+        X[f.name] = col.astype(str) if f.dtype == "string" else col.astype(np.float32)
     y = np.asarray(heldout["target"])
     return HostModel(pipeline, meta, X, y)

@@ -57,8 +57,6 @@ from edgewise.edge.manifest import (
     Parity,
     Preprocessing,
     Quantization,
-    TrainingData,
-    WindowFeatures,
 )
 from edgewise.edge.topics import check_segment
 
@@ -151,18 +149,18 @@ def build_manifest(
     meta = host.meta
     shape = host.input_shape
     # Tabular: one feature per column; windows / images: the features name the channels.
-    nullable = len(shape) == 1 and meta.get("impute") is not None
-    features = tuple(Feature(name=c, dtype="float32", nullable=nullable) for c in meta["channels"])
-    window = meta.get("window_features")
+    nullable = len(shape) == 1 and meta.impute is not None
+    features = tuple(Feature(name=c, dtype="float32", nullable=nullable) for c in meta.channels)
+    window = meta.window_features
     in_quant, out_quant = _quantization(io, "input"), _quantization(io, "output")
-    task = str(meta.get("task", "classification"))
+    task = meta.task
     inside = ["standardize / rescale (first layer)", "softmax"]
     head: AnomalyHead | ClassificationHead
     if task == "anomaly":
         head = AnomalyHead(
             score_output=io["output"]["name"],
             score_sign=1,
-            threshold=float(meta["anomaly"]["threshold"]),
+            threshold=meta.alarm_threshold,
             quantization=out_quant,
         )
         inside = ["standardize (first layer)", "autoencoder", "mean squared reconstruction error"]
@@ -173,7 +171,7 @@ def build_manifest(
             quantization=out_quant,
         )
     outside: list[str] = []
-    if meta.get("impute"):
+    if meta.impute:
         outside.append("missing values -> training mean (input.impute)")
     for where, q in (("input", in_quant), ("output", out_quant)):
         if q is not None:
@@ -189,7 +187,7 @@ def build_manifest(
         version=version,
         task=task,  # type: ignore[arg-type]
         created_at=created_at(),
-        framework=Framework(name="keras", estimator=meta["model"]),
+        framework=Framework(name="keras", estimator=meta.model),
         model=model_file(
             model_bytes,
             f"model.{options.format}",
@@ -198,23 +196,23 @@ def build_manifest(
         ),
         input=InputSpec(
             layout="tensor",
-            kind="window" if window else meta["kind"],
+            kind="window" if window else meta.kind or "tabular",
             tensor_name=io["input"]["name"],
             dtype="float32",
             shape=(None, *shape),
             features=features,
             quantization=in_quant,
-            impute=tuple(meta["impute"]) if meta.get("impute") else None,
-            window_features=WindowFeatures.model_validate(window) if window else None,
+            impute=meta.impute or None,
+            window_features=window,
         ),
         output=head,
         preprocessing=Preprocessing(inside_graph=tuple(inside), outside_graph=tuple(outside)),
-        metrics=meta["metrics"],
+        metrics=meta.metrics,
         parity=Parity(rows=max(len(host.y_heldout), 1), passed=False),
         versions=library_versions(
             "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"
         ),
-        training_data=TrainingData.model_validate(meta["training_data"]),
+        training_data=meta.training_data,
     )
 
 
@@ -227,7 +225,7 @@ def export_keras(
 ) -> Bundle:
     """Convert a Keras host model to a bundle in ``out_dir``; the gates must pass."""
     options = options or KerasExportOptions()
-    name = check_segment("model name", name or str(host.meta["name"]))
+    name = check_segment("model name", name or host.meta.name)
     if not version or len(version) > 64:
         raise EdgewiseError("version must be 1 to 64 characters")
     n_cal = min(options.calibration_samples, len(host.X_calibration))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.converters.host_meta import HostMeta
 from edgewise.edge.errors import EdgewiseError
 
 KERAS_FILE = "model.keras"
@@ -31,20 +32,20 @@ class KerasHostModel:
     """A trained network with what conversion and its checks need."""
 
     model: Any  # keras.Model
-    meta: dict[str, Any]
+    meta: HostMeta
     X_heldout: np.ndarray
-    y_heldout: np.ndarray  # label indices into meta["labels"]
+    y_heldout: np.ndarray  # label indices into meta.labels
     X_calibration: np.ndarray
     history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[Any]:
-        return list(self.meta["labels"])
+        return list(self.meta.labels)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one instance (no batch axis)."""
-        return tuple(int(d) for d in self.meta["input_shape"])
+        return self.meta.input_shape
 
     def calibration_sha256(self, n: int) -> str:
         """Hash of the first ``n`` calibration rows (recorded in the manifest)."""
@@ -62,7 +63,7 @@ def save_keras_host_model(path: str | Path, host: KerasHostModel) -> Path:
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     host.model.save(root / KERAS_FILE)
-    (root / META_FILE).write_text(json.dumps(host.meta, indent=2) + "\n")
+    (root / META_FILE).write_text(host.meta.to_json())
     np.savez_compressed(root / HELDOUT_FILE, X=host.X_heldout, y=host.y_heldout)
     np.savez_compressed(root / CALIBRATION_FILE, X=host.X_calibration)
     (root / HISTORY_FILE).write_text(json.dumps(host.history) + "\n")
@@ -90,7 +91,7 @@ def load_keras_host_model(path: str | Path) -> KerasHostModel:
     if not (root / KERAS_FILE).is_file():
         raise EdgewiseError(f"{path}: not a deep host model (no {KERAS_FILE})")
     try:
-        meta = json.loads((root / META_FILE).read_text())
+        meta = HostMeta.from_json((root / META_FILE).read_text(), root)
         with np.load(root / HELDOUT_FILE, allow_pickle=False) as heldout:
             X_test, y_test = heldout["X"], heldout["y"]
         with np.load(root / CALIBRATION_FILE, allow_pickle=False) as cal:

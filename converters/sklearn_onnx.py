@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from edgewise.converters.bundle_writer import (
 )
 from edgewise.converters.explain import explain_spec
 from edgewise.converters.export import DEFAULT_TOLERANCE, DEFAULT_VERSION
+from edgewise.converters.host_meta import HostFeature
 from edgewise.converters.host_model import HostModel
 from edgewise.converters.parity import (
     classification_parity,
@@ -44,8 +46,6 @@ from edgewise.edge.manifest import (
     Parity,
     Preprocessing,
     RegressionHead,
-    TrainingData,
-    WindowFeatures,
 )
 from edgewise.edge.topics import check_segment
 
@@ -76,7 +76,7 @@ def _patch_tokenizers(onx: Any) -> None:
                 attr.s = TEXT_TOKEN_RE2.encode()
 
 
-def convert_pipeline(pipeline: Any, features: list[dict[str, str]], layout: str) -> bytes:
+def convert_pipeline(pipeline: Any, features: Sequence[HostFeature], layout: str) -> bytes:
     """Serialized ONNX graph of a fitted pipeline taking the raw features."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -88,10 +88,8 @@ def convert_pipeline(pipeline: Any, features: list[dict[str, str]], layout: str)
     else:
         initial_types = [
             (
-                f["name"],
-                StringTensorType([None, 1])
-                if f["dtype"] == "string"
-                else FloatTensorType([None, 1]),
+                f.name,
+                StringTensorType([None, 1]) if f.dtype == "string" else FloatTensorType([None, 1]),
             )
             for f in features
         ]
@@ -125,16 +123,16 @@ def build_manifest(
     input_names = graph_inputs(model_bytes)
     features = tuple(
         Feature(
-            name=f["name"],
-            dtype=f["dtype"],  # type: ignore[arg-type]
+            name=f.name,
+            dtype=f.dtype,
             nullable=True,
             onnx_input=input_names[i] if host.layout == "columns" else None,
         )
         for i, f in enumerate(host.features)
     )
-    window = host.meta.get("window_features")
+    window = host.meta.window_features
     outside = ["numeric null -> NaN (imputed inside the graph)"]
-    text = bool(host.meta.get("text"))
+    text = bool(host.meta.text)
     if text:
         # skl2onnx lowercases with StringNormalizer, which needs an installed en_US.UTF-8
         # locale in ONNX Runtime: the agent lowercases instead (edge.model).
@@ -148,7 +146,7 @@ def build_manifest(
         tensor_name=input_names[0] if host.layout == "tensor" else None,
         dtype="float32" if host.layout == "tensor" else None,
         shape=(None, len(features)) if host.layout == "tensor" else None,
-        window_features=WindowFeatures.model_validate(window) if window else None,
+        window_features=window,
         lowercase=text,
     )
     head: Head
@@ -162,7 +160,7 @@ def build_manifest(
         # The graph's score is scikit-learn's decision function (low = anomalous); the
         # agent negates it (score_sign) so that a higher score is more anomalous.
         head = AnomalyHead(
-            score_output="scores", score_sign=-1, threshold=float(host.meta["anomaly"]["threshold"])
+            score_output="scores", score_sign=-1, threshold=host.meta.alarm_threshold
         )
     elif host.task == "clustering":
         head = ClusteringHead(
@@ -181,21 +179,21 @@ def build_manifest(
         input=spec,
         output=head,
         preprocessing=Preprocessing(
-            inside_graph=tuple(host.meta.get("preprocessing", [])), outside_graph=tuple(outside)
+            inside_graph=host.meta.preprocessing, outside_graph=tuple(outside)
         ),
-        metrics=host.meta.get("metrics", {}),
+        metrics=host.meta.metrics,
         parity=Parity(rows=max(len(host.y_heldout), 1), passed=False, tolerance=tolerance),
         versions=library_versions("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy"),
-        training_data=TrainingData.model_validate(host.meta["training_data"]),
+        training_data=host.meta.training_data,
         explain=explain,
     )
 
 
 def device_instances(host: HostModel) -> list[Any]:
     """The held-out rows as a client sends them: missing values as null, text as typed."""
-    if host.meta.get("text"):
-        return [str(v) for v in host.X_heldout[host.features[0]["name"]]]
-    string = [f["dtype"] == "string" for f in host.features]
+    if host.meta.text:
+        return [str(v) for v in host.X_heldout[host.features[0].name]]
+    string = [f.dtype == "string" for f in host.features]
     rows = []
     for row in host.X_heldout.itertuples(index=False):
         rows.append(
@@ -246,7 +244,7 @@ def check_parity(
     host: HostModel, model_bytes: bytes, tolerance: float = DEFAULT_TOLERANCE
 ) -> Parity:
     """Serve the graph with the device's code on the held-out rows; raise ParityError on drift."""
-    manifest = build_manifest(host, model_bytes, str(host.meta["name"]), DEFAULT_VERSION, tolerance)
+    manifest = build_manifest(host, model_bytes, host.meta.name, DEFAULT_VERSION, tolerance)
     return _gate(host, model_bytes, manifest, tolerance)
 
 
@@ -258,7 +256,7 @@ def export_sklearn(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Bundle:
     """Convert a host model to an ONNX bundle in ``out_dir``; the parity gate must pass."""
-    name = check_segment("model name", name or str(host.meta["name"]))
+    name = check_segment("model name", name or host.meta.name)
     if not version or len(version) > 64:
         raise EdgewiseError("version must be 1 to 64 characters")
     if not 0 < tolerance < 1:

@@ -26,11 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgewise.trainer.cli",
         "train, convert, serve and query a model over MQTT, end to end",
     ),
+    "examples": ("edgewise.trainer.cli", "write the example data the README's commands use"),
     "agent": ("edgewise.edge.cli", "serve bundles over MQTT on this device"),
-    "send": ("edgewise.edge.cli", "publish CSV rows as requests and collect the answers"),
+    "send": ("edgewise.edge.cli", "publish rows, windows or arrays as requests; collect answers"),
     "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
 }
-HOST_COMMANDS = {"train", "convert", "compare", "demo"}
+HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

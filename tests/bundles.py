@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -36,18 +34,9 @@ def make_mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     """Sensor-like records with a categorical column, spaces in names, missing values."""
     import pandas as pd
 
-    rng = np.random.default_rng(seed)
-    temp = rng.normal(21, 4, n).round(2)
-    zone = rng.choice(["north", "south", "attic"], n)
-    hum = rng.normal(45, 12, n).round(1)
-    power = (temp * 3 + (zone == "attic") * 15 + rng.normal(0, 2, n)).round(3)
-    status = np.where(temp + (zone == "attic") * 4 + (hum > 55) * 3 > 24, "alarm", "ok")
-    df = pd.DataFrame(
-        {"temp c": temp, "zone": zone, "humidity": hum, "power": power, "status": status}
-    )
-    df.loc[rng.random(n) < 0.08, "humidity"] = np.nan
-    df.loc[rng.random(n) < 0.05, "zone"] = np.nan
-    return df
+    from edgewise.trainer.examples import rooms
+
+    return pd.DataFrame(rooms(n, seed))
 
 
 def build_iris(out: Path) -> Path:

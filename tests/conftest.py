@@ -33,6 +33,16 @@ needs_host = pytest.mark.skipif(not HOST, reason="needs the host libraries (edge
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Session- and module-scoped agents, which start before ``state_home``, keep their
+    outbox in a temporary directory too: no test writes to ~/.local/state."""
+    home = tmp_path_factory.mktemp("session-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(autouse=True)
 def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's agents (in process or child processes) keep their outbox in its tmp dir."""

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.converters.host_meta import AnomalySpec, HostMeta
 from edgewise.converters.keras_host import KerasHostModel
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import TrainingData, WindowFeatures
 from edgewise.trainer.deep import CALIBRATION_ROWS, _split, _standardize
 from edgewise.trainer.tensors import TensorData
 from edgewise.trainer.unsupervised import flag_metrics
@@ -60,7 +62,7 @@ def train_autoencoder(
     normal: str | None = None,
     contamination: float = 0.01,
     verbose: int = 0,
-    extra_meta: dict[str, Any] | None = None,
+    window_features: WindowFeatures | None = None,
 ) -> KerasHostModel:
     """Fit on the training rows labelled ``normal`` (all when None); threshold from them."""
     if data.kind != "tabular":
@@ -98,28 +100,27 @@ def train_autoencoder(
     fit_scores = score_net.predict(X_fit, batch_size=256, verbose=0).reshape(-1)
     test_scores = score_net.predict(X[test_idx], batch_size=256, verbose=0).reshape(-1)
     metrics, spec = flag_metrics(fit_scores, test_scores, labels[test_idx], normal, contamination)
-    meta: dict[str, Any] = {
-        "name": name,
-        "task": "anomaly",
-        "model": "autoencoder",
-        "kind": "tabular",
-        "input_shape": [X.shape[1]],
-        "channels": data.channels,
-        "labels": [],
-        "impute": impute.astype(float).tolist() if np.isnan(data.X).any() else None,
-        "anomaly": spec,
-        "metrics": metrics
+    meta = HostMeta(
+        name=name,
+        task="anomaly",
+        model="autoencoder",
+        kind="tabular",
+        input_shape=(int(X.shape[1]),),
+        channels=tuple(data.channels),
+        impute=tuple(impute.astype(float).tolist()) if np.isnan(data.X).any() else None,
+        anomaly=AnomalySpec.model_validate(spec),
+        metrics=metrics
         | {"fit_seconds": round(fit_s, 3), "epochs_run": len(history.history["loss"])},
-        "training_data": {
-            "source": data.source,
-            "sha256": data.sha256,
-            "rows": len(X),
-            "train_rows": len(fit_idx),
-            "test_rows": len(test_idx),
-            "seed": seed,
-        },
-        **(extra_meta or {}),
-    }
+        training_data=TrainingData(
+            source=data.source,
+            sha256=data.sha256,
+            rows=len(X),
+            train_rows=len(fit_idx),
+            test_rows=len(test_idx),
+            seed=seed,
+        ),
+        window_features=window_features,
+    )
     cal = np.random.default_rng(seed).permutation(len(X_fit))[:CALIBRATION_ROWS]
     log.info("trained autoencoder on %s in %.1fs: %s", data.source, fit_s, metrics)
     return KerasHostModel(

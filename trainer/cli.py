@@ -193,7 +193,7 @@ def run_train_deep(args: argparse.Namespace) -> int:
         verbose=2 if args.verbose else 0,
     )
     host_dir = save_keras_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
-    shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
+    shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}
     print(
         f"trained {args.model} on {data.source} ({data.kind}, {len(data.X)} samples of shape "
         f"{list(data.X.shape[1:])}): {shown}"
@@ -240,7 +240,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.clusters < 1:
         raise EdgewiseError(f"--clusters {args.clusters}: use 1 or more")
     test_index = None
-    extra: dict[str, object] = {}
+    window_features = None
     if args.text and not args.csv:
         raise EdgewiseError("--text goes with --csv FILE --target LABEL")
     if args.text:
@@ -251,7 +251,7 @@ def run_train(args: argparse.Namespace) -> int:
         from edgewise.trainer.tensors import sample_rate_of, window_feature_dataset
 
         windows = load_tensor_data(args)
-        data, extra["window_features"] = window_feature_dataset(
+        data, window_features = window_feature_dataset(
             windows, sample_rate_of(windows, args.sample_rate)
         )
         test_index = windows.test_index
@@ -274,10 +274,10 @@ def run_train(args: argparse.Namespace) -> int:
         normal=args.normal,
         contamination=args.contamination,
         test_index=test_index,
-        extra_meta=extra,
+        window_features=window_features,
     )
     host_dir = save_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
-    shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
+    shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}
     print(f"trained {args.model} on {data.source} ({host.task}, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (stays on the host)")
     bundle = export(host, args.out, export_options(args, name))
@@ -294,10 +294,10 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     from edgewise.trainer.tensors import TensorData, sample_rate_of, window_feature_dataset
 
     export_options(args).check("keras")
-    extra: dict[str, object] = {}
+    window_features = None
     data = load_tensor_data(args)
     if data.kind == "window":
-        table, extra["window_features"] = window_feature_dataset(
+        table, window_features = window_feature_dataset(
             data, sample_rate_of(data, args.sample_rate)
         )
         data = TensorData(
@@ -308,10 +308,11 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     host = train_autoencoder(
         data, name, seed=args.seed, test_size=args.test_size, epochs=args.epochs,
         batch_size=args.batch_size, patience=args.patience, normal=args.normal,
-        contamination=args.contamination, verbose=2 if args.verbose else 0, extra_meta=extra,
+        contamination=args.contamination, verbose=2 if args.verbose else 0,
+        window_features=window_features,
     )  # fmt: skip
     host_dir = save_keras_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
-    shown = {k: round(v, 4) for k, v in host.meta["metrics"].items()}
+    shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}
     print(f"trained autoencoder on {data.source} (anomaly, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (model.keras; stays on the host)")
     bundle = export(host, args.out, export_options(args, name))
@@ -323,3 +324,22 @@ def run_demo(args: argparse.Namespace) -> int:
     from edgewise.trainer.demo import run
 
     return run(args.dataset, args.model, args.broker, args.device, args.workdir)
+
+
+def configure_examples(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise examples``."""
+    p.add_argument("--out", default="examples", metavar="DIR", help="default ./examples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument("--force", action="store_true", help="replace example files in DIR")
+    p.set_defaults(run=run_examples)
+
+
+def run_examples(args: argparse.Namespace) -> int:
+    from edgewise.trainer.examples import write_examples
+
+    for path in write_examples(args.out, seed=args.seed, force=args.force):
+        size = (
+            sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
+        )
+        print(f"{path} ({size / 1024:.0f} KiB)")
+    return 0

@@ -262,8 +262,8 @@ def _classical(
     result: CandidateResult,
 ) -> tuple[np.ndarray, np.ndarray]:
     host = train(data, name, name, seed=seed)
-    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
-    result.quality = {k: v for k, v in host.meta["metrics"].items() if k != "fit_seconds"}
+    result.fit_seconds = float(host.meta.metrics["fit_seconds"])
+    result.quality = {k: v for k, v in host.meta.metrics.items() if k != "fit_seconds"}
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_sklearn(host, out)
@@ -354,11 +354,9 @@ def export_network(
 ) -> None:
     """Float TFLite bundle (the candidate) and, where the gate lets it, its int8 twin:
     training figures, sizes, and the int8 quality from ``predict`` on the test rows."""
-    name = str(host.meta["name"])
-    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
-    result.quality = {
-        k: v for k, v in host.meta["metrics"].items() if k in ("accuracy", "f1_macro")
-    }
+    name = str(host.meta.name)
+    result.fit_seconds = float(host.meta.metrics["fit_seconds"])
+    result.quality = {k: v for k, v in host.meta.metrics.items() if k in ("accuracy", "f1_macro")}
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_keras(host, out, KerasExportOptions("tflite", "none"))
@@ -378,4 +376,4 @@ def export_network(
 def deep_score(fit: Callable[[np.ndarray], Any], full: Any, sub: np.ndarray, train: Any) -> float:
     """Held-out accuracy of a network trained on ``sub`` (the full one is reused)."""
     host = full if len(sub) == len(train) else fit(sub)
-    return float(host.meta["metrics"]["accuracy"])
+    return float(host.meta.metrics["accuracy"])

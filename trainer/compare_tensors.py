@@ -24,6 +24,7 @@ from edgewise.converters.parity import ParityError
 from edgewise.converters.sklearn_onnx import export_sklearn
 from edgewise.edge.bundle import load_bundle
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import WindowFeatures
 from edgewise.edge.model import ServedModel
 from edgewise.trainer.compare import (
     FRACTIONS,
@@ -167,13 +168,12 @@ def compare_tensors(
 
 
 def _features_model(
-    table: Any, spec: dict[str, Any], train_idx: np.ndarray, test_idx: np.ndarray, name: str,
+    table: Any, spec: WindowFeatures | None, train_idx: np.ndarray, test_idx: np.ndarray, name: str,
     work: Path, seed: int, fractions: Sequence[float], result: CandidateResult,
 ) -> None:  # fmt: skip
-    extra = {"window_features": spec} if spec is not None else None
-    host = train(table, name, name, seed=seed, test_index=test_idx, extra_meta=extra)
-    result.fit_seconds = float(host.meta["metrics"]["fit_seconds"])
-    result.quality = {k: v for k, v in host.meta["metrics"].items() if k != "fit_seconds"}
+    host = train(table, name, name, seed=seed, test_index=test_idx, window_features=spec)
+    result.fit_seconds = float(host.meta.metrics["fit_seconds"])
+    result.quality = {k: v for k, v in host.meta.metrics.items() if k != "fit_seconds"}
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     bundle = export_sklearn(host, out)

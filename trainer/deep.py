@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.converters.host_meta import HostMeta
 from edgewise.converters.keras_host import KerasHostModel, load_keras_model
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import TrainingData
 from edgewise.trainer.registry import NETWORKS
 from edgewise.trainer.tensors import TensorData
 
@@ -215,28 +217,28 @@ def train_deep(
 
     probs = net.predict(X_test, batch_size=256, verbose=0)
     metrics = evaluate("classification", y[test_idx], probs.argmax(axis=1))
-    meta: dict[str, Any] = {
-        "name": name,
-        "task": "classification",
-        "model": model,
-        "kind": data.kind,
-        "input_shape": list(X_train.shape[1:]),
-        "channels": data.channels,
-        "labels": labels,
-        "impute": impute,
-        "base": base,
-        "freeze_base": freeze_base if base else None,
-        "metrics": metrics
+    meta = HostMeta(
+        name=name,
+        task="classification",
+        model=model,
+        kind=data.kind,  # type: ignore[arg-type]
+        input_shape=tuple(int(d) for d in X_train.shape[1:]),
+        channels=tuple(data.channels),
+        labels=tuple(labels),
+        impute=tuple(impute) if impute is not None else None,
+        base=str(base) if base else None,
+        freeze_base=freeze_base if base else None,
+        metrics=metrics
         | {"fit_seconds": round(fit_s, 3), "epochs_run": len(history.history["loss"])},
-        "training_data": {
-            "source": data.source,
-            "sha256": data.sha256,
-            "rows": len(data.X),
-            "train_rows": len(train_idx),
-            "test_rows": len(test_idx),
-            "seed": seed,
-        },
-    }
+        training_data=TrainingData(
+            source=data.source,
+            sha256=data.sha256,
+            rows=len(data.X),
+            train_rows=len(train_idx),
+            test_rows=len(test_idx),
+            seed=seed,
+        ),
+    )
     cal = np.random.default_rng(seed).permutation(len(X_train))[:CALIBRATION_ROWS]
     log.info("trained %s on %s in %.1fs: %s", model, data.source, fit_s, metrics)
     return KerasHostModel(

@@ -48,7 +48,7 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
         print(f"[1/4] training {model} on the {dataset} data set")
         host = train(load_builtin(dataset), model, name)
         save_host_model(root / f"{name}.host", host)
-        host_metric = host.meta["metrics"].get("accuracy")
+        host_metric = host.meta.metrics.get("accuracy")
         bundle = export_sklearn(host, root / name)
         parity = bundle.manifest.parity
         print(

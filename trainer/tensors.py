@@ -18,6 +18,7 @@ from pandas.api.types import is_numeric_dtype
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.features import DEFAULT_BANDS, feature_names, window_features
 from edgewise.edge.features import VERSION as FEATURES_VERSION
+from edgewise.edge.manifest import WindowFeatures
 from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.vibration import CHANNELS, SAMPLE_RATE_HZ
 from edgewise.trainer.vibration import generate as generate_vibration
@@ -186,7 +187,7 @@ def from_tabular(data: Dataset) -> TensorData:
 
 def window_feature_dataset(
     data: TensorData, sample_rate: float, bands: int = DEFAULT_BANDS
-) -> tuple[Dataset, dict[str, object]]:
+) -> tuple[Dataset, WindowFeatures]:
     """Sensor windows as a table of hand-made features (edge.features) for the classical
     models, and the manifest's ``input.window_features`` that lets the device compute
     the same features from raw windows."""
@@ -198,13 +199,13 @@ def window_feature_dataset(
     X = pd.DataFrame(window_features(data.X, sample_rate, bands), columns=names)
     y = np.asarray(data.y)
     dataset = Dataset(X, y, "classification", f"{data.source}:features", data.sha256, [])
-    spec: dict[str, object] = {
-        "version": FEATURES_VERSION,
-        "window": [int(d) for d in data.X.shape[1:]],
-        "channels": list(data.channels),
-        "sample_rate": float(sample_rate),
-        "bands": bands,
-    }
+    spec = WindowFeatures(
+        version=FEATURES_VERSION,
+        window=(int(data.X.shape[1]), int(data.X.shape[2])),
+        channels=tuple(data.channels),
+        sample_rate=float(sample_rate),
+        bands=bands,
+    )
     return dataset, spec
 
 

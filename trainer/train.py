@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from edgewise.converters.host_meta import AnomalySpec, HostFeature, HostMeta
 from edgewise.converters.host_model import HostModel
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.manifest import TrainingData, WindowFeatures
 from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.models import (
     MODEL_TASK,
@@ -73,7 +75,7 @@ def train(
     normal: str | None = None,
     contamination: float = 0.01,
     test_index: np.ndarray | None = None,
-    extra_meta: dict[str, Any] | None = None,
+    window_features: WindowFeatures | None = None,
 ) -> HostModel:
     """Train ``model`` on ``data``; the held-out split is kept for metrics and parity.
 
@@ -96,46 +98,53 @@ def train(
     y_train, y_test = data.y[train_idx], data.y[test_idx]
     pipeline = build_pipeline(model, task, data.numeric, data.categorical, seed, params, data.text)
     strings = set(data.categorical) | set(data.text)
-    features = [
-        {"name": c, "dtype": "string" if c in strings else "float32"} for c in data.X.columns
-    ]
-    meta: dict[str, Any] = {"name": name, "task": task, "model": model, "layout": data.layout}
-    if data.text:
-        meta["text"] = list(data.text)
-    host = HostModel(
-        pipeline, meta | {"features": features}, X_test.reset_index(drop=True), np.asarray(y_test)
+    features = tuple(
+        HostFeature(name=c, dtype="string" if c in strings else "float32") for c in data.X.columns
     )
+
+    def model_input(X: Any) -> Any:  # as HostModel.model_input, before the model exists
+        return X.to_numpy(dtype=np.float32) if data.layout == "tensor" else X
+
+    X_held, y_held = X_test.reset_index(drop=True), np.asarray(y_test)
     if task == "anomaly" and normal is not None:
         keep = np.asarray(y_train).astype(str) == normal
         X_train, y_train = X_train[keep], y_train[keep]
     calibration_folds(pipeline, y_train)
     started = time.perf_counter()
-    pipeline.fit(host.model_input(X_train), y_train)
+    pipeline.fit(model_input(X_train), y_train)
     fit_s = time.perf_counter() - started
-    X_held = host.model_input(host.X_heldout)
+    anomaly = None
     if task == "anomaly":
         from edgewise.trainer.unsupervised import anomaly_metrics
 
-        metrics, host.meta["anomaly"] = anomaly_metrics(
-            pipeline, host.model_input(X_train), X_held, host.y_heldout, normal, contamination
+        metrics, anomaly = anomaly_metrics(
+            pipeline, model_input(X_train), model_input(X_held), y_held, normal, contamination
         )
     elif task == "clustering":
         from edgewise.trainer.unsupervised import clustering_metrics
 
-        metrics = clustering_metrics(pipeline, X_held, host.y_heldout)
+        metrics = clustering_metrics(pipeline, model_input(X_held), y_held)
     else:
-        metrics = evaluate(task, host.y_heldout, pipeline.predict(X_held))
-    host.meta |= {
-        "preprocessing": describe_preprocessing(pipeline),
-        "metrics": metrics | {"fit_seconds": round(fit_s, 4)},
-        "training_data": {
-            "source": data.source,
-            "sha256": data.sha256,
-            "rows": len(data.X),
-            "test_rows": len(test_idx),
-            "seed": seed,
-        },
-        **(extra_meta or {}),
-    }
+        metrics = evaluate(task, y_held, pipeline.predict(model_input(X_held)))
+    meta = HostMeta(
+        name=name,
+        task=task,  # type: ignore[arg-type]
+        model=model,
+        layout=data.layout,  # type: ignore[arg-type]
+        features=features,
+        text=tuple(data.text),
+        preprocessing=tuple(describe_preprocessing(pipeline)),
+        metrics=metrics | {"fit_seconds": round(fit_s, 4)},
+        training_data=TrainingData(
+            source=data.source,
+            sha256=data.sha256,
+            rows=len(data.X),
+            test_rows=len(test_idx),
+            seed=seed,
+        ),
+        anomaly=AnomalySpec.model_validate(anomaly) if anomaly is not None else None,
+        window_features=window_features,
+    )
+    host = HostModel(pipeline, meta, X_held, y_held)
     log.info("trained %s on %s in %.2fs: %s", model, data.source, fit_s, metrics)
     return host

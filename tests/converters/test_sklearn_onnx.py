@@ -92,5 +92,5 @@ def test_host_model_round_trip_and_convert(tmp_path: Path, mixed_csv: Path) -> N
     assert bundle.version == "2" and bundle.layout == "columns"
     names = {f.name: f.onnx_input for f in bundle.features}
     assert names["temp c"] == "temp_c"  # skl2onnx sanitizes names; the manifest maps them
-    assert bundle.manifest.training_data.sha256 == host.meta["training_data"]["sha256"]
+    assert bundle.manifest.training_data.sha256 == host.meta.training_data.sha256
     assert not list(bundle.path.glob("*.skops")) and not list(bundle.path.glob("*.pkl"))

@@ -13,6 +13,7 @@ import pytest
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
 from edgewise.edge.config import AgentConfig
+from tests.agents import answers_peer, new_device, serving
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 
@@ -22,33 +23,22 @@ IRIS_NAMES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "pet
 
 @pytest.fixture
 def device() -> str:
-    return f"dev-{uuid.uuid4().hex[:6]}"
+    return new_device()
 
 
 @pytest.fixture
 def agent(
     broker: LocalBroker, iris_bundle: Path, rooms_bundle: Path, device: str
 ) -> Iterator[Agent]:
-    config = AgentConfig(
-        bundles=(str(iris_bundle), str(rooms_bundle)),
-        broker=broker.url,
-        device=device,
-        max_payload=4096,
-        max_instances=50,
-    )
-    a = Agent(config)
-    a.start()
-    assert a.connection.wait_connected(10)
-    yield a
-    a.stop(timeout=5)
+    bundles = (iris_bundle, rooms_bundle)
+    with serving(broker, bundles, device, max_payload=4096, max_instances=50) as a:
+        yield a
 
 
 @pytest.fixture
 def peer(broker: LocalBroker, agent: Agent, device: str) -> Iterator[Peer]:
-    p = Peer(broker.port)
-    p.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error")
-    yield p
-    p.close()
+    with answers_peer(broker, device) as p:
+        yield p
 
 
 def test_single_request_list_and_dict(peer: Peer, device: str) -> None:

@@ -3,7 +3,6 @@ windows and a float 2-D CNN on digit images, with JSON and binary requests."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
-from edgewise.edge.config import AgentConfig
 from edgewise.edge.payload import encode_tensor_request
+from tests.agents import answers_peer, new_device, serving
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.slow  # needs trained CNNs
 
 @pytest.fixture(scope="module")
 def device() -> str:
-    return f"deep-{uuid.uuid4().hex[:6]}"
+    return new_device("deep")
 
 
 @pytest.fixture(scope="module")
@@ -34,27 +33,16 @@ def agent(
     device: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Agent]:
-    config = AgentConfig(
-        bundles=(str(vibration_int8_bundle), str(digits_bundle)),
-        broker=broker.url,
-        device=device,
-        max_instances=64,
-        # Module scope starts before the per-test XDG_STATE_HOME: name the state dir.
-        state_dir=str(tmp_path_factory.mktemp("state")),
-    )
-    a = Agent(config)
-    a.start()
-    assert a.connection.wait_connected(10)
-    yield a
-    a.stop(timeout=5)
+    bundles = (vibration_int8_bundle, digits_bundle)
+    state = tmp_path_factory.mktemp("state")
+    with serving(broker, bundles, device, state_dir=state, max_instances=64) as a:
+        yield a
 
 
 @pytest.fixture
 def peer(broker: LocalBroker, agent: Agent, device: str) -> Iterator[Peer]:
-    p = Peer(broker.port)
-    p.subscribe(f"edgewise/{device}/+/out", f"edgewise/{device}/+/error")
-    yield p
-    p.close()
+    with answers_peer(broker, device) as p:
+        yield p
 
 
 def _host_case(request: pytest.FixtureRequest, model: str) -> tuple[Any, np.ndarray, list[Any]]:

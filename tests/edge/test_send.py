@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
 from edgewise.edge.bundle import load_bundle
 from edgewise.edge.client import send
-from edgewise.edge.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.model import ServedModel
 from edgewise.edge.send_data import csv_rows, csv_windows, npz_arrays
 from edgewise.edge.topics import Topics
+from tests.agents import new_device, serving
 from tests.conftest import ROOT
 
 INFO = {
@@ -46,13 +45,13 @@ def windows(vibration_int8_bundle: Path) -> tuple[np.ndarray, list[str], list[st
 
 
 @pytest.fixture(scope="module")
-def agent(broker: LocalBroker, vibration_int8_bundle: Path) -> Iterator[tuple[Agent, str]]:
-    device = f"send-{uuid.uuid4().hex[:6]}"
-    a = Agent(AgentConfig(bundles=(str(vibration_int8_bundle),), broker=broker.url, device=device))
-    a.start()
-    assert a.connection.wait_connected(10)
-    yield a, device
-    a.stop(timeout=5)
+def agent(
+    broker: LocalBroker, vibration_int8_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Agent, str]]:
+    device = new_device("send")
+    state = tmp_path_factory.mktemp("state")
+    with serving(broker, [vibration_int8_bundle], device, state_dir=state) as a:
+        yield a, device
 
 
 def _expected_accuracy(labels: list[str], truth: list[str]) -> float:

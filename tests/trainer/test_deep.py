@@ -28,7 +28,7 @@ def _digits(classes: list[int]) -> TensorData:
 @pytest.fixture(scope="module")
 def base_0_4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     host = train_deep(_digits([0, 1, 2, 3, 4]), "cnn2d", "base", epochs=30)
-    assert host.meta["metrics"]["accuracy"] > 0.9
+    assert host.meta.metrics["accuracy"] > 0.9
     return save_keras_host_model(tmp_path_factory.mktemp("base") / "b", host) / "model.keras"
 
 
@@ -47,13 +47,13 @@ def test_transfer_keeps_the_base_and_learns_new_classes(base_0_4: Path, freeze: 
         new, "cnn2d", "tl", base=str(base_0_4), freeze_base=freeze, per_class=10, epochs=60
     )
     scratch = train_deep(new, "cnn2d", "scratch", per_class=10, epochs=60)
-    assert host.labels == [5, 6, 7, 8, 9] and host.meta["training_data"]["train_rows"] == 50
+    assert host.labels == [5, 6, 7, 8, 9] and host.meta.training_data.train_rows == 50
     assert host.model.get_layer("head").units == 5
     unchanged = all(
         np.array_equal(a, b) for a, b in zip(_weights(base, convs), _weights(host.model, convs))
     )
     assert unchanged == freeze  # frozen: the base's filters are reused as they are
-    acc, acc_scratch = host.meta["metrics"]["accuracy"], scratch.meta["metrics"]["accuracy"]
+    acc, acc_scratch = host.meta.metrics["accuracy"], scratch.meta.metrics["accuracy"]
     print(f"freeze={freeze}: transfer {acc:.3f} vs scratch {acc_scratch:.3f} (10 per class)")
     # Measured (closing note): on 8x8 digits, a base trained on 0-4 does not beat training
     # from scratch on 5-9; the test holds transfer to "learns the new classes", not to a win.
@@ -84,7 +84,7 @@ def test_mlp_fills_missing_values_on_the_device(tmp_path: Path) -> None:
     from edgewise.trainer.tensors import from_tabular
 
     host = train_deep(from_tabular(load_csv(tmp_path / "t.csv", "label")), "mlp", "t", epochs=30)
-    assert host.meta["metrics"]["accuracy"] > 0.85
+    assert host.meta.metrics["accuracy"] > 0.85
     bundle = export_keras(host, tmp_path / "bundle")
     impute = bundle.manifest.to_dict()["input"]["impute"]
     assert len(impute) == 2 and abs(impute[1] - 5) < 0.5

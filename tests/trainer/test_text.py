@@ -15,24 +15,13 @@ from edgewise.converters.host_model import load_host_model
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
 from edgewise.edge.config import AgentConfig
+from edgewise.trainer import examples
 from tests.edgewise.test_cli import edgewise
 from tests.mqtt_peer import Peer
 
-SPAM = ["win", "free", "prize", "cash", "claim", "offer", "urgent", "click", "bonus", "gratuit"]
-HAM = ["meeting", "lunch", "report", "team", "tomorrow", "project", "call", "notes", "café"]
-FILLER = ["the", "a", "your", "now", "today", "with", "for", "and", "we", "you"]
-
 
 def messages(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        label = "spam" if i % 2 else "ham"
-        words = list(rng.choice(SPAM if label == "spam" else HAM, 3)) + list(rng.choice(FILLER, 4))
-        rng.shuffle(words)
-        text = " ".join(w.upper() if rng.random() < 0.2 else w for w in words)
-        rows.append({"id": i, "message": text + rng.choice(["!", ".", "?!", ""]), "label": label})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(examples.messages(n, seed))
 
 
 @pytest.fixture(scope="module")

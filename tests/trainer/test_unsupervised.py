@@ -44,16 +44,14 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ("vib-rf", "random-forest", {}),
         ("vib-iforest", "isolation-forest", {"normal": "normal"}),
     ]:
-        host = train(data, model, name, extra_meta={"window_features": spec}, **options)
+        host = train(data, model, name, window_features=spec, **options)
         out[name] = (export_sklearn(host, root / name), host)
     host = train(load_builtin("iris"), "kmeans", "iris-km", params={"n_clusters": 3})
     out["iris-km"] = (export_sklearn(host, root / "iris-km"), host)
     rows = TensorData(
         data.X.to_numpy(dtype=np.float32), data.y, "tabular", list(data.X.columns), data.source
     )
-    ae = train_autoencoder(
-        rows, "vib-ae", normal="normal", epochs=40, extra_meta={"window_features": spec}
-    )
+    ae = train_autoencoder(rows, "vib-ae", normal="normal", epochs=40, window_features=spec)
     out["vib-ae"] = (export_keras(ae, root / "vib-ae", KerasExportOptions("tflite", "none")), ae)
     return out
 
@@ -118,7 +116,7 @@ def test_anomaly_trained_on_normal_flags_faults(
     out = bundle.manifest.to_dict()["output"]
     assert (
         bundle.manifest.to_dict()["task"] == "anomaly"
-        and out["threshold"] == host.meta["anomaly"]["threshold"]
+        and out["threshold"] == host.meta.alarm_threshold
     )
     fresh = load_vibration(per_class=25, seed=99)  # windows the model never saw
     preds = ask(peer, device, "vib-iforest", encode_tensor_request(fresh.X, "a"))
