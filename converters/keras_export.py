@@ -64,11 +64,11 @@ log = logging.getLogger(__name__)
 
 # What to try when a mode loses too much: the next less aggressive one.
 NEXT_MODE = {
-    ("tflite", "int8"): "quantize dynamic (int8 weights, float activations)",
-    ("tflite", "dynamic"): "quantize float16",
-    ("tflite", "float16"): "quantize none",
-    ("onnx", "int8"): "quantize dynamic",
-    ("onnx", "dynamic"): "quantize none",
+    ("tflite", "int8"): "dynamic",  # int8 weights, float activations
+    ("tflite", "dynamic"): "float16",
+    ("tflite", "float16"): "none",
+    ("onnx", "int8"): "dynamic",
+    ("onnx", "dynamic"): "none",
 }
 
 
@@ -120,12 +120,15 @@ def gate(
         )
     drop = (accuracy_ref - accuracy_new) * 100
     if drop > options.max_accuracy_drop:
-        hint = NEXT_MODE.get((options.format, options.quantize), "a float format")
-        more = " or more calibration samples" if options.quantize == "int8" else ""
+        tries: list[tuple[str, str | None]] = [
+            ("quantize", NEXT_MODE.get((options.format, options.quantize), "none"))
+        ]
+        if options.quantize == "int8":
+            tries.append(("calibration_samples", None))
         raise ParityError(
             f"{mode}: {metric} drops {drop:.2f} points ({accuracy_ref:.4f} -> "
-            f"{accuracy_new:.4f}), more than the {options.max_accuracy_drop:g} allowed "
-            f"(max accuracy drop); try {hint}{more}"
+            f"{accuracy_new:.4f}), more than the {options.max_accuracy_drop:g} allowed",
+            tries,
         )
 
 

@@ -11,14 +11,14 @@ manifest; a failed gate raises :class:`ParityError` and nothing is written.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from edgewise.converters.bundle_writer import write_bundle
 from edgewise.converters.export import DEFAULT_TOLERANCE
-from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.errors import EdgewiseError, flag
 from edgewise.edge.manifest import Manifest, Parity
 from edgewise.edge.model import ServedModel
 
@@ -26,7 +26,28 @@ BATCH = 256
 
 
 class ParityError(EdgewiseError):
-    """The converted model does not answer like the original."""
+    """The converted model does not answer like the original.
+
+    ``tries`` are (option, value) pairs worth trying next (value None: "more of it"); the
+    message names them as parameters, the command line as flags.
+    """
+
+    def __init__(self, message: str, tries: Sequence[tuple[str, str | None]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.tries = list(tries)
+
+    def _render(self, name: Callable[[str], str]) -> str:
+        if not self.tries:
+            return self.message
+        hints = [f"{name(o)} {v}" if v is not None else f"more {name(o)}" for o, v in self.tries]
+        return f"{self.message}; try {' or '.join(hints)}"
+
+    def __str__(self) -> str:
+        return self._render(lambda option: option)
+
+    def cli_message(self) -> str:
+        return self._render(flag)
 
 
 def serve_staged(

@@ -6,6 +6,15 @@ from __future__ import annotations
 class EdgewiseError(Exception):
     """An error the user can act on; the command line prints it as one line."""
 
+    def cli_message(self) -> str:
+        """The message as the command line shows it (options spelled as flags)."""
+        return str(self)
+
+
+def flag(option: str) -> str:
+    """A library parameter as its command-line flag: max_accuracy_drop -> --max-accuracy-drop."""
+    return f"--{option.replace('_', '-')}"
+
 
 class BundleError(EdgewiseError):
     """A bundle directory that is missing, malformed, or does not match its hashes."""
@@ -40,6 +49,5 @@ class OptionError(EdgewiseError):
         self.option = option
         self.problem = problem
 
-    def as_flag(self) -> str:
-        """The message with the option spelled as a command-line flag."""
-        return f"--{self.option.replace('_', '-')} {self.problem}"
+    def cli_message(self) -> str:
+        return f"{flag(self.option)} {self.problem}"

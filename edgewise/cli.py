@@ -85,17 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from edgewise.edge.errors import EdgewiseError, OptionError
+    from edgewise.edge.errors import EdgewiseError
 
     # TensorFlow reads its C++ log level once, at import: keep its banners off the terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.run(args))
-    except OptionError as exc:  # a library option: name the flag the user typed
-        print(f"edgewise {args.command}: error: {exc.as_flag()}", file=sys.stderr)
-        return 1
-    except EdgewiseError as exc:
-        print(f"edgewise {args.command}: error: {exc}", file=sys.stderr)
+    except EdgewiseError as exc:  # library options are named as the flags the user typed
+        print(f"edgewise {args.command}: error: {exc.cli_message()}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
         if args.command in HOST_COMMANDS:

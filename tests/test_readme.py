@@ -41,11 +41,19 @@ def usage_commands() -> list[str]:
     return commands
 
 
+def library_snippets() -> list[str]:
+    """The python blocks of README's "As a library" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## As a library") :]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
 def test_the_readme_lists_commands() -> None:
     commands = usage_commands()
     assert commands[0] == "edgewise examples"
     assert any(c.startswith("edgewise send") and "--npz" in c for c in commands)
     assert len(commands) >= 20
+    assert "export(" in library_snippets()[0]
 
 
 def _argv(command: str, broker: LocalBroker) -> list[str]:
@@ -89,6 +97,14 @@ def test_every_usage_command_runs(broker: LocalBroker, tmp_path: Path) -> None:
             out = agent.communicate(timeout=30)[0].decode()
             if agent.returncode != 0:
                 failures.append(f"agent exited {agent.returncode}\n{out[-800:]}")
+    # The library example, on the bundles the commands wrote.
+    for snippet in library_snippets():
+        result = subprocess.run(
+            [sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        ran.append(f"python snippet: exit {result.returncode}")
+        if result.returncode != 0:
+            failures.append(f"README python snippet\n{result.stderr[-1500:]}")
     print("\n".join(ran))
     assert not failures, "\n\n".join(failures)
     assert any("send" in line for line in ran) and any("compare" in line for line in ran)

@@ -130,31 +130,9 @@ def load_tensor_data(args: argparse.Namespace) -> TensorData:
     import numpy as np
 
     from edgewise.edge.errors import EdgewiseError
-    from edgewise.trainer.datasets import load_builtin, load_csv
-    from edgewise.trainer.tensors import (
-        from_tabular,
-        load_digits_images,
-        load_image_folder,
-        load_vibration,
-        load_window_csv,
-    )
+    from edgewise.trainer.sources import DataSource
 
-    if args.images:
-        data = load_image_folder(args.images, args.image_size, args.grayscale)
-    elif args.csv and args.window:
-        data = load_window_csv(
-            args.csv, args.window, args.stride or args.window, args.target or "label"
-        )
-    elif args.dataset == "vibration":
-        data = load_vibration(seed=args.seed)
-    elif args.dataset == "digits" and args.model == "cnn2d":
-        data = load_digits_images()
-    elif args.dataset:
-        data = from_tabular(load_builtin(args.dataset))
-    else:
-        if not args.target:
-            raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
-        data = from_tabular(load_csv(args.csv, args.target, args.task))
+    data = DataSource.from_args(args).tensors(digits_as_images=args.model == "cnn2d")
     if args.classes:
         wanted = [c.strip() for c in args.classes.split(",") if c.strip()]
         have = {str(label): label for label in data.labels}
@@ -227,16 +205,15 @@ def run_train(args: argparse.Namespace) -> int:
     from edgewise.converters.export import export
     from edgewise.converters.host_model import save_host_model
     from edgewise.edge.errors import EdgewiseError
-    from edgewise.trainer.datasets import load_builtin, load_csv
+    from edgewise.trainer.sources import DataSource
     from edgewise.trainer.train import train
 
+    source = DataSource.from_args(args)
     if args.images:
         raise EdgewiseError(f"{args.model} is a classical model: images go to cnn2d")
     if args.csv and not args.target:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
     export_options(args).check("sklearn")
-    if args.dataset and args.target:
-        raise EdgewiseError("--target goes with --csv; built-in data sets know their target")
     if args.clusters < 1:
         raise EdgewiseError(f"--clusters {args.clusters}: use 1 or more")
     test_index = None
@@ -247,7 +224,7 @@ def run_train(args: argparse.Namespace) -> int:
         from edgewise.trainer.datasets import load_text_csv
 
         data = load_text_csv(args.csv, args.target, args.text)
-    elif args.dataset == "vibration" or args.window:
+    elif source.is_tensors:
         from edgewise.trainer.tensors import sample_rate_of, window_feature_dataset
 
         windows = load_tensor_data(args)
@@ -256,11 +233,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
         test_index = windows.test_index
     else:
-        data = (
-            load_builtin(args.dataset)
-            if args.dataset
-            else load_csv(args.csv, args.target, args.task)
-        )
+        data = source.table()
     if args.dataset and args.task and args.task != data.task:
         raise EdgewiseError(f"data set {args.dataset} is a {data.task} task")
     name = args.name or default_name(args.out)

@@ -11,7 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgewise.trainer.registry import DATASETS, check_dataset
+from edgewise.trainer.registry import DATASETS
+from edgewise.trainer.sources import DataSource
 
 
 def configure_compare(p: argparse.ArgumentParser) -> None:
@@ -50,8 +51,7 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     from edgewise.edge.errors import EdgewiseError
 
-    if args.dataset:
-        check_dataset(args.dataset)
+    DataSource.from_args(args)  # the source's own checks, before any work
     if args.csv and not args.target and not args.window:
         raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
     if args.dataset and args.target:
@@ -74,42 +74,23 @@ def run_compare(args: argparse.Namespace) -> int:
     _check(args)
     from edgewise.edge.errors import EdgewiseError
     from edgewise.trainer.compare import DEFAULT_CANDIDATES, check_candidates, compare
-    from edgewise.trainer.datasets import load_builtin, load_csv
     from edgewise.trainer.report import recommend, render_html, render_table
 
     given = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else []
     windows = None
-    if args.dataset in ("vibration", "digits") or args.window or args.images:
+    source = DataSource.from_args(args)
+    if source.is_tensors or args.dataset == "digits":  # digits: pixel rows vs cnn2d
         from edgewise.trainer.compare_tensors import (
             IMAGE_CANDIDATES,
             WINDOW_CANDIDATES,
             check_tensor_candidates,
         )
-        from edgewise.trainer.tensors import (
-            load_digits_images,
-            load_image_folder,
-            load_vibration,
-            load_window_csv,
-        )
 
-        if args.dataset == "vibration":
-            windows = load_vibration(seed=args.seed)
-        elif args.dataset == "digits":  # its 8x8 images: pixel rows vs cnn2d
-            windows = load_digits_images()
-        elif args.images:
-            windows = load_image_folder(args.images, args.image_size, args.grayscale)
-        else:
-            windows = load_window_csv(
-                args.csv, args.window, args.stride or args.window, args.target or "label"
-            )
+        windows = source.tensors()
         default = WINDOW_CANDIDATES if windows.kind == "window" else IMAGE_CANDIDATES
         names = check_tensor_candidates(given or default, windows.kind)
     else:
-        data = (
-            load_builtin(args.dataset)
-            if args.dataset
-            else load_csv(args.csv, args.target, args.task)
-        )
+        data = source.table()
         names = check_candidates(given or list(DEFAULT_CANDIDATES[data.task]), data.task)
     if args.export and args.export != "best" and args.export not in names:
         raise EdgewiseError(f"--export {args.export}: not a candidate; have {names}")

@@ -87,7 +87,8 @@ def test_int8_with_unrepresentative_calibration_is_refused(
     options = KerasExportOptions("tflite", "int8", calibration_samples=8)
     with pytest.raises(ParityError, match=r"accuracy drops .* try quantize dynamic") as info:
         export_keras(dim, out, options)
-    assert "more --calibration-samples" in str(info.value)
+    assert "or more calibration_samples" in str(info.value)  # the library names parameters
+    assert "try --quantize dynamic or more --calibration-samples" in info.value.cli_message()
     assert not out.exists(), "a refused conversion writes nothing"
 
 
@@ -96,8 +97,8 @@ def test_int8_with_unrepresentative_calibration_is_refused(
     [
         (KerasExportOptions("tflite", "none"), 0.9, 0.9, 2e-4, "differ from Keras"),
         (KerasExportOptions("tflite", "int8"), 0.9, 0.88, 0.1, "try quantize dynamic"),
-        (KerasExportOptions("tflite", "dynamic"), 0.9, 0.85, 0.1, "try --quantize float16"),
-        (KerasExportOptions("tflite", "float16"), 0.9, 0.85, 0.1, "try --quantize none"),
+        (KerasExportOptions("tflite", "dynamic"), 0.9, 0.85, 0.1, "try quantize float16"),
+        (KerasExportOptions("tflite", "float16"), 0.9, 0.85, 0.1, "try quantize none"),
         (KerasExportOptions("onnx", "int8", max_accuracy_drop=0), 0.9, 0.89, 0.1, "dynamic"),
         (KerasExportOptions("onnx", "dynamic", max_accuracy_drop=5), 0.9, 0.8, 0.1, "none"),
     ],
