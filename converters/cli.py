@@ -54,6 +54,12 @@ def add_conversion_arguments(p: argparse.ArgumentParser) -> None:
         help="parity limit on probabilities / relative regression error "
         f"(default {DEFAULT_TOLERANCE:g})",
     )
+    p.add_argument(
+        "--p99-budget-ms",
+        type=float,
+        metavar="MS",
+        help="the bundle's self-test fails on a device slower than this (p99, one instance)",
+    )
 
 
 def configure_convert(p: argparse.ArgumentParser) -> None:
@@ -82,6 +88,7 @@ def export_options(args: argparse.Namespace, name: str | None = None) -> ExportO
         calibration_samples=args.calibration_samples,
         max_accuracy_drop=args.max_accuracy_drop,
         tolerance=args.tolerance,
+        p99_budget_ms=args.p99_budget_ms,
         name=name,
         version=getattr(args, "version", None) or DEFAULT_VERSION,
     )

@@ -39,12 +39,15 @@ class ExportOptions:
     tolerance: float = DEFAULT_TOLERANCE
     name: str | None = None  # default: the trained model's name
     version: str = DEFAULT_VERSION
+    p99_budget_ms: float | None = None  # the self-test's latency budget on the device
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, str) or not 1 <= len(self.version) <= 64:
             raise OptionError("version", f"{self.version!r}: use 1 to 64 characters")
         if not 0 < self.tolerance < 1:
             raise OptionError("tolerance", f"{self.tolerance!r} must be between 0 and 1")
+        if self.p99_budget_ms is not None and not 0 < self.p99_budget_ms <= 60_000:
+            raise OptionError("p99_budget_ms", f"{self.p99_budget_ms!r}: use 0 < ms <= 60000")
 
     def check(self, family: Family) -> None:
         """Raise OptionError unless these options suit the family (no work is done)."""
@@ -94,10 +97,22 @@ def export(
     if isinstance(host, KerasHostModel):
         from edgewise.converters.keras_export import export_keras
 
-        return export_keras(host, out, options.keras(), name=options.name, version=options.version)
+        return export_keras(
+            host,
+            out,
+            options.keras(),
+            name=options.name,
+            version=options.version,
+            p99_budget_ms=options.p99_budget_ms,
+        )
     from edgewise.converters.sklearn_onnx import export_sklearn
 
     options.check("sklearn")
     return export_sklearn(
-        host, out, name=options.name, version=options.version, tolerance=options.tolerance
+        host,
+        out,
+        name=options.name,
+        version=options.version,
+        tolerance=options.tolerance,
+        p99_budget_ms=options.p99_budget_ms,
     )

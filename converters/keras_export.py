@@ -43,6 +43,7 @@ from edgewise.converters.parity import (
     ParityError,
     probabilities,
     serve_staged,
+    with_selftest,
 )
 from edgewise.edge.bundle import Bundle
 from edgewise.edge.errors import EdgewiseError, OptionError
@@ -225,6 +226,7 @@ def export_keras(
     options: KerasExportOptions | None = None,
     name: str | None = None,
     version: str = DEFAULT_VERSION,
+    p99_budget_ms: float | None = None,
 ) -> Bundle:
     """Convert a Keras host model to a bundle in ``out_dir``; the gates must pass."""
     options = options or KerasExportOptions()
@@ -274,4 +276,10 @@ def export_keras(
     final = manifest.model_copy(
         update={"parity": report, "metrics": manifest.metrics | {"accuracy_converted": acc_new}}
     )
-    return write_bundle(out_dir, model_bytes, final)
+    # Self-test tolerance: quantized arithmetic may differ by a step between runtimes.
+    tolerance = options.tolerance
+    if options.quantize != "none":
+        head_quant = getattr(final.output, "quantization", None)
+        tolerance = max(1e-3, 1.5 * float(head_quant.scale) if head_quant else 0.0)
+    final, files = with_selftest(final, host.X_heldout.tolist(), answers, tolerance, p99_budget_ms)
+    return write_bundle(out_dir, model_bytes, final, files)

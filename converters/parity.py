@@ -10,6 +10,7 @@ manifest; a failed gate raises :class:`ParityError` and nothing is written.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,11 +19,13 @@ import numpy as np
 
 from edgewise.converters.bundle_writer import write_bundle
 from edgewise.converters.export import DEFAULT_TOLERANCE
+from edgewise.edge import selftest
 from edgewise.edge.errors import EdgewiseError, flag
-from edgewise.edge.manifest import Manifest, Parity
+from edgewise.edge.manifest import Manifest, Parity, SelfTest
 from edgewise.edge.model import ServedModel
 
 BATCH = 256
+SELFTEST_FILE = "selftest.json"
 
 
 class ParityError(EdgewiseError):
@@ -73,6 +76,34 @@ def serve_staged(
             else:
                 answers += served.predict(list(chunk))
         return answers, served.backend.name
+
+
+def with_selftest(
+    manifest: Manifest,
+    instances: Sequence[Any],
+    answers: list[dict[str, Any]],
+    tolerance: float,
+    p99_budget_ms: float | None = None,
+    count: int = selftest.DEFAULT_COUNT,
+) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest with its self-test, and the self-test file: the first ``count`` held-out
+    inputs as clients send them and the answers the staged bundle gave here.
+
+    Window-feature bundles get none: their held-out rows are features, the device takes
+    raw windows.
+    """
+    if manifest.input.window_features is not None or not answers:
+        return manifest, {}
+    n = min(count, len(answers))
+    data = selftest.document(list(instances[:n]), answers[:n])
+    spec = SelfTest(
+        file=SELFTEST_FILE,
+        sha256=hashlib.sha256(data).hexdigest(),
+        count=n,
+        tolerance=tolerance,
+        p99_budget_ms=p99_budget_ms,
+    )
+    return manifest.model_copy(update={"selftest": spec}), {SELFTEST_FILE: data}
 
 
 def probabilities(answers: list[dict[str, Any]], labels: Sequence[Any]) -> np.ndarray:

@@ -30,6 +30,7 @@ from edgewise.converters.parity import (
     probabilities,
     regression_parity,
     serve_staged,
+    with_selftest,
 )
 from edgewise.edge.bundle import Bundle
 from edgewise.edge.errors import EdgewiseError
@@ -208,8 +209,22 @@ def device_instances(host: HostModel) -> list[Any]:
     return rows
 
 
-def _gate(host: HostModel, model_bytes: bytes, manifest: Manifest, tolerance: float) -> Parity:
-    answers, backend = serve_staged(model_bytes, manifest, device_instances(host))
+def _gate(
+    host: HostModel, model_bytes: bytes, manifest: Manifest, tolerance: float
+) -> tuple[Parity, list[Any], list[dict[str, Any]]]:
+    """The parity report, and the held-out instances with the staged bundle's answers."""
+    instances = device_instances(host)
+    answers, backend = serve_staged(model_bytes, manifest, instances)
+    return _report(host, manifest, answers, backend, tolerance), instances, answers
+
+
+def _report(
+    host: HostModel,
+    manifest: Manifest,
+    answers: list[dict[str, Any]],
+    backend: str,
+    tolerance: float,
+) -> Parity:
     X = host.model_input(host.X_heldout)
     name = type(_estimator(host.pipeline)).__name__
     if host.task == "regression":
@@ -245,7 +260,7 @@ def check_parity(
 ) -> Parity:
     """Serve the graph with the device's code on the held-out rows; raise ParityError on drift."""
     manifest = build_manifest(host, model_bytes, host.meta.name, DEFAULT_VERSION, tolerance)
-    return _gate(host, model_bytes, manifest, tolerance)
+    return _gate(host, model_bytes, manifest, tolerance)[0]
 
 
 def export_sklearn(
@@ -254,8 +269,12 @@ def export_sklearn(
     name: str | None = None,
     version: str = DEFAULT_VERSION,
     tolerance: float = DEFAULT_TOLERANCE,
+    p99_budget_ms: float | None = None,
 ) -> Bundle:
-    """Convert a host model to an ONNX bundle in ``out_dir``; the parity gate must pass."""
+    """Convert a host model to an ONNX bundle in ``out_dir``; the parity gate must pass.
+
+    The bundle carries a self-test (``p99_budget_ms``: a latency budget for it on the device).
+    """
     name = check_segment("model name", name or host.meta.name)
     if not version or len(version) > 64:
         raise EdgewiseError("version must be 1 to 64 characters")
@@ -263,9 +282,12 @@ def export_sklearn(
         raise EdgewiseError(f"tolerance {tolerance!r} must be between 0 and 1")
     model_bytes = convert_pipeline(host.pipeline, host.features, host.layout)
     manifest = build_manifest(host, model_bytes, name, version, tolerance)
-    report = _gate(host, model_bytes, manifest, tolerance)
+    report, instances, answers = _gate(host, model_bytes, manifest, tolerance)
     log.info("parity on %d held-out rows: %s", report.rows, report.model_dump(exclude_none=True))
-    return write_bundle(out_dir, model_bytes, manifest.model_copy(update={"parity": report}))
+    final, files = with_selftest(
+        manifest.model_copy(update={"parity": report}), instances, answers, tolerance, p99_budget_ms
+    )
+    return write_bundle(out_dir, model_bytes, final, files)
 
 
 def _native(value: Any) -> Any:

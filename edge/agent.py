@@ -67,7 +67,11 @@ class Agent:
         self.config = config
         self.topics = config.topics
         options = BackendOptions(config.num_threads, config.providers)
-        self.models = models if models is not None else load_models(config.bundles, options)
+        self.models = (
+            models
+            if models is not None
+            else load_models(config.bundles, options, config.trusted_keys)
+        )
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}

@@ -113,10 +113,16 @@ def load_bundle(path: str | Path) -> Bundle:
     bundle = Bundle(path=root, manifest=manifest)
     if not bundle.model_path.is_file():
         raise BundleError(f"bundle {root}: model file {bundle.model_path.name} is missing")
-    actual = file_sha256(bundle.model_path)
-    if actual != bundle.sha256:
-        raise BundleError(
-            f"bundle {root}: sha256 of {bundle.model_path.name} is {actual[:12]}..., "
-            f"the manifest says {bundle.sha256[:12]}...; the file was changed or corrupted"
-        )
+    checked = [(bundle.model_path, bundle.sha256)]
+    if manifest.selftest is not None:
+        checked.append((root / manifest.selftest.file, manifest.selftest.sha256))
+    for path, expected in checked:
+        if not path.is_file():
+            raise BundleError(f"bundle {root}: {path.name} is missing")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise BundleError(
+                f"bundle {root}: sha256 of {path.name} is {actual[:12]}..., "
+                f"the manifest says {expected[:12]}...; the file was changed or corrupted"
+            )
     return bundle

@@ -82,6 +82,13 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
         help="bundle directory to serve (repeat for several models)",
     )
     p.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="serve only bundles signed by this Ed25519 public key (repeatable)",
+    )
     _broker_args(p)
     p.add_argument(
         "--qos", type=int, choices=[0, 1], default=None, help="QoS of requests, answers (default 1)"
@@ -147,6 +154,7 @@ def run_agent(args: argparse.Namespace) -> int:
     base = AgentConfig.from_toml(args.config) if args.config else AgentConfig()
     config = base.merged(
         bundles=tuple(args.bundle) if args.bundle else None,
+        trusted_keys=tuple(args.trusted_key) if args.trusted_key else None,
         broker=args.broker,
         **_connection_settings(args),
         device=args.device,

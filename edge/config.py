@@ -79,6 +79,11 @@ class AgentConfig(BaseModel):
     bundles: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
     ] = ()
+    # Ed25519 public keys (PEM files): when any is given, only bundles signed by one of
+    # them are served (edge/signing.py, docs/fleet.md).
+    trusted_keys: Annotated[
+        tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
+    ] = ()
     broker: str = DEFAULT_BROKER
     # Credentials and TLS beyond the URL (edge/endpoint.py, docs/mqtt.md#security).
     username: str | None = None

@@ -218,6 +218,21 @@ class TrainingData(_Part):
     seed: StrictInt | None = None
 
 
+class SelfTest(_Part):
+    """Held-out inputs and the answers the bundle gave on the host, in a file beside it.
+
+    Before a bundle is served the device runs them through its own runtime: labels must
+    match and values stay within ``tolerance``; with ``p99_budget_ms`` the 99th percentile
+    of one-instance latency must stay within it.
+    """
+
+    file: Annotated[StrictStr, StringConstraints(pattern=r"^[^/\\]+\.json$")]
+    sha256: Sha256
+    count: Annotated[StrictInt, Field(ge=1)]
+    tolerance: Annotated[Number, Field(gt=0)]
+    p99_budget_ms: Annotated[Number, Field(gt=0)] | None = None
+
+
 class LinearExplain(_Part):
     """Exact per-feature contributions of a standardized linear model (edge.explain)."""
 
@@ -259,6 +274,7 @@ class Manifest(_Part):
     versions: dict[str, StrictStr]
     training_data: TrainingData
     explain: Explain | None = None
+    selftest: SelfTest | None = None
 
     @model_validator(mode="before")
     @classmethod

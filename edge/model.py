@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from edgewise.edge.manifest import (
     Quantization,
     RegressionHead,
 )
+
+if TYPE_CHECKING:
+    from edgewise.edge.selftest import SelfTestReport
 
 Outputs = dict[str, np.ndarray[Any, Any]]
 _NUMBER = (int, float)
@@ -65,6 +68,9 @@ class ServedModel:
             else None
         )
         self._check_io()
+        # Set by load_models: which trusted key signed the bundle, what its self-test found.
+        self.signed_by: str | None = None
+        self.selftest: SelfTestReport | None = None
 
     @classmethod
     def load(cls, bundle: Bundle, options: BackendOptions | None = None) -> ServedModel:
@@ -274,6 +280,8 @@ class ServedModel:
             "labels": self.bundle.labels,
             "backend": self.backend.name,
             "explain": self.explainer.method if self.explainer else None,
+            "selftest": self.selftest.as_info() if self.selftest else None,
+            "signed_by": self.signed_by,
         }
 
     def predict_tensor(self, array: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
@@ -353,15 +361,34 @@ def _output_names(head: Head) -> list[str]:
 
 
 def load_models(
-    bundles: Sequence[str], options: BackendOptions | None = None
+    bundles: Sequence[str],
+    options: BackendOptions | None = None,
+    trusted_keys: Sequence[str] = (),
 ) -> dict[str, ServedModel]:
-    """Load every bundle directory; model names must be unique."""
+    """Load every bundle directory and run its self-test; model names must be unique.
+
+    With ``trusted_keys`` (public key files) a bundle must be signed by one of them.
+    """
+    from edgewise.edge.selftest import run_selftest
+
     if not bundles:
         raise EdgewiseError("no bundle given: pass --bundle DIR (or bundles = [...] in the config)")
     options = options or BackendOptions()
+    trusted = []
+    if trusted_keys:
+        from edgewise.edge.signing import load_public_key
+
+        trusted = [load_public_key(k) for k in trusted_keys]
     models: dict[str, ServedModel] = {}
     for path in bundles:
+        signer = None
+        if trusted:
+            from edgewise.edge.signing import verify_bundle
+
+            signer = verify_bundle(path, trusted)  # before anything in it is parsed
         model = ServedModel.load(load_bundle(path), options)
+        model.signed_by = signer
+        model.selftest = run_selftest(model)
         if model.name in models:
             raise EdgewiseError(f"two bundles are named {model.name!r}; model names must be unique")
         models[model.name] = model

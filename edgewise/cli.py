@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("edgewise.edge.cli", "serve bundles over MQTT on this device"),
     "send": ("edgewise.edge.cli", "publish rows, windows or arrays as requests; collect answers"),
     "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
+    "keys": ("edgewise.edge.signing_cli", "make an Ed25519 key pair for signing bundles"),
+    "sign": ("edgewise.edge.signing_cli", "sign a bundle (agents with --trusted-key check it)"),
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
 

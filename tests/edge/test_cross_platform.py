@@ -45,3 +45,15 @@ def test_answers_like_the_host(name: str) -> None:
     assert [p.get("label") for p in got] == [p.get("label") for p in expected["predictions"]]
     for mine, theirs in zip(got, expected["predictions"], strict=True):
         np.testing.assert_allclose(numbers(mine), numbers(theirs), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_selftest_passes_on_this_platform(name: str) -> None:
+    """The check every agent runs at start: the host's answers, stored in the bundle."""
+    from edgewise.edge.selftest import run_selftest
+
+    path = prebuilt(name)
+    if path is None:
+        pytest.skip("needs prebuilt bundles ($EDGEWISE_TEST_BUNDLES)")
+    report = run_selftest(ServedModel.load(load_bundle(path)))
+    assert report is not None and report.passed
