@@ -25,13 +25,13 @@ class RetainedGuard:
     def __init__(self, topics: Topics, info_bodies: dict[str, bytes]) -> None:
         self._status = topics.status
         self._info = {topics.model(name, "info"): body for name, body in info_bodies.items()}
-        self._head = f"{topics.prefix}/{topics.device}/"
+        self._topics = topics
         self._logged: dict[str, float] = {}
         self.overwritten = 0
 
     def owns(self, topic: str) -> bool:
         """Whether a received message is one of our retained topics (not a request)."""
-        return topic == self._status or (topic.startswith(self._head) and topic.endswith("/info"))
+        return topic == self._status or self._topics.model_of(topic, "info") is not None
 
     def check(self, msg: Message) -> tuple[str, bytes] | None:
         """(topic, payload) to publish again, or None when the message is ours or stale.

@@ -99,10 +99,10 @@ class Topics:
         dev = device or "+"
         return [f"{prefix}/{dev}/+/out", f"{prefix}/{dev}/+/error", f"{prefix}/{dev}/status"]
 
-    def model_of(self, topic: str) -> str | None:
-        """The model name in a request topic of this device, or None."""
-        head = f"{self.prefix}/{self.device}/"
-        if not topic.startswith(head) or not topic.endswith("/in"):
+    def model_of(self, topic: str, kind: str = "in") -> str | None:
+        """The model name in this device's ``kind`` topic (a request by default), or None."""
+        head, tail = f"{self.prefix}/{self.device}/", f"/{kind}"
+        if not topic.startswith(head) or not topic.endswith(tail):
             return None
-        name = topic[len(head) : -len("/in")]
+        name = topic[len(head) : -len(tail)]
         return name if name and "/" not in name else None
