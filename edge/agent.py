@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import Any
 
+from edgewise.edge.activation import deployment_doc, publish_deployment, reload_bundles
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.config import AgentConfig
@@ -42,8 +43,14 @@ from edgewise.edge.model import ServedModel, load_models
 from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
 from edgewise.edge.payload import decode_request, encode, error_doc, peek_id
+from edgewise.edge.replies import error_replies, reply
 from edgewise.edge.retained import RetainedGuard
-from edgewise.edge.supervision import Notifier, Supervisor, stop_on_signals
+from edgewise.edge.supervision import (
+    Notifier,
+    Supervisor,
+    reload_on_sighup,
+    stop_on_signals,
+)
 from edgewise.edge.topics import response_topic_problem
 from edgewise.edge.transport import TransportFactory, TransportSpec, mqtt_transport
 
@@ -66,12 +73,13 @@ class Agent:
     ) -> None:
         self.config = config
         self.topics = config.topics
-        options = BackendOptions(config.num_threads, config.providers)
+        self.backend_options = BackendOptions(config.num_threads, config.providers)
         self.models = (
             models
             if models is not None
-            else load_models(config.bundles, options, config.trusted_keys)
+            else load_models(config.bundles, self.backend_options, config.trusted_keys)
         )
+        self.reload_requested = threading.Event()  # set by SIGHUP: edge.activation
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
@@ -139,6 +147,7 @@ class Agent:
         for name, body in self._info_bodies.items():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
+            publish_deployment(self, name, deployment_doc("active", self.models[name]))
         self.connection.start()
         self.notifier.notify("READY=1")
         log.info(
@@ -181,6 +190,12 @@ class Agent:
         log, and ``offline`` is published), so the service manager restarts the agent.
         """
         while not stop_requested.wait(0.5):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                try:
+                    reload_bundles(self)
+                except Exception:  # a reload never stops serving: the old versions stay
+                    log.exception("reload failed; the active versions keep serving")
             network_died = self.connection.started and not self.connection.alive
             if self.supervisor.check(["mqtt-network"] if network_died else []):
                 log.critical("stopping: %s", self.supervisor.reason)
@@ -193,8 +208,21 @@ class Agent:
         """Serve until SIGTERM/SIGINT (exit status 0) or a thread failure (1); a second
         signal exits at once."""
         stop_requested = stop_on_signals()
+        reload_on_sighup(self.reload_requested)
         self.start()
         return self.wait(stop_requested)
+
+    def activate(self, model: ServedModel) -> None:
+        """Serve ``model`` from the next request on (a new model or a new version of one);
+        requests already taken finish on the version they started with."""
+        name, topic = model.name, self.topics.model(model.name, "info")
+        self.inference_ms.setdefault(name, LatencyWindow())
+        self.e2e_ms.setdefault(name, LatencyWindow())
+        body = encode({**model.info(), "session": self.session})
+        self._guard.set_info(topic, body)  # so that a restore never brings the old one back
+        self._info_bodies[name] = body
+        self.models[name] = model  # one assignment: a request sees the old or the new
+        self.connection.publish(topic, body, qos=1, retain=True)
 
     # -- message path -------------------------------------------------------------------
 
@@ -243,7 +271,7 @@ class Agent:
         name = self.topics.model_of(msg.topic) or "unknown"
         rid = peek_id(msg.payload) if len(msg.payload) <= PEEK_LIMIT else None
         doc = error_doc(rid, "overloaded", "agent queue is full; retry later", name)
-        self._direct.send(self._error_messages(msg, name, encode(doc)))
+        self._direct.send(error_replies(self.topics, msg, name, encode(doc), self.config.qos))
 
     def _on_published(self, mid: int) -> None:
         self.delivery.on_published(mid)
@@ -303,7 +331,7 @@ class Agent:
         name = self.topics.model_of(msg.topic) or "unknown"
         doc = error_doc(peek_id(msg.payload), "internal", "the agent failed", name)
         try:
-            return self._error_messages(msg, name, encode(doc))
+            return error_replies(self.topics, msg, name, encode(doc), self.config.qos)
         except Exception:  # e.g. a response topic that cannot be used: the error topic only
             log.exception("could not address the error answer; error topic only")
             return [OutMessage(self.topics.model(name, "error"), encode(doc), self.config.qos)]
@@ -364,7 +392,7 @@ class Agent:
                 rid = peek_id(msg.payload)
             self.counters.errors += 1
             body = encode(error_doc(rid, exc.code, exc.message, name))
-            return self._error_messages(msg, name, body)
+            return error_replies(self.topics, msg, name, body, self.config.qos)
         self.inference_ms[name].add(elapsed_ms)
         answer = {
             "id": rid,
@@ -374,22 +402,8 @@ class Agent:
             "inference_ms": round(elapsed_ms, 4),
         }
         self.counters.answered += 1
-        return [self._reply(msg, self.topics.model(name, "out"), encode(answer))]
-
-    def _reply(self, msg: Message, topic: str, body: bytes) -> OutMessage:
-        # MQTT 5 request/response: answer where the requester asked, with its correlation data.
-        if msg.response_topic:
-            return OutMessage(msg.response_topic, body, 1, correlation_data=msg.correlation_data)
-        return OutMessage(topic, body, self.config.qos)
-
-    def _error_messages(self, msg: Message, model: str, body: bytes) -> list[OutMessage]:
-        # Errors always go to the error topic (the monitoring channel), and also to the
-        # requester's response topic when it gave one.
-        error_topic = self.topics.model(model, "error")
-        out = [OutMessage(error_topic, body, self.config.qos)]
-        if msg.response_topic:
-            out.append(self._reply(msg, error_topic, body))
-        return out
+        out = self.topics.model(name, "out")
+        return [reply(msg, out, encode(answer), self.config.qos)]
 
     # -- health -------------------------------------------------------------------------
 

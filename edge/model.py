@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgewise.edge.backends import Backend, BackendOptions, load_backend
 from edgewise.edge.bundle import Bundle, load_bundle
+from edgewise.edge.decode import DECODERS, output_names
 from edgewise.edge.errors import BundleError, EdgewiseError, RequestError
 from edgewise.edge.explain import DEFAULT_TOP, Explainer
 from edgewise.edge.features import window_features
 from edgewise.edge.manifest import (
     MISSING_CATEGORY,
-    AnomalyHead,
-    ClassificationHead,
-    ClusteringHead,
     Feature,
-    Head,
-    Quantization,
-    RegressionHead,
 )
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from edgewise.edge.selftest import SelfTestReport
 
-Outputs = dict[str, np.ndarray[Any, Any]]
 _NUMBER = (int, float)
 # The largest finite float32: models compute in float32, so a bigger value (1e39, or a
 # 400-digit integer) would silently become infinite.
@@ -48,7 +44,7 @@ class ServedModel:
         self._index = {f.name: i for i, f in enumerate(self.features)}
         # The task decides how outputs are read; the manifest guarantees the matching head.
         self.head = manifest.output
-        self._decode = _DECODERS[manifest.task]
+        self._decode = DECODERS[manifest.task]
         self._labels = list(manifest.labels)
         self.instance_shape = spec.instance_shape
         self._tensor_name = spec.tensor_name
@@ -85,7 +81,7 @@ class ServedModel:
         else:
             wanted = {str(f.onnx_input) for f in self.features}
         outputs = set(self.backend.output_names)
-        declared = set(_output_names(self.head))
+        declared = set(output_names(self.head))
         if wanted - inputs or declared - outputs:
             raise BundleError(
                 f"bundle {self.name}: manifest names inputs {sorted(wanted)} / outputs "
@@ -289,75 +285,31 @@ class ServedModel:
         return self.decode(self.backend.run(self.encode_tensor(array)))
 
 
-def _dequantize(
-    array: np.ndarray[Any, Any], q: Quantization | None, dtype: type[np.floating[Any]]
-) -> np.ndarray[Any, Any]:
-    array = array.astype(dtype, copy=False)
-    return array if q is None else (array - q.zero_point) * dtype(q.scale)
+def load_checked(
+    path: str, options: BackendOptions, trusted: Sequence[Ed25519PublicKey] = ()
+) -> ServedModel:
+    """One bundle, ready to serve: signature (when keys are trusted), hashes, runtime,
+    self-test. Nothing in it is used before all of them passed."""
+    from edgewise.edge.selftest import run_selftest
+
+    signer = None
+    if trusted:
+        from edgewise.edge.signing import verify_bundle
+
+        signer = verify_bundle(path, trusted)  # before anything in it is parsed
+    model = ServedModel.load(load_bundle(path), options)
+    model.signed_by = signer
+    model.selftest = run_selftest(model)
+    return model
 
 
-def _decode_classification(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
-    assert isinstance(head, ClassificationHead)
-    probs = outputs[head.probabilities_output] if head.probabilities_output else None
-    if probs is not None:
-        probs = _dequantize(probs, head.quantization, np.float32)
-    if head.label_output:
-        labels = outputs[head.label_output].reshape(-1).tolist()
-    else:  # networks output probabilities only: the label is the most probable class
-        assert probs is not None
-        labels = [head.labels[i] for i in probs.argmax(axis=1).tolist()]
-    if probs is None:
-        return [{"label": lab} for lab in labels]
-    keys = [str(c) for c in head.labels]
-    return [
-        {"label": lab, "probabilities": dict(zip(keys, row))}
-        for lab, row in zip(labels, probs.tolist())
-    ]
+def trusted_public_keys(paths: Sequence[str]) -> list[Ed25519PublicKey]:
+    """The public keys in ``paths`` (none: signatures are not checked)."""
+    if not paths:
+        return []
+    from edgewise.edge.signing import load_public_key
 
-
-def _decode_regression(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
-    assert isinstance(head, RegressionHead)
-    return [{"value": float(v)} for v in outputs[head.value_output].reshape(-1)]
-
-
-def _decode_anomaly(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
-    assert isinstance(head, AnomalyHead)
-    raw = _dequantize(outputs[head.score_output].reshape(-1), head.quantization, np.float64)
-    scores = head.score_sign * raw
-    return [{"score": float(v), "is_anomaly": bool(v > head.threshold)} for v in scores]
-
-
-def _decode_clustering(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
-    assert isinstance(head, ClusteringHead)
-    clusters = outputs[head.label_output].reshape(-1).tolist()
-    distances = outputs[head.distances_output].tolist()
-    return [
-        {"cluster": int(c), "distances": [round(float(d), 6) for d in row]}
-        for c, row in zip(clusters, distances)
-    ]
-
-
-_DECODERS: dict[str, Callable[[Head, Outputs], list[dict[str, Any]]]] = {
-    "classification": _decode_classification,
-    "regression": _decode_regression,
-    "anomaly": _decode_anomaly,
-    "clustering": _decode_clustering,
-}
-
-
-def _output_names(head: Head) -> list[str]:
-    """The model outputs a head reads."""
-    names = [
-        getattr(head, field, None)
-        for field in (
-            "label_output",
-            "probabilities_output",
-            "value_output",
-            "score_output",
-            "distances_output",
-        )
-    ]
-    return [n for n in names if n]
+    return [load_public_key(k) for k in paths]
 
 
 def load_models(
@@ -365,30 +317,17 @@ def load_models(
     options: BackendOptions | None = None,
     trusted_keys: Sequence[str] = (),
 ) -> dict[str, ServedModel]:
-    """Load every bundle directory and run its self-test; model names must be unique.
+    """Load every bundle directory (``load_checked``); model names must be unique.
 
     With ``trusted_keys`` (public key files) a bundle must be signed by one of them.
     """
-    from edgewise.edge.selftest import run_selftest
-
     if not bundles:
         raise EdgewiseError("no bundle given: pass --bundle DIR (or bundles = [...] in the config)")
     options = options or BackendOptions()
-    trusted = []
-    if trusted_keys:
-        from edgewise.edge.signing import load_public_key
-
-        trusted = [load_public_key(k) for k in trusted_keys]
+    trusted = trusted_public_keys(trusted_keys)
     models: dict[str, ServedModel] = {}
     for path in bundles:
-        signer = None
-        if trusted:
-            from edgewise.edge.signing import verify_bundle
-
-            signer = verify_bundle(path, trusted)  # before anything in it is parsed
-        model = ServedModel.load(load_bundle(path), options)
-        model.signed_by = signer
-        model.selftest = run_selftest(model)
+        model = load_checked(path, options, trusted)
         if model.name in models:
             raise EdgewiseError(f"two bundles are named {model.name!r}; model names must be unique")
         models[model.name] = model

@@ -29,6 +29,10 @@ class RetainedGuard:
         self._logged: dict[str, float] = {}
         self.overwritten = 0
 
+    def set_info(self, topic: str, body: bytes) -> None:
+        """The info to restore from now on (a new model version)."""
+        self._info[topic] = body
+
     def owns(self, topic: str) -> bool:
         """Whether a received message is one of our retained topics (not a request)."""
         return topic == self._status or self._topics.model_of(topic, "info") is not None

@@ -39,6 +39,18 @@ def stop_on_signals() -> threading.Event:
     return stop_requested
 
 
+def reload_on_sighup(reload_requested: threading.Event) -> None:
+    """SIGHUP (``systemctl reload``) sets ``reload_requested``; the agent's main loop
+    reloads its bundles (edge.activation)."""
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: reloading the bundles", signum)
+        reload_requested.set()
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hup)
+
+
 class Supervisor:
     """Starts threads and records the first failure (an exception, or an early return)."""
 
