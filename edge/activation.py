@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.model import ServedModel, load_checked, trusted_public_keys
+from edgewise.edge.probation import MIN_BASELINE
 
 if TYPE_CHECKING:
     from edgewise.edge.agent import Agent
@@ -90,8 +91,15 @@ def reload_bundles(agent: Agent) -> dict[str, str]:
             outcomes[model.name] = "unchanged"
             continue
         previous = current.version if current is not None else None
+        baseline = agent.inference_ms[model.name].summary() if current is not None else {}
         agent.activate(model)
         log.info("reload: %s v%s active (was %s)", model.name, model.version, previous)
-        publish_deployment(agent, model.name, deployment_doc("active", model, previous=previous))
+        doc = deployment_doc("active", model, previous=previous)
+        if current is not None and agent.config.probation_requests > 0:
+            enough = int(baseline.get("n") or 0) >= MIN_BASELINE
+            p99 = baseline.get("p99_ms")
+            agent.probation.start(model, current, float(p99) if enough and p99 else None)
+            doc["probation"] = f"{agent.config.probation_requests} requests"
+        publish_deployment(agent, model.name, doc)
         outcomes[model.name] = "active"
     return outcomes

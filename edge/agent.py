@@ -43,6 +43,7 @@ from edgewise.edge.model import ServedModel, load_models
 from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
 from edgewise.edge.payload import decode_request, encode, error_doc, peek_id
+from edgewise.edge.probation import Probation
 from edgewise.edge.replies import error_replies, reply
 from edgewise.edge.retained import RetainedGuard
 from edgewise.edge.supervision import (
@@ -80,6 +81,7 @@ class Agent:
             else load_models(config.bundles, self.backend_options, config.trusted_keys)
         )
         self.reload_requested = threading.Event()  # set by SIGHUP: edge.activation
+        self.probation = Probation(self)
         self.counters = Counters()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
@@ -216,8 +218,8 @@ class Agent:
         """Serve ``model`` from the next request on (a new model or a new version of one);
         requests already taken finish on the version they started with."""
         name, topic = model.name, self.topics.model(model.name, "info")
-        self.inference_ms.setdefault(name, LatencyWindow())
-        self.e2e_ms.setdefault(name, LatencyWindow())
+        # Latencies are per version: health shows the one serving.
+        self.inference_ms[name], self.e2e_ms[name] = LatencyWindow(), LatencyWindow()
         body = encode({**model.info(), "session": self.session})
         self._guard.set_info(topic, body)  # so that a restore never brings the old one back
         self._info_bodies[name] = body
@@ -329,6 +331,8 @@ class Agent:
             log.exception("unexpected error handling a message on %s", msg.topic[:200])
         self.counters.internal_errors += 1
         name = self.topics.model_of(msg.topic) or "unknown"
+        if (model := self.models.get(name)) is not None:
+            self.probation.record(model, None)
         doc = error_doc(peek_id(msg.payload), "internal", "the agent failed", name)
         try:
             return error_replies(self.topics, msg, name, encode(doc), self.config.qos)
@@ -394,6 +398,7 @@ class Agent:
             body = encode(error_doc(rid, exc.code, exc.message, name))
             return error_replies(self.topics, msg, name, body, self.config.qos)
         self.inference_ms[name].add(elapsed_ms)
+        self.probation.record(model, elapsed_ms)
         answer = {
             "id": rid,
             "model": model.name,

@@ -79,11 +79,6 @@ class AgentConfig(BaseModel):
     bundles: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
     ] = ()
-    # Ed25519 public keys (PEM files): when any is given, only bundles signed by one of
-    # them are served (edge/signing.py, docs/fleet.md).
-    trusted_keys: Annotated[
-        tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
-    ] = ()
     broker: str = DEFAULT_BROKER
     # Credentials and TLS beyond the URL (edge/endpoint.py, docs/mqtt.md#security).
     username: str | None = None
@@ -93,6 +88,11 @@ class AgentConfig(BaseModel):
     key_file: str | None = None
     tls_server_name: str | None = None
     tls_insecure: bool = False
+    # Ed25519 public keys (PEM files): when any is given, only bundles signed by one of
+    # them are served (edge/signing.py, docs/fleet.md).
+    trusted_keys: Annotated[
+        tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
+    ] = ()
     device: str = Field(default_factory=_default_device)
     prefix: str = DEFAULT_PREFIX
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
@@ -113,6 +113,11 @@ class AgentConfig(BaseModel):
     session_expiry: int = Field(7 * 24 * 3600, ge=1, le=SESSION_EXPIRY_MAX)
     receive_maximum: int = Field(100, ge=1, le=65535)
     health_interval: Seconds = Field(30.0, ge=1, le=86400)
+    # After a reload swaps in a new version (edge/probation.py): requests watched (0: no
+    # probation), the internal-error rate and the p99 ratio to the old one that roll back.
+    probation_requests: int = Field(200, ge=0, le=1_000_000)
+    probation_max_error_rate: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)
+    probation_max_p99_ratio: float = Field(3.0, ge=1, le=1000, allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -73,17 +73,30 @@ class FakeBackend:
         return self._fn(feeds)
 
 
-def fake_classifier(name: str = "fake", n_features: int = 2) -> ServedModel:
-    """A two-class model on ``n_features`` floats: class "high" when their sum > 0."""
+def fake_classifier(
+    name: str = "fake",
+    n_features: int = 2,
+    version: str = "1",
+    fail: bool = False,
+    delay_s: float = 0.0,
+) -> ServedModel:
+    """A two-class model on ``n_features`` floats: class "high" when their sum > 0.
+
+    ``fail``: every run raises (a broken runtime); ``delay_s``: every run takes that long.
+    """
 
     def decide(feeds: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
+        if fail:
+            raise RuntimeError("the fake runtime failed")
+        if delay_s:
+            time.sleep(delay_s)
         total = feeds["X"].sum(axis=1, dtype=np.float64)
         high = 1.0 / (1.0 + np.exp(-total))
         return {"probabilities": np.stack([1.0 - high, high], axis=1).astype(np.float32)}
 
     manifest = Manifest(
         name=name,
-        version="1",
+        version=version,
         task="classification",
         created_at="2026-01-01T00:00:00+00:00",
         framework=Framework(name="fake", estimator="sum"),

@@ -86,6 +86,7 @@ def test_swap_under_a_steady_stream_loses_nothing(
     state = _retained(broker, f"edgewise/{device}/iris-rf/deployment")
     assert info["version"] == "2" and info["selftest"]["passed"]
     assert state["state"] == "active" and state["version"] == "2" and state["previous"] == "1"
+    assert state["probation"] == "passed"  # 200 requests of v2 as good as v1's
 
 
 def test_a_failing_version_is_refused_and_the_old_one_serves(

@@ -1,0 +1,83 @@
+"""Probation after a swap: a new version that fails or is much slower is rolled back by
+itself (in-memory transport, fake models: the logic; test_activation.py swaps real ones)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgewise.edge.agent import Agent
+from edgewise.edge.config import AgentConfig
+from edgewise.edge.probation import Trial
+from edgewise.edge.testing import MemoryFactory, MemoryTransport, fake_classifier
+
+IN = "edgewise/unit/m/in"
+
+
+@pytest.fixture
+def link(tmp_path: Path) -> Iterator[tuple[Agent, MemoryFactory]]:
+    transports = MemoryTransport.factory()
+    config = AgentConfig(
+        bundles=("unused",), device="unit", state_dir=str(tmp_path), probation_requests=20
+    )
+    agent = Agent(config, models={"m": fake_classifier("m")}, transport=transports)
+    agent.start()
+    yield agent, transports
+    agent.stop(timeout=2)
+
+
+def _send(transport: MemoryTransport, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        transport.deliver(IN, json.dumps({"id": i, "instances": [[1, 2]]}).encode())
+
+
+def _last_deployment(transport: MemoryTransport) -> dict[str, object]:
+    docs = [p for p in transport.published if p.topic.endswith("/m/deployment")]
+    return dict(json.loads(docs[-1].payload))
+
+
+@pytest.mark.parametrize(
+    ("new", "reason"),
+    [
+        (fake_classifier("m", version="2", fail=True), "requests failed"),
+        (fake_classifier("m", version="2", delay_s=0.02), "p99 inference"),
+    ],
+)
+def test_a_worse_version_is_rolled_back(
+    link: tuple[Agent, MemoryFactory], new: object, reason: str
+) -> None:
+    agent, transports = link
+    transport = transports.last
+    _send(transport, 30)  # the old version's baseline
+    transport.wait_for("/m/out")
+    old = agent.models["m"]
+    baseline = agent.inference_ms["m"].summary()["p99_ms"]
+    agent.activate(new)  # type: ignore[arg-type]
+    agent.probation.start(new, old, float(baseline or 0) or None)  # type: ignore[arg-type]
+    _send(transport, 25, start=100)
+    rolled = None
+    deadline = time.monotonic() + 5
+    while rolled is None and time.monotonic() < deadline:
+        doc = _last_deployment(transport)
+        rolled = doc if doc["state"] == "rolled_back" else None
+        time.sleep(0.02)
+    assert rolled is not None, transport.published[-3:]
+    assert rolled["version"] == "1" and rolled["refused_version"] == "2"
+    assert reason in str(rolled["reason"])
+    assert agent.models["m"] is old
+
+
+def test_verdicts() -> None:
+    trial = Trial(fake_classifier(), fake_classifier(), baseline_p99_ms=1.0)
+    trial.seen, trial.latencies = 5, [1.0] * 5
+    assert trial.verdict(10, 0.05, 3.0) is None  # still on probation
+    trial.seen, trial.latencies = 10, [1.0] * 10
+    assert trial.verdict(10, 0.05, 3.0) == ""  # passed
+    trial.latencies = [1.0] * 9 + [5.0]
+    assert "p99 inference 5.000 ms" in str(trial.verdict(10, 0.05, 3.0))
+    trial.failed = 2
+    assert "2 of 10 requests failed" in str(trial.verdict(10, 0.05, 3.0))
