@@ -35,6 +35,7 @@ from edgewise.edge.errors import RequestError
 from edgewise.edge.health import (
     Counters,
     LatencyWindow,
+    ModelTally,
     health_document,
     publish_health,
     report_health,
@@ -83,6 +84,7 @@ class Agent:
         self.reload_requested = threading.Event()  # set by SIGHUP: edge.activation
         self.probation = Probation(self)
         self.counters = Counters()
+        self.tally = ModelTally()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
         self._queue: queue.Queue[Message] = queue.Queue(maxsize=config.queue_size)
@@ -395,6 +397,8 @@ class Agent:
             if rid is None and exc.code == "bad_json":
                 rid = peek_id(msg.payload)
             self.counters.errors += 1
+            if model is not None:
+                self.tally.add(name, exc.code)
             body = encode(error_doc(rid, exc.code, exc.message, name))
             return error_replies(self.topics, msg, name, body, self.config.qos)
         self.inference_ms[name].add(elapsed_ms)
@@ -407,6 +411,7 @@ class Agent:
             "inference_ms": round(elapsed_ms, 4),
         }
         self.counters.answered += 1
+        self.tally.add(name, "answered")
         out = self.topics.model(name, "out")
         return [reply(msg, out, encode(answer), self.config.qos)]
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from edgewise.edge.endpoint import Endpoint
 
 
-def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
+def add_broker_arguments(p: argparse.ArgumentParser, with_device: bool = True) -> None:
+    """--broker, --prefix, --protocol (and --device), credentials and TLS."""
     p.add_argument("--broker", default=None, help=f"broker URL (default {DEFAULT_BROKER})")
     p.add_argument("--prefix", default=None, help="topic prefix (default edgewise)")
     p.add_argument(
@@ -48,7 +49,7 @@ def _broker_args(p: argparse.ArgumentParser, with_device: bool = True) -> None:
     )
 
 
-# Flags of _broker_args that are Endpoint settings (and AgentConfig keys) of the same name.
+# Flags of add_broker_arguments that are Endpoint settings (and AgentConfig keys) of the same name.
 CONNECTION_FLAGS = (
     "username",
     "password_file",
@@ -64,7 +65,8 @@ def _connection_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in CONNECTION_FLAGS}
 
 
-def _endpoint(args: argparse.Namespace) -> Endpoint:
+def endpoint_from_args(args: argparse.Namespace) -> Endpoint:
+    """The broker endpoint the connection flags describe."""
     from edgewise.edge.endpoint import Endpoint
 
     settings = _connection_settings(args)
@@ -89,7 +91,7 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="serve only bundles signed by this Ed25519 public key (repeatable)",
     )
-    _broker_args(p)
+    add_broker_arguments(p)
     p.add_argument(
         "--qos", type=int, choices=[0, 1], default=None, help="QoS of requests, answers (default 1)"
     )
@@ -116,7 +118,7 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
 
 def configure_send(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise send``."""
-    _broker_args(p)
+    add_broker_arguments(p)
     p.add_argument("--model", required=True, help="model name (as in its manifest)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", metavar="FILE", help="rows to send, with a header")
@@ -140,7 +142,7 @@ def configure_send(p: argparse.ArgumentParser) -> None:
 
 def configure_watch(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise watch``."""
-    _broker_args(p)
+    add_broker_arguments(p)
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.add_argument("--json", action="store_true", help="print raw JSON lines")
@@ -186,7 +188,7 @@ def run_send(args: argparse.Namespace) -> int:
         plan = csv_rows(args.csv, args.target)
     topics = Topics(args.prefix or DEFAULT_PREFIX, args.device or socket.gethostname())
     result = send(
-        _endpoint(args),
+        endpoint_from_args(args),
         topics,
         args.model,
         plan,
@@ -219,7 +221,7 @@ def run_watch(args: argparse.Namespace) -> int:
     from edgewise.edge.client import watch
 
     watch(
-        _endpoint(args),
+        endpoint_from_args(args),
         args.prefix or DEFAULT_PREFIX,
         args.device or "+",
         sys.stdout,

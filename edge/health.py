@@ -43,6 +43,33 @@ class Counters:
     internal_errors: int = 0  # requests answered "internal": a bug, logged with its traceback
 
 
+class ModelTally:
+    """Per served model: answers, and error answers by code (thread-safe).
+
+    Only models the agent serves are counted, so a client cannot grow it by naming
+    models: the label set the exporter sees stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, model: str, outcome: str) -> None:
+        """One request of a served model: ``answered`` or an error code."""
+        with self._lock:
+            counts = self._counts.setdefault(model, {})
+            counts[outcome] = counts.get(outcome, 0) + 1
+
+    def snapshot(self, model: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts.get(model, {}))
+
+
+def _outcomes(counts: dict[str, int]) -> dict[str, Any]:
+    answered = counts.pop("answered", 0)
+    return {"answered": answered, "errors": counts}
+
+
 def health_document(agent: Agent) -> dict[str, Any]:
     """The agent's retained health report (docs/mqtt.md#health-health-retained)."""
     counters = asdict(agent.counters)
@@ -72,6 +99,7 @@ def health_document(agent: Agent) -> dict[str, Any]:
                 "backend": model.backend.name,
                 "inference_ms": agent.inference_ms[name].summary(),
                 "e2e_ms": agent.e2e_ms[name].summary(),
+                **_outcomes(agent.tally.snapshot(name)),
             }
             for name, model in agent.models.items()
         },

@@ -30,10 +30,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("edgewise.edge.cli", "serve bundles over MQTT on this device"),
     "send": ("edgewise.edge.cli", "publish rows, windows or arrays as requests; collect answers"),
     "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
+    "exporter": ("edgewise.monitor.cli", "serve the fleet's health as Prometheus metrics"),
     "keys": ("edgewise.edge.signing_cli", "make an Ed25519 key pair for signing bundles"),
     "sign": ("edgewise.edge.signing_cli", "sign a bundle (agents with --trusted-key check it)"),
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
+# The extra each command needs beyond `edgewise[edge]`, named when its library is missing.
+EXTRAS = dict.fromkeys(HOST_COMMANDS, "host") | {"exporter": "monitor"}
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -97,11 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgewise {args.command}: error: {exc.cli_message()}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
-        if args.command in HOST_COMMANDS:
+        if args.command in EXTRAS:
+            extra = EXTRAS[args.command]
             print(
-                f"edgewise {args.command}: error: needs the host libraries "
-                f"({exc.name} is missing): "
-                "pip install 'edgewise[host]'",
+                f"edgewise {args.command}: error: needs the {extra} libraries "
+                f"({exc.name} is missing): pip install 'edgewise[{extra}]'",
                 file=sys.stderr,
             )
             return 1

@@ -1,0 +1,1 @@
+"""What people watch: the fleet's topics as Prometheus metrics (host side)."""

@@ -1,0 +1,38 @@
+"""``edgewise exporter``: serve the fleet's health on /metrics. Only argparse at import."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
+from edgewise.edge.topics import DEFAULT_PREFIX
+
+DEFAULT_PORT = 9108
+
+
+def configure_exporter(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise exporter``."""
+    add_broker_arguments(p, with_device=False)
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
+    )
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.set_defaults(run=run_exporter)
+
+
+def run_exporter(args: argparse.Namespace) -> int:
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.supervision import stop_on_signals
+    from edgewise.monitor.serve import serve_exporter
+
+    if not 1 <= args.port <= 65535:
+        raise EdgewiseError(f"--port {args.port}: use 1..65535")
+    stop = stop_on_signals()
+    with serve_exporter(
+        endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port,
+        args.protocol or "auto",
+    ) as url:  # fmt: skip
+        print(f"serving {url} (Ctrl-C stops)", flush=True)
+        while not stop.wait(1.0):
+            pass
+    return 0

@@ -1,0 +1,125 @@
+"""edgewise exporter: real agents' health over a real broker, scraped over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.endpoint import Endpoint
+from edgewise.monitor.serve import serve_exporter
+from tests.agents import new_device, serving
+from tests.conftest import ROOT
+from tests.mqtt_peer import Peer
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def wait_for(url: str, name: str, want: float, timeout: float = 20, **labels: str) -> Samples:
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(url)
+        if value(samples, name, **labels) == want or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def exporter(broker: LocalBroker) -> Iterator[str]:
+    with serve_exporter(Endpoint.parse(broker.url), "edgewise", "127.0.0.1", 0) as url:
+        yield url
+
+
+def test_health_becomes_metrics(broker: LocalBroker, iris_bundle: Path, exporter: str) -> None:
+    device = new_device("prom")
+    with serving(broker, [iris_bundle], device, health_interval=1.0):
+        peer = Peer(broker.port)
+        try:
+            for i in range(5):
+                peer.request(f"edgewise/{device}/iris-rf/in", {"id": i, "instances": [ROW]})
+            for i in range(2):
+                peer.request(f"edgewise/{device}/iris-rf/in", {"id": i, "instances": [[1, 2]]})
+        finally:
+            peer.close()
+        model = {"device": device, "model": "iris-rf"}
+        got = wait_for(exporter, "edgewise_answers_total", 5, **model)
+        assert value(got, "edgewise_answers_total", **model) == 5
+        assert value(got, "edgewise_errors_total", **model, code="bad_shape") == 2
+        assert value(got, "edgewise_requests_received_total", device=device) == 7
+        assert value(got, "edgewise_up", device=device) == 1
+        p99 = value(got, "edgewise_inference_latency_seconds", **model, quantile="0.99")
+        assert p99 is not None and 0 < p99 < 1
+        assert (value(got, "edgewise_deploy_state", **model, state="active", version="1")) == 1
+        info = [k for k in got if k[0] == "edgewise_model_info" and ("device", device) in k[1]]
+        assert len(info) == 1 and ("version", "1") in info[0][1]
+    # The agent stopped: its retained status says offline.
+    got = wait_for(exporter, "edgewise_up", 0, device=device)
+    assert value(got, "edgewise_up", device=device) == 0
+
+
+def test_hostile_documents_do_not_break_it(broker: LocalBroker, exporter: str) -> None:
+    peer = Peer(broker.port)
+    try:
+        peer.publish("edgewise/evil/health", b"\xff not json")
+        health = {"counters": {"received": "NaN", "queued": 1e999}, "models": {"m": 5}}
+        peer.publish("edgewise/evil/health", json.dumps(health).replace("Infinity", "1e999"))
+        peer.publish("edgewise/evil/m/deployment", json.dumps({"state": "x" * 5000}))
+        peer.publish("edgewise/evil/status", "online")
+    finally:
+        peer.close()
+    got = wait_for(exporter, "edgewise_up", 1, device="evil")
+    assert value(got, "edgewise_up", device="evil") == 1
+    assert value(got, "edgewise_requests_received_total", device="evil") is None
+    states = [dict(k[1])["state"] for k in got if k[0] == "edgewise_deploy_state"]
+    assert states and max(len(s) for s in states) <= 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_serves_until_stopped(broker: LocalBroker) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgewise", "exporter", "--broker", broker.url, "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"serving http://127.0.0.1:{port}/metrics" in line, proc.stderr
+        assert "edgewise_up" in urllib.request.urlopen(line.split()[1], timeout=5).read().decode()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    busy = subprocess.run(
+        [sys.executable, "-m", "edgewise", "exporter", "--broker", broker.url, "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert busy.returncode == 1 and "--port 0: use 1..65535" in busy.stderr
