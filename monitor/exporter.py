@@ -58,6 +58,7 @@ class FleetState:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._lock = threading.Lock()
+        self._devices: set[str] = set()  # every device seen, for the MAX_DEVICES bound
         self.status: dict[str, str] = {}
         self.health: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
@@ -80,9 +81,10 @@ class FleetState:
             return
         rest = parts[len(head) :]
         with self._lock:
-            known = {*self.status, *self.health}
-            if rest and rest[0] not in known and len(known) >= MAX_DEVICES:
-                return
+            if rest and rest[0] not in self._devices:
+                if len(self._devices) >= MAX_DEVICES:
+                    return
+                self._devices.add(rest[0])
             if len(rest) == 2 and rest[1] == "status":
                 self.status[rest[0]] = msg.payload.decode("utf-8", "replace")[:20]
             elif len(rest) == 2 and rest[1] == "health":
