@@ -43,12 +43,15 @@ def deployment_doc(
     return doc
 
 
-def publish_deployment(agent: Agent, name: str, doc: dict[str, Any]) -> None:
+def publish_deployment(agent: Agent, name: str, doc: dict[str, Any], retain: bool = True) -> None:
     """Retained, QoS 1; a model name that is no topic level is not published."""
     if not name or "/" in name or "+" in name or "#" in name:
         return
+    if doc.get("state") in ("active", "rolled_back", "failed"):
+        # The versions kept on disk: what `edgewise rollback` can go back to.
+        doc = {"history": agent.fleet.history(name)} | doc
     topic = agent.topics.model(name, "deployment")
-    agent.connection.publish(topic, json.dumps(doc).encode(), qos=1, retain=True)
+    agent.connection.publish(topic, json.dumps(doc).encode(), qos=1, retain=retain)
 
 
 def _name_of(path: str) -> str:
@@ -58,6 +61,24 @@ def _name_of(path: str) -> str:
         return name if isinstance(name, str) else Path(path).name
     except (OSError, ValueError, KeyError, TypeError):
         return Path(path).name
+
+
+def swap_in(agent: Agent, model: ServedModel, deployment: str | None = None) -> dict[str, Any]:
+    """Make ``model`` the active version (probation when it replaces one); its doc."""
+    current = agent.models.get(model.name)
+    previous = current.version if current is not None else None
+    baseline = agent.inference_ms[model.name].summary() if current is not None else {}
+    agent.activate(model)
+    log.info("%s v%s active (was %s)", model.name, model.version, previous)
+    doc = deployment_doc("active", model, previous=previous)
+    if deployment is not None:
+        doc["deployment"] = deployment
+    if current is not None and agent.config.probation_requests > 0:
+        enough = int(baseline.get("n") or 0) >= MIN_BASELINE
+        p99 = baseline.get("p99_ms")
+        agent.probation.start(model, current, float(p99) if enough and p99 else None, deployment)
+        doc["probation"] = f"{agent.config.probation_requests} requests"
+    return doc
 
 
 def reload_bundles(agent: Agent) -> dict[str, str]:
@@ -83,6 +104,9 @@ def reload_bundles(agent: Agent) -> dict[str, str]:
             outcomes[name] = f"failed: {exc}"
             continue
         current = agent.models.get(model.name)
+        if agent.fleet.manages(model.name, path):
+            outcomes[model.name] = "managed by fleet roll-outs (edgewise deploy)"
+            continue
         if (
             current is not None
             and current.bundle.sha256 == model.bundle.sha256
@@ -90,16 +114,6 @@ def reload_bundles(agent: Agent) -> dict[str, str]:
         ):
             outcomes[model.name] = "unchanged"
             continue
-        previous = current.version if current is not None else None
-        baseline = agent.inference_ms[model.name].summary() if current is not None else {}
-        agent.activate(model)
-        log.info("reload: %s v%s active (was %s)", model.name, model.version, previous)
-        doc = deployment_doc("active", model, previous=previous)
-        if current is not None and agent.config.probation_requests > 0:
-            enough = int(baseline.get("n") or 0) >= MIN_BASELINE
-            p99 = baseline.get("p99_ms")
-            agent.probation.start(model, current, float(p99) if enough and p99 else None)
-            doc["probation"] = f"{agent.config.probation_requests} requests"
-        publish_deployment(agent, model.name, doc)
+        publish_deployment(agent, model.name, swap_in(agent, model))
         outcomes[model.name] = "active"
     return outcomes

@@ -45,8 +45,10 @@ from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
 from edgewise.edge.payload import decode_request, encode, error_doc, peek_id
 from edgewise.edge.probation import Probation
+from edgewise.edge.reconcile import Fleet
 from edgewise.edge.replies import error_replies, reply
 from edgewise.edge.retained import RetainedGuard
+from edgewise.edge.shadow import Shadows
 from edgewise.edge.supervision import (
     Notifier,
     Supervisor,
@@ -81,6 +83,10 @@ class Agent:
             if models is not None
             else load_models(config.bundles, self.backend_options, config.trusted_keys)
         )
+        # Roll-outs (edge.reconcile): what they made active before a restart serves again.
+        self.fleet = Fleet(self)
+        self.fleet.restore(self.models)
+        self.shadows = Shadows(self)
         self.reload_requested = threading.Event()  # set by SIGHUP: edge.activation
         self.probation = Probation(self)
         self.counters = Counters()
@@ -117,6 +123,7 @@ class Agent:
                 (self.topics.requests, config.qos),
                 (self.topics.status, 1),
                 (self.topics.model("+", "info"), 1),
+                *self.fleet.subscriptions,
             ],
             status_topic=self.topics.status,
             session=config.session,
@@ -148,6 +155,7 @@ class Agent:
         self.delivery.start(self.supervisor.spawn)
         self.supervisor.spawn(self._work, "inference")
         self.supervisor.spawn(lambda: report_health(self, self._stopped), "health")
+        self.supervisor.spawn(lambda: self.fleet.run(self._stopped), "fleet")
         for name, body in self._info_bodies.items():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
@@ -178,7 +186,9 @@ class Agent:
             time.sleep(0.01)
         self._stopped.set()
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
-        self.supervisor.join(max(0.1, deadline - time.monotonic()), ("inference", "health"))
+        self.supervisor.join(
+            max(0.1, deadline - time.monotonic()), ("inference", "health", "fleet")
+        )
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         publish_health(self)
@@ -220,6 +230,7 @@ class Agent:
         """Serve ``model`` from the next request on (a new model or a new version of one);
         requests already taken finish on the version they started with."""
         name, topic = model.name, self.topics.model(model.name, "info")
+        self.fleet.activated(self.models.get(name), model)  # a restart keeps this version
         # Latencies are per version: health shows the one serving.
         self.inference_ms[name], self.e2e_ms[name] = LatencyWindow(), LatencyWindow()
         body = encode({**model.info(), "session": self.session})
@@ -227,6 +238,19 @@ class Agent:
         self._info_bodies[name] = body
         self.models[name] = model  # one assignment: a request sees the old or the new
         self.connection.publish(topic, body, qos=1, retain=True)
+
+    def remove(self, name: str, deployment: str) -> None:
+        """Stop serving ``name`` (``edgewise undeploy``) and clear its retained topics."""
+        self.shadows.stop(name)
+        model = self.models.pop(name, None)
+        topic = self.topics.model(name, "info")
+        self._guard.set_info(topic, b"")  # an info written later is cleared, not restored
+        self._info_bodies.pop(name, None)
+        gone = deployment_doc("removed", model) | {"deployment": deployment}
+        publish_deployment(self, name, gone, retain=False)  # seen by those watching now
+        for kind in ("info", "deployment"):
+            self.connection.publish(self.topics.model(name, kind), b"", qos=1, retain=True)
+        log.info("%s removed (undeploy)", name)
 
     # -- message path -------------------------------------------------------------------
 
@@ -240,6 +264,9 @@ class Agent:
         The worker never waits on this thread, so the wait is short.
         """
         try:
+            if self.fleet.owns(msg.topic):
+                self.fleet.put(msg, self._accepting)  # acked by the fleet thread
+                return
             if self._guard.owns(msg.topic):
                 restore = self._guard.check(msg) if self._accepting.is_set() else None
                 if restore is not None:
@@ -403,6 +430,7 @@ class Agent:
             return error_replies(self.topics, msg, name, body, self.config.qos)
         self.inference_ms[name].add(elapsed_ms)
         self.probation.record(model, elapsed_ms)
+        self.shadows.compare(name, request.instances, request.tensor, predictions)
         answer = {
             "id": rid,
             "model": model.name,

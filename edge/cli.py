@@ -91,6 +91,13 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="serve only bundles signed by this Ed25519 public key (repeatable)",
     )
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="follow the roll-outs of this device group (repeatable; docs/fleet.md)",
+    )
     add_broker_arguments(p)
     p.add_argument(
         "--qos", type=int, choices=[0, 1], default=None, help="QoS of requests, answers (default 1)"
@@ -157,6 +164,7 @@ def run_agent(args: argparse.Namespace) -> int:
     config = base.merged(
         bundles=tuple(args.bundle) if args.bundle else None,
         trusted_keys=tuple(args.trusted_key) if args.trusted_key else None,
+        groups=tuple(args.group) if args.group else None,
         broker=args.broker,
         **_connection_settings(args),
         device=args.device,

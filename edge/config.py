@@ -26,6 +26,7 @@ from pydantic import (
 
 from edgewise.edge.endpoint import Endpoint, redact_url
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.fleet_topics import check_group
 from edgewise.edge.mqtt import Session
 from edgewise.edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
 from edgewise.edge.topics import (
@@ -118,6 +119,13 @@ class AgentConfig(BaseModel):
     probation_requests: int = Field(200, ge=0, le=1_000_000)
     probation_max_error_rate: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)
     probation_max_p99_ratio: float = Field(3.0, ge=1, le=1000, allow_inf_nan=False)
+    # Fleet roll-outs (docs/fleet.md): the groups whose desired states this device follows,
+    # the largest bundle it downloads, and how many versions before the active one it keeps.
+    groups: Annotated[
+        tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
+    ] = ()
+    max_bundle_bytes: int = Field(256 << 20, ge=1024, le=1 << 40)
+    keep_versions: int = Field(3, ge=1, le=100)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -164,6 +172,18 @@ class AgentConfig(BaseModel):
             return check_device(value)
         except EdgewiseError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            for group in value:
+                check_group(group)
+        except EdgewiseError as exc:
+            raise ValueError(str(exc)) from None
+        if len(set(value)) != len(value):
+            raise ValueError("a group is listed twice")
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -85,6 +85,8 @@ def health_document(agent: Agent) -> dict[str, Any]:
     return {
         "device": agent.config.device,
         "session": agent.session,
+        "groups": list(agent.config.groups),
+        "remote_deploy": agent.fleet.enabled,
         "uptime_s": round(agent.uptime, 1),
         "connected": agent.connection.connected,
         # Durable only while answers are really being stored.
@@ -103,6 +105,7 @@ def health_document(agent: Agent) -> dict[str, Any]:
             }
             for name, model in agent.models.items()
         },
+        "shadows": agent.shadows.summaries(),
         "rss_bytes": rss_bytes(),
         "cpu_temp_c": cpu_temperature(),
         "time": time.time(),

@@ -105,6 +105,7 @@ class MqttConnection:
         self.protocol = self._protocols[0]
         self._on_message = on_message
         self._subscriptions = list(subscriptions or [])
+        self._sub_lock = threading.Lock()
         self._status_topic = status_topic
         self._keepalive = keepalive
         self._backoff = backoff or Backoff()
@@ -200,6 +201,22 @@ class MqttConnection:
         """
         if self._session is not None and msg.qos > 0 and msg.generation == self.generation:
             self._client.ack(msg.mid, msg.qos)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Add a subscription now and after every reconnect (thread-safe)."""
+        with self._sub_lock:
+            if any(t == topic for t, _ in self._subscriptions):
+                return
+            self._subscriptions.append((topic, qos))
+        if self.connected:
+            self._client.subscribe(topic, qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Drop a subscription added by ``subscribe`` (thread-safe)."""
+        with self._sub_lock:
+            self._subscriptions = [(t, q) for t, q in self._subscriptions if t != topic]
+        if self.connected:
+            self._client.unsubscribe(topic)
 
     def stop(self, final_status: str | None = "offline", timeout: float = 5.0) -> None:
         """Publish the final status (retained), disconnect cleanly and join the thread."""
@@ -401,8 +418,10 @@ class MqttConnection:
         self._ever_connected = True
         self.generation += 1
         self._backoff.reset()
-        if self._subscriptions:
-            client.subscribe(self._subscriptions)
+        with self._sub_lock:
+            subscriptions = list(self._subscriptions)
+        if subscriptions:
+            client.subscribe(subscriptions)
         if self._status_topic:
             client.publish(self._status_topic, "online", qos=1, retain=True)
         self._connected.set()

@@ -31,6 +31,7 @@ class Trial:
     model: ServedModel
     previous: ServedModel
     baseline_p99_ms: float | None
+    deployment: str | None = None
     seen: int = 0
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -63,10 +64,14 @@ class Probation:
         self._lock = threading.Lock()
 
     def start(
-        self, model: ServedModel, previous: ServedModel, baseline_p99_ms: float | None
+        self,
+        model: ServedModel,
+        previous: ServedModel,
+        baseline_p99_ms: float | None,
+        deployment: str | None = None,
     ) -> None:
         with self._lock:
-            self._trials[model.name] = Trial(model, previous, baseline_p99_ms)
+            self._trials[model.name] = Trial(model, previous, baseline_p99_ms, deployment)
 
     def active(self, name: str) -> bool:
         return name in self._trials
@@ -93,13 +98,16 @@ class Probation:
             del self._trials[model.name]
         from edgewise.edge.activation import deployment_doc, publish_deployment
 
+        tag = {"deployment": trial.deployment} if trial.deployment else {}
         if verdict == "":
             log.info("%s v%s passed probation (%d requests)", model.name, model.version, trial.seen)
             doc = deployment_doc("active", model, previous=trial.previous.version)
-            publish_deployment(self._agent, model.name, doc | {"probation": "passed"})
+            publish_deployment(self._agent, model.name, doc | {"probation": "passed"} | tag)
             return
         log.error("%s v%s rolled back to v%s: %s", model.name, model.version,
                   trial.previous.version, verdict)  # fmt: skip
         self._agent.activate(trial.previous)
+        if trial.deployment:
+            self._agent.fleet.refuse(trial.deployment)  # not tried again after a restart
         doc = deployment_doc("rolled_back", trial.previous, reason=verdict)
-        publish_deployment(self._agent, model.name, doc | {"refused_version": model.version})
+        publish_deployment(self._agent, model.name, doc | {"refused_version": model.version} | tag)

@@ -151,6 +151,7 @@ class MemoryTransport:
     spec: TransportSpec
     published: list[Published] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
+    subscribed: list[str] = field(default_factory=list)
     refuse: str | None = None
     reconnects: int = 0
     callback_errors: int = 0
@@ -211,6 +212,13 @@ class MemoryTransport:
 
     def ack(self, msg: Message) -> None:
         self.acked.append(msg.mid)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self.subscribed.append(topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        if topic in self.subscribed:
+            self.subscribed.remove(topic)
 
     def stop(self, final_status: str | None = "offline", timeout: float = 5.0) -> None:
         if self._connected and self.spec.status_topic and final_status is not None:

@@ -11,6 +11,9 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 _FORBIDDEN = set("/+#\x00")
 MAX_DEVICE_LENGTH = 128
 MAX_TOPIC_BYTES = 65535  # MQTT: a topic is a UTF-8 string with a two-byte length
+# The first level under the prefix that holds fleet roll-outs (edge.fleet_topics): no
+# device may take it as its id, or its topics would mix with bundles and desired states.
+FLEET_LEVEL = "fleet"
 
 
 def check_segment(kind: str, value: str) -> str:
@@ -26,6 +29,8 @@ def check_device(value: str) -> str:
     It is also part of the MQTT client id, which brokers refuse with control characters.
     """
     check_segment("device", value)
+    if value == FLEET_LEVEL:
+        raise EdgewiseError(f"device {value!r} is reserved for fleet roll-outs; choose another id")
     if not value.isprintable() or len(value) > MAX_DEVICE_LENGTH:
         raise EdgewiseError(
             f"device {value!r} must be printable (no control characters) and at most "

@@ -33,6 +33,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("edgewise.monitor.cli", "serve the fleet's health as Prometheus metrics"),
     "keys": ("edgewise.edge.signing_cli", "make an Ed25519 key pair for signing bundles"),
     "sign": ("edgewise.edge.signing_cli", "sign a bundle (agents with --trusted-key check it)"),
+    "deploy": ("edgewise.edge.fleet_cli", "roll a signed bundle out to devices over MQTT"),
+    "rollback": ("edgewise.edge.fleet_cli", "put a device back on an earlier version"),
+    "promote": ("edgewise.edge.fleet_cli", "make a shadow version the active one"),
+    "undeploy": ("edgewise.edge.fleet_cli", "remove a model from devices"),
+    "fleet": ("edgewise.edge.fleet_cli", "a table of devices, models and deployment states"),
+    "bundles": ("edgewise.edge.fleet_cli", "bundles on the broker (gc: clear unused ones)"),
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
 # The extra each command needs beyond `edgewise[edge]`, named when its library is missing.

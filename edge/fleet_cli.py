@@ -1,0 +1,310 @@
+"""Fleet commands: ``deploy``, ``rollback``, ``promote``, ``undeploy``, ``fleet``, ``bundles``.
+
+They need only ``edgewise[edge]``; each imports what it runs when it runs (docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
+from edgewise.edge.topics import DEFAULT_PREFIX
+
+if TYPE_CHECKING:
+    from edgewise.edge.fleet_client import FleetLink
+
+
+def _targets(p: argparse.ArgumentParser) -> None:
+    add_broker_arguments(p, with_device=False)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--device", action="append", metavar="ID", help="a device (repeatable)")
+    where.add_argument("--group", metavar="NAME", help="every device of a group")
+    p.add_argument("--wait", action="store_true", help="follow the devices until done")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+
+
+def configure_deploy(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise deploy``."""
+    p.add_argument("bundle", metavar="BUNDLE", help="a signed bundle directory")
+    _targets(p)
+    p.add_argument("--canary", type=int, metavar="N", help="with --group: N devices first")
+    p.add_argument("--shadow", action="store_true", help="run beside the active version")
+    p.set_defaults(run=run_deploy)
+
+
+def configure_rollback(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise rollback``."""
+    add_broker_arguments(p, with_device=False)
+    p.add_argument("--device", required=True, metavar="ID")
+    p.add_argument("--model", required=True)
+    p.add_argument("--to", metavar="VERSION", help="default: the version before the active")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the device")
+    p.set_defaults(run=run_rollback)
+
+
+def configure_promote(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise promote``."""
+    p.add_argument("--model", required=True)
+    _targets(p)
+    p.set_defaults(run=run_promote)
+
+
+def configure_undeploy(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise undeploy``."""
+    p.add_argument("--model", required=True)
+    _targets(p)
+    p.set_defaults(run=run_undeploy)
+
+
+def configure_fleet(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise fleet``."""
+    add_broker_arguments(p, with_device=False)
+    p.set_defaults(run=run_fleet)
+
+
+def configure_bundles(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise bundles``."""
+    p.add_argument("action", choices=["gc"], help="gc: clear bundles no desired state names")
+    add_broker_arguments(p, with_device=False)
+    p.add_argument("--dry-run", action="store_true", help="list them, clear nothing")
+    p.set_defaults(run=run_bundles)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _link(args: argparse.Namespace, filters: list[str]) -> FleetLink:
+    from edgewise.edge.fleet_client import FleetLink
+
+    prefix = args.prefix or DEFAULT_PREFIX
+    return FleetLink(endpoint_from_args(args), prefix, args.protocol or "auto", filters)
+
+
+def _watch_filters(prefix: str, model: str) -> list[str]:
+    return [f"{prefix}/+/health", f"{prefix}/+/{model}/deployment"]
+
+
+def _devices(link: FleetLink, args: argparse.Namespace) -> list[str]:
+    from edgewise.edge.errors import EdgewiseError
+
+    if args.device:
+        return list(args.device)
+    members = link.members(args.group)
+    if not members and args.wait:
+        raise EdgewiseError(
+            f"no device of group {args.group!r} has reported health; the desired state is "
+            "retained and devices that join converge when they come online"
+        )
+    return members
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from edgewise.edge.bundle import load_bundle
+    from edgewise.edge.desired import Desired
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import (
+        Progress,
+        desired_targets,
+        follow,
+        publish_bundle,
+        set_desired,
+    )
+    from edgewise.edge.signing import SIGNATURE_NAME
+    from edgewise.edge.transfer import pack
+
+    if args.canary is not None and (args.group is None or args.canary < 1):
+        raise EdgewiseError("--canary N takes N >= 1 and goes with --group")
+    bundle = load_bundle(args.bundle)  # a bundle that does not load goes nowhere
+    if not (bundle.path / SIGNATURE_NAME).is_file():
+        raise EdgewiseError(
+            f"{args.bundle} is not signed; devices take signed bundles only: "
+            f"edgewise sign {args.bundle} --key KEY"
+        )
+    index, blob = pack(bundle.path)
+    model = index.model
+    prefix = args.prefix or DEFAULT_PREFIX
+    link = _link(args, _watch_filters(prefix, model))
+    try:
+        link.settle()
+        publish_bundle(link, index, blob)
+        mode = "shadow" if args.shadow else "active"
+        want = Desired.new(model, index.sha256, index.version, mode)
+        _say(f"published {model} v{index.version} ({index.size} bytes, {len(index.chunks)} "
+             f"chunks) as {index.sha256[:16]}; deployment {want.id}")  # fmt: skip
+        if args.canary is not None:
+            return _canary(link, args, want)
+        set_desired(link, desired_targets(link.fleet, model, args.device or [], args.group), want)
+        if not args.wait:
+            return 0
+        progress = Progress(want.id, model, _devices(link, args))
+        return 0 if follow(link, progress, args.timeout, _say) else 1
+    finally:
+        link.close()
+
+
+def _canary(link: FleetLink, args: argparse.Namespace, want: object) -> int:
+    from edgewise.edge.desired import Desired
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import Progress, clear, follow, set_desired
+    from edgewise.edge.fleet_topics import Target
+
+    assert isinstance(want, Desired)
+    members = link.members(args.group)
+    if len(members) <= args.canary:
+        raise EdgewiseError(
+            f"group {args.group!r} has {len(members)} device(s) reporting; --canary "
+            f"{args.canary} needs more"
+        )
+    first = members[: args.canary]
+    pins = [Target("devices", d, want.model) for d in first]
+    _say(f"canary: {', '.join(first)} first")
+    set_desired(link, pins, want)
+    canary = Progress(want.id, want.model, first, need_probation=True)
+    ok = follow(link, canary, args.timeout, _say)
+    clear(link, [link.fleet.desired(t) for t in pins])  # the canaries follow the group again
+    if not ok:
+        _say(f"canary failed: the rest of {args.group} stays on its version")
+        return 1
+    set_desired(link, [Target("groups", args.group, want.model)], want)
+    _say(f"canary passed: deploying to the rest of {args.group}")
+    rest = Progress(want.id, want.model, members)
+    rest.states = dict(canary.states)
+    return 0 if follow(link, rest, args.timeout, _say) else 1
+
+
+def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    from edgewise.edge.fleet_client import desired_targets
+
+    targets = desired_targets(link.fleet, args.model, args.device or [], args.group)
+    return [(link.fleet.desired(t), link.retained.get(link.fleet.desired(t), b"")) for t in targets]
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from edgewise.edge.desired import Desired
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import Progress, follow
+
+    prefix = args.prefix or DEFAULT_PREFIX
+    fleet_filter = f"{prefix}/fleet/+/+/{args.model}"
+    link = _link(args, [*_watch_filters(prefix, args.model), fleet_filter])
+    try:
+        link.settle()
+        items = []
+        for topic, payload in _current_desired(link, args):
+            if not payload:
+                raise EdgewiseError(f"{topic}: no desired state to promote")
+            old = Desired.parse(payload)
+            if old.mode != "shadow" or old.bundle is None:
+                raise EdgewiseError(f"{topic}: v{old.version} is not in shadow mode")
+            items.append((topic, old))
+        want = Desired.new(args.model, items[0][1].bundle, items[0][1].version, "active")
+        link.publish(
+            [
+                (t, o.model_copy(update={"mode": "active", "id": want.id}).to_json())
+                for t, o in items
+            ]
+        )
+        _say(f"promoting {args.model}: deployment {want.id}")
+        if not args.wait:
+            return 0
+        ok = follow(link, Progress(want.id, args.model, _devices(link, args)), args.timeout, _say)
+        return 0 if ok else 1
+    finally:
+        link.close()
+
+
+def run_undeploy(args: argparse.Namespace) -> int:
+    from edgewise.edge.desired import Desired
+    from edgewise.edge.fleet_client import Progress, desired_targets, follow, set_desired
+
+    prefix = args.prefix or DEFAULT_PREFIX
+    link = _link(args, _watch_filters(prefix, args.model))
+    try:
+        link.settle()
+        want = Desired.new(args.model, None)
+        targets = desired_targets(link.fleet, args.model, args.device or [], args.group)
+        set_desired(link, targets, want)
+        _say(f"undeploying {args.model}: deployment {want.id}")
+        if not args.wait:
+            return 0
+        ok = follow(link, Progress(want.id, args.model, _devices(link, args)), args.timeout, _say)
+        return 0 if ok else 1
+    finally:
+        link.close()
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    import json
+
+    from edgewise.edge.desired import Desired
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import Progress, follow, set_desired
+    from edgewise.edge.fleet_topics import Target
+
+    prefix = args.prefix or DEFAULT_PREFIX
+    device = args.device[0] if isinstance(args.device, list) else args.device
+    link = _link(args, _watch_filters(prefix, args.model))
+    try:
+        link.settle()
+        raw = link.retained.get(f"{prefix}/{device}/{args.model}/deployment")
+        doc = json.loads(raw) if raw else {}
+        history = doc.get("history") or []
+        pick = [h for h in history if args.to is None or h.get("version") == args.to]
+        if not pick:
+            have = ", ".join(f"v{h.get('version')}" for h in history) or "none"
+            raise EdgewiseError(
+                f"{device} keeps no {'earlier version' if args.to is None else 'v' + args.to} "
+                f"of {args.model} to roll back to (kept: {have})"
+            )
+        want = Desired.new(args.model, pick[0]["bundle"], pick[0]["version"])
+        set_desired(link, [Target("devices", device, args.model)], want)
+        _say(f"{device}: rolling {args.model} back to v{want.version}; deployment {want.id}")
+        ok = follow(link, Progress(want.id, args.model, [device]), args.timeout, _say)
+        return 0 if ok else 1
+    finally:
+        link.close()
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from edgewise.edge.fleet_client import fleet_rows
+
+    prefix = args.prefix or DEFAULT_PREFIX
+    filters = [f"{prefix}/+/status", f"{prefix}/+/health", f"{prefix}/+/+/deployment",
+               f"{prefix}/+/+/shadow"]  # fmt: skip
+    link = _link(args, filters)
+    try:
+        rows = fleet_rows(link.settle(), prefix)
+    finally:
+        link.close()
+    head = ["DEVICE", "STATUS", "GROUPS", "MODEL", "VERSION", "DEPLOYMENT", "SHADOW", "HEALTH"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    if not rows:
+        print(f"no device has reported under {prefix}/")
+    return 0
+
+
+def run_bundles(args: argparse.Namespace) -> int:
+    from edgewise.edge.fleet_client import clear, unreferenced_bundles
+
+    prefix = args.prefix or DEFAULT_PREFIX
+    # Desired states and indexes only: the chunks themselves are not read.
+    filters = [f"{prefix}/fleet/devices/+/+", f"{prefix}/fleet/groups/+/+",
+               f"{prefix}/fleet/bundles/+/index"]  # fmt: skip
+    link = _link(args, filters)
+    try:
+        stale = unreferenced_bundles(link.settle(limit=30.0), link.fleet)
+        for index in stale:
+            topics = [link.fleet.chunk(index.sha256, i) for i in range(len(index.chunks))]
+            _say(f"{'would clear' if args.dry_run else 'clearing'} {index.model} "
+                 f"v{index.version} {index.sha256[:16]} ({len(topics)} chunks)")  # fmt: skip
+            if not args.dry_run:
+                clear(link, [*topics, link.fleet.index(index.sha256)])
+        _say(f"{len(stale)} bundle(s) no desired state names")
+    finally:
+        link.close()
+    return 0

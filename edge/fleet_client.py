@@ -1,0 +1,271 @@
+"""The operator's side of roll-outs: publish bundles and desired states, follow devices.
+
+Used by ``edgewise deploy / rollback / promote / undeploy / fleet / bundles gc``
+(``edge.fleet_cli``). Only paho (``edge.mqtt``) and the standard library: it runs where
+the edge extra is installed, on a laptop or on a gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgewise.edge.client import connect
+from edgewise.edge.desired import Desired
+from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.fleet_topics import FleetTopics, Target
+from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.transfer import BundleIndex
+
+CONNECT_TIMEOUT = 10.0
+SETTLE_S = 0.5  # retained messages arrive right after the SUBACK; quiet this long: all came
+DONE = {"active", "shadow", "removed"}
+FAILED = {"failed", "rolled_back"}
+
+
+def _json(payload: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class FleetLink:
+    """One operator connection: retained state read on demand, publishes confirmed."""
+
+    def __init__(self, endpoint: Endpoint, prefix: str, protocol: str, filters: list[str]) -> None:
+        self.prefix = prefix
+        self.fleet = FleetTopics(prefix)
+        self.conn: MqttConnection
+        self.conn, self.inbox = connect(
+            endpoint, protocol, [(f, 1) for f in filters], CONNECT_TIMEOUT
+        )
+        self.retained: dict[str, bytes] = {}
+
+    def close(self) -> None:
+        self.conn.stop(final_status=None, timeout=2)
+
+    def settle(self, limit: float = 5.0) -> dict[str, bytes]:
+        """Read messages until none came for SETTLE_S (at most ``limit`` seconds)."""
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.inbox.get(timeout=min(SETTLE_S, left))
+            except queue.Empty:
+                break
+            self._keep(msg)
+        return self.retained
+
+    def _keep(self, msg: Message) -> None:
+        if msg.payload:
+            self.retained[msg.topic] = msg.payload
+        else:
+            self.retained.pop(msg.topic, None)
+
+    def next(self, timeout: float) -> Message | None:
+        try:
+            msg = self.inbox.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        self._keep(msg)
+        return msg
+
+    def publish(self, items: Iterable[tuple[str, bytes]], timeout: float = 60.0) -> None:
+        """Publish retained at QoS 1 and wait until the broker has every one."""
+        handles = [self.conn.publish(t, p, qos=1, retain=True) for t, p in items]
+        deadline = time.monotonic() + timeout
+        for h in handles:
+            h.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            if not h.is_published():
+                raise EdgewiseError(f"the broker did not take the publishes within {timeout:g}s")
+
+    def members(self, group: str) -> list[str]:
+        """Devices whose retained health lists ``group``, sorted."""
+        found = []
+        for topic, payload in self.retained.items():
+            parts = topic.split("/")
+            if len(parts) == 3 and parts[0] == self.prefix and parts[2] == "health":
+                doc = _json(payload)
+                if doc is not None and group in (doc.get("groups") or []):
+                    found.append(parts[1])
+        return sorted(found)
+
+
+def publish_bundle(link: FleetLink, index: BundleIndex, blob: bytes) -> None:
+    """The chunks, then the index (a device that sees the index finds every chunk)."""
+    chunks = (
+        (link.fleet.chunk(index.sha256, i), blob[i * index.chunk_size : (i + 1) * index.chunk_size])
+        for i in range(len(index.chunks))
+    )
+    link.publish(chunks)
+    link.publish([(link.fleet.index(index.sha256), index.model_dump_json().encode())])
+
+
+@dataclass
+class Progress:
+    """What each device said about one deployment id."""
+
+    deployment: str
+    model: str
+    devices: list[str]
+    need_probation: bool = False
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def update(self, device: str, doc: dict[str, Any]) -> bool:
+        """Record a deployment document; True when it changed what is shown."""
+        if device not in self.devices or doc.get("deployment") != self.deployment:
+            return False
+        changed = self.states.get(device) != doc
+        self.states[device] = doc
+        return changed
+
+    def done(self, device: str) -> bool:
+        doc = self.states.get(device)
+        if doc is None:
+            return False
+        if doc.get("state") in FAILED:
+            return True
+        if doc.get("state") not in DONE:
+            return False
+        probation = doc.get("probation")
+        return not self.need_probation or probation in (None, "passed")
+
+    def failed(self) -> dict[str, str]:
+        return {
+            d: f"{doc.get('state')}: {doc.get('reason', '')}"
+            for d, doc in self.states.items()
+            if doc.get("state") in FAILED
+        }
+
+
+def describe(doc: dict[str, Any]) -> str:
+    """One line for a deployment document."""
+    state = str(doc.get("state"))
+    if state == "downloading" and doc.get("chunks"):
+        state += f" {doc.get('received')}/{doc.get('chunks')} chunks"
+    if doc.get("version"):
+        state += f" (serving v{doc['version']})"
+    if doc.get("probation"):
+        state += f", probation {doc['probation']}"
+    if doc.get("reason"):
+        state += f": {doc['reason']}"
+    return state
+
+
+def follow(link: FleetLink, progress: Progress, timeout: float, say: Callable[[str], None]) -> bool:
+    """Print each device's state as it changes until all are done; True if none failed."""
+    topic_model = f"/{progress.model}/deployment"
+    for topic, payload in list(link.retained.items()):
+        _note(link, progress, topic, payload, topic_model, say)
+    deadline = time.monotonic() + timeout
+    while not all(progress.done(d) for d in progress.devices):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waiting = [d for d in progress.devices if not progress.done(d)]
+            say(f"timed out after {timeout:g}s waiting for {', '.join(waiting)}")
+            return False
+        msg = link.next(min(left, 0.5))
+        if msg is not None:
+            _note(link, progress, msg.topic, msg.payload, topic_model, say)
+    failed = progress.failed()
+    for device, why in failed.items():
+        say(f"{device}: {why}")
+    return not failed
+
+
+def _note(
+    link: FleetLink,
+    progress: Progress,
+    topic: str,
+    payload: bytes,
+    suffix: str,
+    say: Callable[[str], None],
+) -> None:
+    if not topic.startswith(link.prefix + "/") or not topic.endswith(suffix):
+        return
+    device = topic[len(link.prefix) + 1 : -len(suffix)]
+    doc = _json(payload)
+    if doc is not None and progress.update(device, doc):
+        say(f"{device}: {describe(doc)}")
+
+
+def desired_targets(
+    fleet: FleetTopics, model: str, devices: list[str], group: str | None
+) -> list[Target]:
+    if group is not None:
+        return [Target("groups", group, model)]
+    return [Target("devices", d, model) for d in devices]
+
+
+def set_desired(link: FleetLink, targets: list[Target], want: Desired) -> None:
+    link.publish([(link.fleet.desired(t), want.to_json()) for t in targets])
+
+
+def clear(link: FleetLink, topics: list[str]) -> None:
+    link.publish([(t, b"") for t in topics])
+
+
+def fleet_rows(retained: dict[str, bytes], prefix: str) -> list[list[str]]:
+    """The ``edgewise fleet`` table: one row per device and model."""
+    devices: dict[str, dict[str, Any]] = {}
+    for topic, payload in retained.items():
+        parts = topic.split("/")
+        if parts[0] != prefix or len(parts) not in (3, 4) or parts[1] == "fleet":
+            continue
+        dev = devices.setdefault(parts[1], {"models": {}})
+        if len(parts) == 3 and parts[2] == "status":
+            dev["status"] = payload.decode("utf-8", "replace")[:20]
+        elif len(parts) == 3 and parts[2] == "health":
+            dev["health"] = _json(payload) or {}
+        elif len(parts) == 4 and parts[3] in ("deployment", "shadow"):
+            dev["models"].setdefault(parts[2], {})[parts[3]] = _json(payload) or {}
+    rows = []
+    now = time.time()
+    for name in sorted(devices):
+        dev = devices[name]
+        health = dev.get("health", {})
+        age = now - float(health["time"]) if isinstance(health.get("time"), (int, float)) else None
+        groups = ",".join(str(g) for g in health.get("groups") or []) or "-"
+        served = health.get("models") or {}
+        models = sorted(set(dev["models"]) | set(served)) or ["-"]
+        for model in models:
+            dep = dev["models"].get(model, {}).get("deployment", {})
+            shadow = dev["models"].get(model, {}).get("shadow", {})
+            version = (served.get(model) or {}).get("version") or dep.get("version") or "-"
+            rows.append([
+                name,
+                dev.get("status", "?"),
+                groups,
+                model,
+                str(version),
+                str(dep.get("state", "-")),
+                f"v{shadow['version']} agree {shadow.get('agreement')}" if shadow else "-",
+                f"{age:.0f}s ago" if age is not None else "-",
+            ])  # fmt: skip
+    return rows
+
+
+def unreferenced_bundles(retained: dict[str, bytes], fleet: FleetTopics) -> list[BundleIndex]:
+    """Bundles on the broker that no desired state names (``edgewise bundles gc``)."""
+    used: set[str] = set()
+    indexes: list[BundleIndex] = []
+    for topic, payload in retained.items():
+        if fleet.parse_desired(topic) is not None:
+            try:
+                bundle = Desired.parse(payload).bundle
+            except EdgewiseError:
+                continue
+            if bundle:
+                used.add(bundle)
+        elif (parsed := fleet.parse_bundle(topic)) is not None and parsed[1] is None:
+            try:
+                indexes.append(BundleIndex.parse(payload))
+            except EdgewiseError:
+                continue
+    return [i for i in indexes if i.sha256 not in used]

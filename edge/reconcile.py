@@ -1,0 +1,357 @@
+"""Fleet roll-outs on the device: follow the desired state, fetch, verify, activate.
+
+The agent subscribes to its own desired states and its groups' (``edge.fleet_topics``);
+paho's thread only hands those messages to this module's thread ("fleet"). For each model
+the device's own document wins over its groups' (in config order). When the desired
+bundle is not the one serving, the thread fetches it: the retained index first, then the
+chunks, each checked and stored as it comes (``edge.bundle_store``), so a download that a
+reconnect or a restart cuts short resumes where it stopped. The whole bundle is then
+verified (pack and file hashes, signature by a trusted key, manifest against model file,
+the runtime, the self-test) before it serves; a refusal is reported with its reason on
+the model's ``deployment`` topic, the old version keeps serving, and the roll-out's id is
+not tried again. Remote roll-outs need ``trusted_keys``: a device that trusts no key
+ignores them (an unsigned bundle from anyone on the broker is never run).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgewise.edge.activation import deployment_doc, publish_deployment, swap_in
+from edgewise.edge.bundle_store import BundleStore, Entry, pack_sha256
+from edgewise.edge.desired import Desired
+from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.fleet_topics import FleetTopics
+from edgewise.edge.mqtt import Message
+from edgewise.edge.transfer import BundleIndex
+
+if TYPE_CHECKING:
+    from edgewise.edge.agent import Agent
+    from edgewise.edge.model import ServedModel
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 1.0  # "downloading" documents per model at most this often
+
+
+@dataclass
+class Download:
+    """A bundle being fetched for one desired state."""
+
+    want: Desired
+    index: BundleIndex | None = None
+    have: set[int] = field(default_factory=set)
+    reported_at: float = 0.0
+
+
+class Fleet:
+    """The agent's side of roll-outs; ``run`` is the fleet thread."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        config = agent.config
+        self.topics = FleetTopics(config.prefix)
+        self.enabled = bool(config.trusted_keys)
+        self.store = BundleStore(
+            Path(config.state_dir) / "fleet" / config.device, keep=config.keep_versions
+        )
+        self._inbox: queue.Queue[Message] = queue.Queue(maxsize=64)
+        self._device_docs: dict[str, Desired] = {}
+        self._group_docs: dict[str, dict[str, Desired]] = {g: {} for g in config.groups}
+        self._downloads: dict[str, Download] = {}  # model -> its download
+        self._applied: dict[str, str] = {}  # model -> deployment id handled
+        self._shas: dict[str, str] = {}  # bundle dir -> pack sha256 (computed once)
+        self._warned = False
+
+    # -- wiring -------------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """The desired states of this device and its groups (none when disabled)."""
+        config = self.agent.config
+        if not self.enabled:
+            return [(self.topics.desired_filter("devices", config.device), 1)]  # to say why not
+        return [
+            (self.topics.desired_filter("devices", config.device), 1),
+            *[(self.topics.desired_filter("groups", g), 1) for g in config.groups],
+        ]
+
+    def owns(self, topic: str) -> bool:
+        return topic.startswith(self.topics.root + "/")
+
+    def put(self, msg: Message, accepting: threading.Event) -> None:
+        """paho thread: hand over, waiting for room (the broker holds the rest meanwhile)."""
+        while accepting.is_set():
+            try:
+                self._inbox.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                msg = self._inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self._handle(msg)
+            except Exception:  # one bad document must not end roll-outs for good
+                log.exception("fleet: handling %s failed", msg.topic[:200])
+            self.agent.connection.ack(msg)
+
+    # -- start-up and bookkeeping -------------------------------------------------------
+
+    def restore(self, models: dict[str, ServedModel]) -> None:
+        """Serve what roll-outs made active before the restart, not the configured bundles."""
+        if not self.enabled:
+            return
+        from edgewise.edge.model import load_checked, trusted_public_keys
+
+        trusted = trusted_public_keys(self.agent.config.trusted_keys)
+        for name, entry in self.store.active().items():
+            if entry is None:
+                models.pop(name, None)
+                continue
+            current = models.get(name)
+            if current is not None and str(current.bundle.path) == entry.path:
+                continue
+            try:
+                models[name] = load_checked(entry.path, self.agent.backend_options, trusted)
+            except EdgewiseError as exc:
+                log.error("fleet: %s v%s from %s cannot serve: %s", name, entry.version,
+                          entry.path, exc)  # fmt: skip
+
+    def sha_of(self, model: ServedModel) -> str:
+        path = str(model.bundle.path)
+        if path not in self._shas:
+            self._shas[path] = pack_sha256(path)
+        return self._shas[path]
+
+    def entry(self, model: ServedModel) -> Entry:
+        return Entry(self.sha_of(model), model.version, str(model.bundle.path))
+
+    def activated(self, old: ServedModel | None, new: ServedModel) -> None:
+        """Record a swap (any: roll-out, reload, probation rollback) so a restart keeps it."""
+        if not self.enabled:
+            return
+        if old is not None and old.name not in self.store.active():
+            self.store.record_active(old.name, self.entry(old))  # the configured version
+        self.store.record_active(new.name, self.entry(new))
+
+    def manages(self, name: str, configured_path: str) -> bool:
+        """Whether a roll-out decides this model's version (a reload leaves it alone)."""
+        entry = self.store.active().get(name) if self.enabled else None
+        return entry is not None and Path(entry.path) != Path(configured_path)
+
+    def refuse(self, deployment: str) -> None:
+        if self.enabled:
+            self.store.mark_refused(deployment)
+
+    def history(self, name: str) -> list[dict[str, str]]:
+        """Versions on disk to roll back to, newest first (for the deployment document)."""
+        if not self.enabled:
+            return []
+        return [{"version": e.version, "bundle": e.sha256} for e in self.store.history(name)]
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _handle(self, msg: Message) -> None:
+        target = self.topics.parse_desired(msg.topic)
+        if target is not None:
+            self._on_desired(target.kind, target.name, target.model, msg.payload)
+            return
+        bundle = self.topics.parse_bundle(msg.topic)
+        if bundle is not None:
+            self._on_bundle(bundle[0], bundle[1], msg.payload)
+
+    def _on_desired(self, kind: str, name: str, model: str, payload: bytes) -> None:
+        config = self.agent.config
+        if (kind, name) != ("devices", config.device) and (
+            kind != "groups" or name not in config.groups
+        ):
+            return  # not ours (a broker without ACLs, or a stale subscription)
+        if not self.enabled:
+            if payload and not self._warned:
+                self._warned = True
+                log.warning("fleet: a roll-out for %s is ignored: remote roll-outs need "
+                            "--trusted-key (signed bundles only)", model[:100])  # fmt: skip
+                why = "remote roll-outs need trusted keys on the device (--trusted-key)"
+                publish_deployment(self.agent, model, deployment_doc("failed", None, why))
+            return
+        slot = self._device_docs if kind == "devices" else self._group_docs[name]
+        if not payload:
+            slot.pop(model, None)
+            return  # a cleared desired state changes nothing on the device
+        try:
+            want = Desired.parse(payload)
+            if want.model != model:
+                raise EdgewiseError(f"desired state names model {want.model!r} on the topic of "
+                                    f"{model!r}")  # fmt: skip
+        except EdgewiseError as exc:
+            log.error("fleet: %s", exc)
+            current = self.agent.models.get(model)
+            publish_deployment(self.agent, model, deployment_doc("failed", current, str(exc)))
+            return
+        slot[model] = want
+        self._reconcile(model)
+
+    def _wanted(self, model: str) -> Desired | None:
+        if model in self._device_docs:
+            return self._device_docs[model]
+        for group in self.agent.config.groups:
+            if model in self._group_docs[group]:
+                return self._group_docs[group][model]
+        return None
+
+    def _reconcile(self, name: str) -> None:
+        want = self._wanted(name)
+        if want is None or self._applied.get(name) == want.id or self.store.refused(want.id):
+            return
+        old = self._downloads.pop(name, None)
+        if old is not None and old.want.bundle != want.bundle:
+            self._stop_download(old)
+        agent = self.agent
+        current, shadow = agent.models.get(name), agent.shadows.model(name)
+        if want.bundle is None:
+            self._applied[name] = want.id
+            agent.remove(name, want.id)
+            self.store.record_removed(name)
+            return
+        if current is not None and self.sha_of(current) == want.bundle and want.mode == "active":
+            self._applied[name] = want.id
+            agent.shadows.stop(name)
+            doc = deployment_doc("active", current) | {"deployment": want.id}
+            publish_deployment(agent, name, doc)
+            return
+        if shadow is not None and self.sha_of(shadow) == want.bundle:
+            self._applied[name] = want.id
+            if want.mode == "active":  # promote: the shadow has been checked already
+                agent.shadows.stop(name)
+                self._activate(want, shadow)
+            else:
+                publish_deployment(agent, name, self._shadow_doc(shadow, want))
+            return
+        entry = self.store.find(name, want.bundle)
+        if entry is not None:
+            self._verify_and_apply(want, Path(entry.path))
+            return
+        self._downloads[name] = Download(want)
+        agent.connection.subscribe(self.topics.index(want.bundle), 1)
+        self._progress(name, force=True)
+
+    # -- downloads ----------------------------------------------------------------------
+
+    def _stop_download(self, dl: Download) -> None:
+        assert dl.want.bundle is not None
+        self.agent.connection.unsubscribe(self.topics.index(dl.want.bundle))
+        self.agent.connection.unsubscribe(self.topics.bundle_filter(dl.want.bundle))
+
+    def _progress(self, name: str, force: bool = False) -> None:
+        dl = self._downloads[name]
+        now = time.monotonic()
+        if not force and now - dl.reported_at < PROGRESS_EVERY_S:
+            return
+        dl.reported_at = now
+        total = len(dl.index.chunks) if dl.index else None
+        doc = deployment_doc("downloading", self.agent.models.get(name))
+        doc |= {"deployment": dl.want.id, "target_version": dl.want.version,
+                "chunks": total, "received": len(dl.have)}  # fmt: skip
+        publish_deployment(self.agent, name, doc)
+
+    def _on_bundle(self, sha: str, i: int | None, payload: bytes) -> None:
+        for name, dl in list(self._downloads.items()):
+            if dl.want.bundle != sha:
+                continue
+            try:
+                if i is None:
+                    self._on_index(name, dl, payload)
+                elif dl.index is not None and i not in dl.have:
+                    self.store.put_chunk(dl.index, i, payload)
+                    dl.have.add(i)
+                    self._progress(name)
+                if dl.index is not None and len(dl.have) == len(dl.index.chunks):
+                    self._finish(name, dl)
+            except EdgewiseError as exc:
+                self._fail(name, dl.want, str(exc))
+
+    def _on_index(self, name: str, dl: Download, payload: bytes) -> None:
+        if dl.index is not None or not payload:
+            return
+        index = BundleIndex.parse(payload)
+        if index.sha256 != dl.want.bundle:
+            raise EdgewiseError("the index on the bundle's topic names another bundle")
+        if index.model != name:
+            raise EdgewiseError(f"the bundle holds model {index.model!r}, not {name!r}")
+        self.store.check_space(index, self.agent.config.max_bundle_bytes)
+        dl.index, dl.have = index, self.store.have(index)
+        assert dl.want.bundle is not None
+        self.agent.connection.subscribe(self.topics.bundle_filter(dl.want.bundle), 1)
+        self._progress(name, force=True)
+
+    def _finish(self, name: str, dl: Download) -> None:
+        del self._downloads[name]
+        self._stop_download(dl)
+        assert dl.index is not None
+        publish_deployment(self.agent, name, self._doc("verifying", dl.want))
+        self._verify_and_apply(dl.want, self.store.install(dl.index))
+
+    def _fail(self, name: str, want: Desired, reason: str) -> None:
+        dl = self._downloads.pop(name, None)
+        if dl is not None:
+            self._stop_download(dl)
+        log.error("fleet: %s v%s refused, the active version keeps serving: %s",
+                  name, want.version, reason)  # fmt: skip
+        self.store.mark_refused(want.id)
+        self._applied[name] = want.id
+        if want.bundle is not None:
+            self.store.discard(want.bundle)
+        publish_deployment(self.agent, name, self._doc("failed", want, reason))
+
+    def _doc(self, state: str, want: Desired, reason: str | None = None) -> dict[str, object]:
+        doc = deployment_doc(state, self.agent.models.get(want.model), reason)
+        return doc | {"deployment": want.id, "target_version": want.version}
+
+    # -- activation ---------------------------------------------------------------------
+
+    def _verify_and_apply(self, want: Desired, path: Path) -> None:
+        from edgewise.edge.bundle import load_bundle
+        from edgewise.edge.model import ServedModel, trusted_public_keys
+        from edgewise.edge.selftest import run_selftest
+        from edgewise.edge.signing import verify_bundle
+
+        name = want.model
+        try:
+            trusted = trusted_public_keys(self.agent.config.trusted_keys)
+            signer = verify_bundle(path, trusted)
+            model = ServedModel.load(load_bundle(path), self.agent.backend_options)
+            if model.name != name:
+                raise EdgewiseError(f"the bundle holds model {model.name!r}, not {name!r}")
+            model.signed_by = signer
+            publish_deployment(self.agent, name, self._doc("self-test", want))
+            model.selftest = run_selftest(model)
+        except EdgewiseError as exc:
+            self._fail(name, want, str(exc))
+            return
+        self._applied[name] = want.id
+        if want.mode == "shadow":
+            try:
+                self.agent.shadows.start(model, want.id)
+            except EdgewiseError as exc:
+                self._fail(name, want, str(exc))
+                return
+            publish_deployment(self.agent, name, self._shadow_doc(model, want))
+            return
+        self._activate(want, model)
+
+    def _activate(self, want: Desired, model: ServedModel) -> None:
+        publish_deployment(self.agent, model.name, swap_in(self.agent, model, want.id))
+
+    def _shadow_doc(self, model: ServedModel, want: Desired) -> dict[str, object]:
+        doc = self._doc("shadow", want)
+        return doc | {"shadow_version": model.version, "shadow_bundle": want.bundle}
