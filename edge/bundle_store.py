@@ -51,6 +51,7 @@ class BundleStore:
         self.root = root
         self.keep = keep
         self._lock = threading.RLock()
+        self._pending: set[str] = set()  # installed, not yet recorded: never pruned
         self._state = self._load()
 
     # -- state.json ---------------------------------------------------------------------
@@ -112,6 +113,7 @@ class BundleStore:
             if old and old["sha256"] != entry.sha256:
                 history.insert(0, old)
             rec["active"], rec["history"] = asdict(entry), history[: self.keep]
+            self._pending.discard(entry.sha256)
             self._save()
             self._prune()
 
@@ -135,7 +137,7 @@ class BundleStore:
 
     def _prune(self) -> None:
         # Received bundles no model refers to any more (configured ones are never ours).
-        used = {
+        used = self._pending | {
             e["sha256"]
             for rec in self._state["models"].values()
             for e in [rec.get("active"), *rec.get("history", [])]
@@ -193,6 +195,8 @@ class BundleStore:
 
     def install(self, index: BundleIndex) -> Path:
         """Assemble the chunks, verify, unpack into ``bundles/{sha256}``; drop the chunks."""
+        with self._lock:
+            self._pending.add(index.sha256)
         part = self._partial(index.sha256)
         blob = b"".join((part / str(i)).read_bytes() for i in range(len(index.chunks)))
         try:
@@ -204,4 +208,5 @@ class BundleStore:
         """Forget a refused download: its chunks, and its files unless a version uses them."""
         shutil.rmtree(self._partial(sha256), ignore_errors=True)
         with self._lock:
+            self._pending.discard(sha256)
             self._prune()
