@@ -58,7 +58,8 @@ def test_the_readme_lists_commands() -> None:
 
 def _argv(command: str, broker: LocalBroker) -> list[str]:
     words = shlex.split(command.replace(DEFAULT_BROKER, broker.url))
-    if words[1] in ("agent", "send") and "--broker" not in words:
+    talks = ("agent", "send", "deploy", "fleet", "bundles", "rollback", "promote", "undeploy")
+    if words[1] in talks and "--broker" not in words:
         words += ["--broker", broker.url]
     return [sys.executable, "-m", "edgewise", *words[1:]]
 

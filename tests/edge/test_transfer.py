@@ -33,7 +33,7 @@ def test_a_tampered_chunk_or_pack_is_refused(iris_bundle: Path, tmp_path: Path) 
     bad[10] ^= 0xFF
     with pytest.raises(BundleError, match="chunk 0 does not match"):
         check_chunk(index, 0, bytes(bad))
-    with pytest.raises(BundleError, match="has .* chunks"):
+    with pytest.raises(BundleError, match=r"has .* chunks"):
         check_chunk(index, len(index.chunks), b"")
     with pytest.raises(BundleError, match="does not match its sha256"):
         unpack(index, bytes(bad) + blob[4096:], tmp_path / "out")
