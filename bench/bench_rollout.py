@@ -94,7 +94,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="edgewise-bench-rollout-"))
     private, public = generate_keys(work / "keys")
-    base = export_sklearn(train(load_builtin("iris"), "random-forest", "iris-rf"), work / "base").path
+    base = export_sklearn(
+        train(load_builtin("iris"), "random-forest", "iris-rf"), work / "base"
+    ).path
     serial = iter(range(1, 1000))
 
     def version() -> Path:
