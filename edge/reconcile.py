@@ -214,7 +214,12 @@ class Fleet:
         if want is None or self._applied.get(name) == want.id or self.store.refused(want.id):
             return
         old = self._downloads.pop(name, None)
-        if old is not None and old.want.bundle != want.bundle:
+        if old is not None and old.want.bundle == want.bundle and want.bundle is not None:
+            old.want = want  # a new roll-out of the bundle being fetched: go on fetching
+            self._downloads[name] = old
+            self._progress(name, force=True)
+            return
+        if old is not None:
             self._stop_download(old)
         agent = self.agent
         current, shadow = agent.models.get(name), agent.shadows.model(name)
