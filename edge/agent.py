@@ -27,11 +27,13 @@ import uuid
 from typing import Any
 
 from edgewise.edge.activation import deployment_doc, publish_deployment, reload_bundles
+from edgewise.edge.answer_state import AnswerStates
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
 from edgewise.edge.errors import RequestError
+from edgewise.edge.ha_discovery import Discovery
 from edgewise.edge.health import (
     Counters,
     LatencyWindow,
@@ -113,6 +115,7 @@ class Agent:
             for name, model in self.models.items()
         }
         self._guard = RetainedGuard(self.topics, self._info_bodies)
+        self.discovery = Discovery(self.topics, config.ha_prefix, config.ha_discovery)
         spec = TransportSpec(
             config.endpoint,
             client_id=f"edgewise-agent-{config.device}",
@@ -124,6 +127,7 @@ class Agent:
                 (self.topics.status, 1),
                 (self.topics.model("+", "info"), 1),
                 *self.fleet.subscriptions,
+                *self.discovery.subscriptions,
             ],
             status_topic=self.topics.status,
             session=config.session,
@@ -145,6 +149,7 @@ class Agent:
             if config.durable
             else self._direct
         )
+        self.states = AnswerStates(self.connection, lambda name: self.topics.model(name, "state"))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -160,6 +165,7 @@ class Agent:
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
             publish_deployment(self, name, deployment_doc("active", self.models[name]))
+        self.discovery.publish_all(self.connection, self.models)
         self.connection.start()
         self.notifier.notify("READY=1")
         log.info(
@@ -230,7 +236,8 @@ class Agent:
         """Serve ``model`` from the next request on (a new model or a new version of one);
         requests already taken finish on the version they started with."""
         name, topic = model.name, self.topics.model(model.name, "info")
-        self.fleet.activated(self.models.get(name), model)  # a restart keeps this version
+        old = self.models.get(name)
+        self.fleet.activated(old, model)  # a restart keeps this version
         # Latencies are per version: health shows the one serving.
         self.inference_ms[name], self.e2e_ms[name] = LatencyWindow(), LatencyWindow()
         body = encode({**model.info(), "session": self.session})
@@ -238,6 +245,8 @@ class Agent:
         self._info_bodies[name] = body
         self.models[name] = model  # one assignment: a request sees the old or the new
         self.connection.publish(topic, body, qos=1, retain=True)
+        if old is None:
+            self.discovery.added(self.connection, model)
 
     def remove(self, name: str, deployment: str) -> None:
         """Stop serving ``name`` (``edgewise undeploy``) and clear its retained topics."""
@@ -250,6 +259,9 @@ class Agent:
         publish_deployment(self, name, gone, retain=False)  # seen by those watching now
         for kind in ("info", "deployment"):
             self.connection.publish(self.topics.model(name, kind), b"", qos=1, retain=True)
+        self.states.forget(name)
+        if model is not None:
+            self.discovery.removed(self.connection, model)
         log.info("%s removed (undeploy)", name)
 
     # -- message path -------------------------------------------------------------------
@@ -264,6 +276,10 @@ class Agent:
         The worker never waits on this thread, so the wait is short.
         """
         try:
+            if self.discovery.owns(msg.topic):
+                self.discovery.on_status(msg.payload)
+                self.connection.ack(msg)
+                return
             if self.fleet.owns(msg.topic):
                 self.fleet.put(msg, self._accepting)  # acked by the fleet thread
                 return
@@ -314,6 +330,10 @@ class Agent:
     def _work(self) -> None:
         while not self._stopped.is_set():
             self._heartbeat()
+            self.states.flush()  # the last answers held back by the once-a-second limit
+            if self.discovery.announced.is_set():
+                self.discovery.announced.clear()
+                self.discovery.publish_all(self.connection, self.models)
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -440,6 +460,7 @@ class Agent:
         }
         self.counters.answered += 1
         self.tally.add(name, "answered")
+        self.states.record(name, model.version, rid, predictions)
         out = self.topics.model(name, "out")
         return [reply(msg, out, encode(answer), self.config.qos)]
 

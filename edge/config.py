@@ -124,6 +124,9 @@ class AgentConfig(BaseModel):
     groups: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
     ] = ()
+    # Home Assistant MQTT discovery (edge/ha_discovery.py): off unless asked for.
+    ha_discovery: bool = False
+    ha_prefix: str = "homeassistant"
     max_bundle_bytes: int = Field(256 << 20, ge=1024, le=1 << 40)
     keep_versions: int = Field(3, ge=1, le=100)
 
@@ -183,6 +186,13 @@ class AgentConfig(BaseModel):
             raise ValueError(str(exc)) from None
         if len(set(value)) != len(value):
             raise ValueError("a group is listed twice")
+        return value
+
+    @field_validator("ha_prefix")
+    @classmethod
+    def _ha_prefix(cls, value: str) -> str:
+        if not value or not value.isprintable() or set(value) & set("+#\x00"):
+            raise ValueError("must be non-empty and printable, no wildcards")
         return value
 
     @field_validator("prefix")

@@ -415,6 +415,8 @@ ACL_MATRIX = [
     ("dev-a", "write", "edgewise/fleet/devices/dev-a/m", False),
     ("dev-a", "write", "edgewise/fleet/bundles/abc/0", False),
     ("operator", "write", "edgewise/fleet/groups/line-3/m", True),
+    ("dev-a", "write", "homeassistant/sensor/edgewise_dev-a/m_prediction/config", True),
+    ("dev-a", "write", "homeassistant/sensor/edgewise_dev-b/m_prediction/config", False),
     ("operator", "write", "edgewise/dev-b/m/in", True),
     ("operator", "read", "edgewise/dev-a/m/out", True),
     ("dashboard", "read", "edgewise/dev-a/health", True),

@@ -72,6 +72,7 @@ class Watcher(Peer):
         self.latest: dict[str, Any] = {}
         self.answers: dict[Any, dict[str, Any]] = {}
         self.errors: list[dict[str, Any]] = []
+        self.heard: list[tuple[float, str]] = []  # (monotonic time, topic) of every message
         self._lock = threading.Lock()
         self.client.on_message = lambda c, u, m: self._keep(m.topic, m.payload)
         self.subscribe(f"{prefix}/#")
@@ -84,6 +85,7 @@ class Watcher(Peer):
         except ValueError:
             doc = payload
         with self._lock:
+            self.heard.append((time.monotonic(), topic))
             self.latest[topic] = doc
             if topic.endswith("/out") and isinstance(doc, dict):
                 self.answers[doc["id"]] = doc
