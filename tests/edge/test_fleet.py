@@ -406,3 +406,26 @@ def test_undeploy_and_bundles_gc(
             peer.expect("", timeout=1.5)  # neither the index nor a chunk is retained now
     finally:
         peer.close()
+
+
+def test_a_refused_roll_out_is_not_tried_again_after_a_restart(
+    broker: LocalBroker,
+    prefix: str,
+    versions: dict[str, Path],
+    keys: tuple[Path, Path],
+    watcher: Watcher,
+    tmp_path: Path,
+) -> None:
+    bad = signed_copy(versions["1"], tmp_path / "bad", "2", keys[0], _break_selftest)
+    settings = {"prefix": prefix, "trusted_keys": (str(keys[1]),)}
+    state = tmp_path / "state"
+    with serving(broker, [versions["1"]], "once", state, **settings):
+        want = roll_out(broker, prefix, bad, Target("devices", "once", MODEL))
+        assert watcher.deployment(prefix, "once", want.id)["state"] == "failed"
+    mark = time.monotonic()
+    with serving(broker, [versions["1"]], "once", state, **settings):  # desired still retained
+        assert watcher.ask(prefix, "once", "after")["version"] == "1"
+        time.sleep(1.0)
+    topic = f"{prefix}/once/{MODEL}/deployment"
+    tried = [t for at, t in list(watcher.heard) if at > mark and t == topic]
+    assert len(tried) == 1  # only the start's "active v1", no new download or self-test
