@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "send": ("edgewise.edge.cli", "publish rows, windows or arrays as requests; collect answers"),
     "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
     "exporter": ("edgewise.monitor.cli", "serve the fleet's health as Prometheus metrics"),
+    "dashboard": ("edgewise.monitor.cli", "a live web page of the fleet"),
     "keys": ("edgewise.edge.signing_cli", "make an Ed25519 key pair for signing bundles"),
     "sign": ("edgewise.edge.signing_cli", "sign a bundle (agents with --trusted-key check it)"),
     "deploy": ("edgewise.edge.fleet_cli", "roll a signed bundle out to devices over MQTT"),
@@ -42,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
 # The extra each command needs beyond `edgewise[edge]`, named when its library is missing.
-EXTRAS = dict.fromkeys(HOST_COMMANDS, "host") | {"exporter": "monitor"}
+EXTRAS = dict.fromkeys(HOST_COMMANDS, "host") | {"exporter": "monitor", "dashboard": "monitor"}
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

@@ -36,3 +36,44 @@ def run_exporter(args: argparse.Namespace) -> int:
         while not stop.wait(1.0):
             pass
     return 0
+
+
+def configure_dashboard(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise dashboard``."""
+    add_broker_arguments(p, with_device=False)
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="token required from browsers (also $EDGEWISE_DASHBOARD_TOKEN); needed with --bind "
+        "other than loopback",
+    )
+    p.set_defaults(run=run_dashboard)
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.supervision import stop_on_signals
+    from edgewise.monitor.dashboard import serve_dashboard
+
+    if not 1 <= args.port <= 65535:
+        raise EdgewiseError(f"--port {args.port}: use 1..65535")
+    token = os.environ.get("EDGEWISE_DASHBOARD_TOKEN") or None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise EdgewiseError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    stop = stop_on_signals()
+    with serve_dashboard(
+        endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port, token,
+        args.protocol or "auto",
+    ) as url:  # fmt: skip
+        print(f"serving {url} (Ctrl-C stops)", flush=True)
+        while not stop.wait(1.0):
+            pass
+    return 0

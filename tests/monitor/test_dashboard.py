@@ -1,0 +1,132 @@
+"""The live dashboard in a real browser (Debian's chromium, driven by Playwright): a device
+comes online, answers appear, the device goes offline after SIGTERM; and the token rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgewise.deploy.broker import LocalBroker, free_port
+from tests.conftest import ROOT
+from tests.mqtt_peer import Peer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _edgewise(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    cmd = [sys.executable, "-m", "edgewise", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (e.g. 401)
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def dashboard(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    prefix, port = f"t{uuid.uuid4().hex[:6]}", free_port()
+    proc = _edgewise("dashboard", "--broker", broker.url, "--prefix", prefix, "--port",
+                     str(port), log=tmp_path / "dashboard.log")  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_http(url)
+        yield url, prefix
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0, (tmp_path / "dashboard.log").read_text()
+
+
+def test_a_device_comes_online_answers_and_goes_offline(
+    broker: LocalBroker, dashboard: tuple[str, str], iris_bundle: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, prefix = dashboard
+    device = "kitchen"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+            args = ["--bundle", str(iris_bundle), "--broker", broker.url, "--device", device]
+            args += ["--prefix", prefix, "--health-interval", "1"]
+            args += ["--state-dir", str(tmp_path / "state")]
+            agent = _edgewise("agent", *args, log=tmp_path / "agent.log")
+            try:
+                row = page.locator(f'tr[data-device="{device}"]')
+                expect(row.locator("td.online")).to_have_text("online", timeout=60_000)
+                expect(row).to_contain_text("iris-rf v")
+                # "Try it": one request from the page, its answer shown.
+                page.select_option("#target", f"{device}|iris-rf")
+                page.click("#try button")
+                expect(page.locator("#answer")).to_contain_text('"predictions"', timeout=20_000)
+                # A request from anywhere else shows up in the live feed.
+                peer = Peer(broker.port)
+                try:
+                    doc = {"id": "from-mqtt", "instances": [[6.7, 3.0, 5.2, 2.3]]}
+                    peer.request(f"{prefix}/{device}/iris-rf/in", doc)
+                finally:
+                    peer.close()
+                feed = page.locator("#feed li", has_text="from-mqtt")
+                expect(feed).to_contain_text("label", timeout=20_000)
+                time.sleep(2.5)  # two more health reports: the charts have lines
+                page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+                if shots := os.environ.get("EDGEWISE_SCREENSHOT_DIR"):  # for docs/img
+                    shutil.copy(tmp_path / "dashboard.png", shots)
+            finally:
+                agent.send_signal(signal.SIGTERM)
+                assert agent.wait(30) == 0, (tmp_path / "agent.log").read_text()[-2000:]
+            expect(row.locator("td.offline")).to_have_text("offline", timeout=20_000)
+        finally:
+            browser.close()
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+
+
+def test_a_token_is_required_off_loopback(broker: LocalBroker, tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "edgewise", "dashboard", "--broker", broker.url, "--bind",
+         "0.0.0.0", "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.strip().count("\n") == 0 and "token" in refused.stderr
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    port = free_port()
+    proc = _edgewise("dashboard", "--broker", broker.url, "--bind", "0.0.0.0", "--port",
+                     str(port), "--token-file", str(token), log=tmp_path / "d.log")  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/api/state"
+        _wait_http(url)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url, timeout=5)
+        assert err.value.code == 401
+        with urllib.request.urlopen(url + "?token=s3cret-token", timeout=5) as ok:
+            assert json.loads(ok.read())["prefix"] == "edgewise"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert "s3cret" not in (tmp_path / "d.log").read_text()
