@@ -101,14 +101,22 @@ def _devices(link: FleetLink, args: argparse.Namespace) -> list[str]:
     return members
 
 
+def _follow_if_asked(link: FleetLink, args: argparse.Namespace, deployment: str, model: str) -> int:
+    """With --wait: follow the targets until done; the exit status (1: a device failed)."""
+    from edgewise.edge.fleet_client import Progress, follow
+
+    if not args.wait:
+        return 0
+    progress = Progress(deployment, model, _devices(link, args))
+    return 0 if follow(link, progress, args.timeout, _say) else 1
+
+
 def run_deploy(args: argparse.Namespace) -> int:
     from edgewise.edge.bundle import load_bundle
     from edgewise.edge.desired import Desired
     from edgewise.edge.errors import EdgewiseError
     from edgewise.edge.fleet_client import (
-        Progress,
         desired_targets,
-        follow,
         publish_bundle,
         set_desired,
     )
@@ -137,10 +145,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         if args.canary is not None:
             return _canary(link, args, want)
         set_desired(link, desired_targets(link.fleet, model, args.device or [], args.group), want)
-        if not args.wait:
-            return 0
-        progress = Progress(want.id, model, _devices(link, args))
-        return 0 if follow(link, progress, args.timeout, _say) else 1
+        return _follow_if_asked(link, args, want.id, model)
     finally:
         link.close()
 
@@ -185,7 +190,6 @@ def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[st
 def run_promote(args: argparse.Namespace) -> int:
     from edgewise.edge.desired import Desired
     from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.fleet_client import Progress, follow
 
     prefix = args.prefix or DEFAULT_PREFIX
     fleet_filter = f"{prefix}/fleet/+/+/{args.model}"
@@ -208,17 +212,14 @@ def run_promote(args: argparse.Namespace) -> int:
             ]
         )
         _say(f"promoting {args.model}: deployment {want.id}")
-        if not args.wait:
-            return 0
-        ok = follow(link, Progress(want.id, args.model, _devices(link, args)), args.timeout, _say)
-        return 0 if ok else 1
+        return _follow_if_asked(link, args, want.id, args.model)
     finally:
         link.close()
 
 
 def run_undeploy(args: argparse.Namespace) -> int:
     from edgewise.edge.desired import Desired
-    from edgewise.edge.fleet_client import Progress, desired_targets, follow, set_desired
+    from edgewise.edge.fleet_client import desired_targets, set_desired
 
     prefix = args.prefix or DEFAULT_PREFIX
     link = _link(args, _watch_filters(prefix, args.model))
@@ -228,10 +229,7 @@ def run_undeploy(args: argparse.Namespace) -> int:
         targets = desired_targets(link.fleet, args.model, args.device or [], args.group)
         set_desired(link, targets, want)
         _say(f"undeploying {args.model}: deployment {want.id}")
-        if not args.wait:
-            return 0
-        ok = follow(link, Progress(want.id, args.model, _devices(link, args)), args.timeout, _say)
-        return 0 if ok else 1
+        return _follow_if_asked(link, args, want.id, args.model)
     finally:
         link.close()
 
