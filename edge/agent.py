@@ -30,6 +30,7 @@ from edgewise.edge.activation import deployment_doc, publish_deployment, reload_
 from edgewise.edge.answer_state import AnswerStates
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.backoff import Backoff
+from edgewise.edge.batching import answer_together
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
 from edgewise.edge.errors import RequestError
@@ -45,7 +46,7 @@ from edgewise.edge.health import (
 from edgewise.edge.model import ServedModel, load_models
 from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
-from edgewise.edge.payload import decode_request, encode, error_doc, peek_id
+from edgewise.edge.payload import Request, decode_request, encode, error_doc, peek_id
 from edgewise.edge.probation import Probation
 from edgewise.edge.reconcile import Fleet
 from edgewise.edge.replies import error_replies, reply
@@ -340,9 +341,14 @@ class Agent:
                 continue
             self._idle.clear()
             batch = [first]
+            # Take what is queued; with max_batch_wait_ms, wait that long for more.
+            until = time.monotonic() + self.config.max_batch_wait_ms / 1000.0
             while len(batch) < BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    left = until - time.monotonic()
+                    batch.append(
+                        self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
             try:
@@ -352,13 +358,17 @@ class Agent:
 
     def _serve(self, batch: list[Message]) -> None:
         """Answer a batch, commit the answers, then acknowledge the requests."""
-        answers: list[OutMessage] = []
         keys = [(msg.mid, msg.topic, hash(msg.payload)) for msg in batch]
+        fresh = []
         for msg, key in zip(batch, keys, strict=True):
             if msg.dup and key in self._recent:
                 self.counters.duplicates += 1
                 continue
-            answers.extend(self._contain(msg))
+            fresh.append(msg)
+        if self.config.max_batch > 1 and len(fresh) > 1:
+            answers = answer_together(self, fresh)  # same-model requests: one backend call
+        else:
+            answers = [a for msg in fresh for a in self.contain(msg)]
         if not self._store(answers):
             return  # stopping with the outbox failing: unacknowledged, the broker keeps them
         now = time.monotonic()
@@ -372,7 +382,7 @@ class Agent:
                 if len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
 
-    def _contain(self, msg: Message) -> list[OutMessage]:
+    def contain(self, msg: Message) -> list[OutMessage]:
         """One request's containment boundary: its answers, whatever goes wrong inside."""
         try:
             return self.handle(msg)
@@ -439,15 +449,39 @@ class Agent:
             )
             elapsed_ms = (time.perf_counter() - started) * 1000.0
         except RequestError as exc:
-            if rid is None:
-                rid = exc.request_id
-            if rid is None and exc.code == "bad_json":
-                rid = peek_id(msg.payload)
-            self.counters.errors += 1
-            if model is not None:
-                self.tally.add(name, exc.code)
-            body = encode(error_doc(rid, exc.code, exc.message, name))
-            return error_replies(self.topics, msg, name, body, self.config.qos)
+            return self.refused(msg, name, model, rid, exc)
+        self.counters.backend_calls += 1
+        return self.answered(msg, model, request, predictions, elapsed_ms)
+
+    def refused(
+        self,
+        msg: Message,
+        name: str,
+        model: ServedModel | None,
+        rid: str | int | None,
+        exc: RequestError,
+    ) -> list[OutMessage]:
+        """The error answer (and its copies) to a request that cannot be served."""
+        if rid is None:
+            rid = exc.request_id
+        if rid is None and exc.code == "bad_json":
+            rid = peek_id(msg.payload)
+        self.counters.errors += 1
+        if model is not None:
+            self.tally.add(name, exc.code)
+        body = encode(error_doc(rid, exc.code, exc.message, name))
+        return error_replies(self.topics, msg, name, body, self.config.qos)
+
+    def answered(
+        self,
+        msg: Message,
+        model: ServedModel,
+        request: Request,
+        predictions: list[dict[str, Any]],
+        elapsed_ms: float,
+    ) -> list[OutMessage]:
+        """The answer to a served request; its latency, probation, shadow and state."""
+        name, rid = model.name, request.id
         self.inference_ms[name].add(elapsed_ms)
         self.probation.record(model, elapsed_ms)
         self.shadows.compare(name, request.instances, request.tensor, predictions)

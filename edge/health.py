@@ -41,6 +41,9 @@ class Counters:
     duplicates: int = 0  # redeliveries of requests already answered, skipped
     peak_queued: int = 0  # most requests ever waiting for the worker (back-pressure check)
     internal_errors: int = 0  # requests answered "internal": a bug, logged with its traceback
+    backend_calls: int = 0  # model runs; fewer than answered when requests were batched
+    batched_requests: int = 0  # requests answered by a run shared with other requests
+    largest_batch: int = 0  # most instances in one shared run
 
 
 class ModelTally:
