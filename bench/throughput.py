@@ -1,0 +1,114 @@
+"""Throughput of one agent, with and without micro-batching, against a bare paho echo.
+
+    .venv/bin/python bench/throughput.py [--n 20000]
+
+One private Mosquitto; load from Mosquitto's own C clients (`mosquitto_pub -l` publishes
+one request per line, `mosquitto_sub -C N` exits after N answers), QoS 1 both ways, so
+the load generator is not the bottleneck. Cases, in one run on the same broker:
+
+- echo: bench/peers.py republishes each request (the broker + paho floor);
+- the agent (durable outbox) with max_batch = 1 (no micro-batching), 1-row requests;
+- the agent with max_batch = 64 (the default), 1-row requests;
+- the agent with max_batch = 64, 8-row requests (instances/s).
+
+Printed: messages/s, instances/s and the ratio to echo's messages/s, and the agent's
+backend runs per answered request (from its health).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def load(port: int, topic_in: str, topic_out: str, lines: Path, n: int) -> float:
+    """Seconds from the first request published to the n-th answer received."""
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "1", "-t", topic_out,
+                            "-C", str(n)], stdout=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(0.5)
+    started = time.monotonic()
+    with lines.open("rb") as fh:
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic_in, "-l"],
+                       stdin=fh, check=True)  # fmt: skip
+    sub.wait(600)
+    return time.monotonic() - started
+
+
+def health(port: int, device: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", f"bench/{device}/health",
+                          "-C", "1", "-W", "5"], capture_output=True, check=True)  # fmt: skip
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000, help="requests per case")
+    args = ap.parse_args()
+
+    from edgewise.converters.sklearn_onnx import export_sklearn
+    from edgewise.deploy.broker import start_mosquitto
+    from edgewise.trainer.datasets import load_builtin
+    from edgewise.trainer.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="edgewise-bench-throughput-"))
+    bundle = export_sklearn(train(load_builtin("iris"), "random-forest", "iris-rf"), work / "b")
+    broker = start_mosquitto(work / "broker", extra=["max_queued_messages 1000000"])
+    lines = {}
+    for rows in (1, 8):
+        path = work / f"rows{rows}.txt"
+        path.write_text("".join(json.dumps({"id": i, "instances": [ROW] * rows}) + "\n"
+                                for i in range(args.n)))  # fmt: skip
+        lines[rows] = path
+    results = []
+    try:
+        echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peers.py"), "echo",
+                                 "--port", str(broker.port), "--qos", "1"])  # fmt: skip
+        time.sleep(2)
+        secs = load(broker.port, "bench/echo/in", "bench/echo/out", lines[1], args.n)
+        echo.terminate()
+        echo.wait(10)
+        results.append(("bare paho echo", args.n / secs, args.n / secs, None))
+        for label, max_batch, rows in [("agent, max_batch 1, 1-row requests", 1, 1),
+                                       ("agent, max_batch 64, 1-row requests", 64, 1),
+                                       ("agent, max_batch 64, 8-row requests", 64, 8)]:  # fmt: skip
+            device = f"b{max_batch}r{rows}"
+            toml = work / f"{device}.toml"
+            toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n")
+            agent = subprocess.Popen([sys.executable, "-m", "edgewise", "agent", "--bundle",
+                                      str(bundle.path), "--broker", broker.url, "--device",
+                                      device, "--prefix", "bench", "--config", str(toml),
+                                      "--state-dir", str(work / device)],
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(4)
+            secs = load(broker.port, f"bench/{device}/iris-rf/in",
+                        f"bench/{device}/iris-rf/out", lines[rows], args.n)  # fmt: skip
+            time.sleep(1.5)
+            counters = health(broker.port, device)["counters"]
+            agent.terminate()
+            agent.wait(30)
+            runs = counters["backend_calls"] / max(counters["answered"], 1)
+            results.append((label, args.n / secs, args.n * rows / secs, runs))
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    base = results[0][1]
+    print(f"{args.n} requests per case, QoS 1 both ways, C load clients")
+    print(f"{'case':<38} {'msg/s':>8} {'inst/s':>9} {'vs echo':>8} {'runs/answer':>12}")
+    for label, msgs, inst, runs in results:
+        r = f"{runs:.2f}" if runs is not None else "-"
+        print(f"{label:<38} {msgs:>8.0f} {inst:>9.0f} {msgs / base:>7.2f}x {r:>12}")
+
+
+if __name__ == "__main__":
+    main()
