@@ -8,7 +8,7 @@ the load generator is not the bottleneck. Cases, in one run on the same broker:
 
 - echo: bench/peers.py republishes each request (the broker + paho floor);
 - the agent (durable outbox) with max_batch = 1 (no micro-batching), 1-row requests;
-- the agent with max_batch = 64 (the default), 1-row requests;
+- the agent with max_batch = 64, 1-row requests;
 - the agent with max_batch = 64, 8-row requests (instances/s).
 
 Printed: messages/s, instances/s and the ratio to echo's messages/s, and the agent's

@@ -1,5 +1,7 @@
 """Micro-batching across requests: queued requests for one model run as one backend call.
 
+Opt-in (``max_batch`` > 1): see docs/mqtt.md for what it changes in latency figures.
+
 The worker takes what is queued (``edge.agent``; up to 64 messages, waiting at most
 ``max_batch_wait_ms`` for more, 0 by default: never wait when idle). Here the JSON
 requests among them for the same model, without explanations, are validated and encoded
@@ -114,11 +116,15 @@ def _answer_group(agent: Agent, group: list[tuple[int, Pending]]) -> list[list[O
             counters = agent.counters
             counters.backend_calls += 1
             counters.batched_requests += len(ok)
-            counters.largest_batch = max(counters.largest_batch, sum(len(f) for f in predictions))
+            total = sum(len(preds) for preds in predictions)
+            counters.largest_batch = max(counters.largest_batch, total)
             for k, preds in zip(ok, predictions):
                 counters.received += 1
                 p = group[k][1]
-                results[k] = agent.answered(p.msg, model, p.request, preds, elapsed_ms)
+                # Each request's share of the shared run: latencies (health, probation's
+                # comparison with the version before) stay per request, batched or not.
+                share_ms = elapsed_ms * len(preds) / total
+                results[k] = agent.answered(p.msg, model, p.request, preds, share_ms)
     return [results[k] for k in range(len(group))]
 
 

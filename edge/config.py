@@ -104,9 +104,10 @@ class AgentConfig(BaseModel):
     max_payload: int = Field(DEFAULT_MAX_PAYLOAD, ge=1, le=MQTT_MAX_PAYLOAD)
     max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=1_000_000)
     queue_size: int = Field(10_000, ge=1, le=1_000_000)
-    # Micro-batching (edge/batching.py): instances per shared backend run (1: off), and how
-    # long the worker waits for more requests once one is there (0: take what is queued).
-    max_batch: int = Field(64, ge=1, le=100_000)
+    # Micro-batching (edge/batching.py): instances per shared backend run (1, the default:
+    # off; see docs/mqtt.md for why), and how long the worker waits for more requests once
+    # one is there (0: take what is queued).
+    max_batch: int = Field(1, ge=1, le=100_000)
     max_batch_wait_ms: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
     drain_timeout: Seconds = Field(10.0, gt=0, le=3600)
     # Durable delivery (docs/mqtt.md): persistent session + on-disk outbox.

@@ -46,7 +46,7 @@ def _requests() -> list[Message]:
 # one row's trees over threads than when they split rows, so with several threads a row's
 # probabilities can differ in the last float32 bit between batch sizes (also without
 # batching: a request of 1 row vs 3). With one thread the answers are bit for bit the same.
-EXACT = {"num_threads": 1}
+EXACT: dict[str, Any] = {"num_threads": 1}
 
 
 def _agent(bundle: Path, tmp_path: Path, name: str) -> Agent:
@@ -95,7 +95,7 @@ def test_a_burst_on_a_real_broker_is_batched_and_answered_exactly(
     device, n = new_device("burst"), 600
     expected = load_models([str(iris_bundle)], BackendOptions(1))["iris-rf"]
     with (
-        serving(broker, [iris_bundle], device, **EXACT) as agent,
+        serving(broker, [iris_bundle], device, max_batch=64, **EXACT) as agent,
         answers_peer(broker, device) as peer,
     ):
         topic = f"edgewise/{device}/iris-rf/in"
