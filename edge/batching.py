@@ -7,7 +7,7 @@ The worker takes what is queued (``edge.agent``; up to 64 messages, waiting at m
 requests among them for the same model, without explanations, are validated and encoded
 one by one (a bad one is answered with its own error and leaves the others alone), their
 feeds concatenated up to ``max_batch`` instances, run once, and the outputs split back
-along the batch axis. Everything else, and a group of one, takes the one-request path;
+along the batch axis. Everything else takes the one-request path;
 a group whose backend call fails unexpectedly is answered one request at a time, each in
 its own containment boundary, so a batch never fails as a whole.
 """
@@ -103,9 +103,7 @@ def _answer_group(agent: Agent, group: list[tuple[int, Pending]]) -> list[list[O
         except RequestError as exc:
             agent.counters.received += 1
             results[k] = agent.refused(p.msg, model.name, model, p.request.id, exc)
-    if len(ok) == 1:
-        results[ok[0]] = agent.contain(group[ok[0]][1].msg)
-    elif ok:
+    if ok:
         try:
             predictions, elapsed_ms = run_together(model, feeds)
         except Exception:  # answered one by one below, each inside its own boundary
@@ -115,9 +113,10 @@ def _answer_group(agent: Agent, group: list[tuple[int, Pending]]) -> list[list[O
         else:
             counters = agent.counters
             counters.backend_calls += 1
-            counters.batched_requests += len(ok)
             total = sum(len(preds) for preds in predictions)
-            counters.largest_batch = max(counters.largest_batch, total)
+            if len(ok) > 1:
+                counters.batched_requests += len(ok)
+                counters.largest_batch = max(counters.largest_batch, total)
             for k, preds in zip(ok, predictions):
                 counters.received += 1
                 p = group[k][1]
@@ -140,9 +139,6 @@ def answer_together(agent: Agent, msgs: list[Message]) -> list[OutMessage]:
             by_model.setdefault(pending.model.name, []).append((i, pending))
     for items in by_model.values():
         for group in _groups(items, agent.config.max_batch):
-            if len(group) == 1:
-                out[group[0][0]] = agent.contain(group[0][1].msg)
-                continue
             try:
                 answers = _answer_group(agent, group)
             except Exception:  # a bug outside the backend call: one by one, contained

@@ -144,7 +144,7 @@ def run_deploy(args: argparse.Namespace) -> int:
              f"chunks) as {index.sha256[:16]}; deployment {want.id}")  # fmt: skip
         if args.canary is not None:
             return _canary(link, args, want)
-        set_desired(link, desired_targets(link.fleet, model, args.device or [], args.group), want)
+        set_desired(link, desired_targets(model, args.device or [], args.group), want)
         return _follow_if_asked(link, args, want.id, model)
     finally:
         link.close()
@@ -183,7 +183,7 @@ def _canary(link: FleetLink, args: argparse.Namespace, want: object) -> int:
 def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[str, bytes]]:
     from edgewise.edge.fleet_client import desired_targets
 
-    targets = desired_targets(link.fleet, args.model, args.device or [], args.group)
+    targets = desired_targets(args.model, args.device or [], args.group)
     return [(link.fleet.desired(t), link.retained.get(link.fleet.desired(t), b"")) for t in targets]
 
 
@@ -226,7 +226,7 @@ def run_undeploy(args: argparse.Namespace) -> int:
     try:
         link.settle()
         want = Desired.new(args.model, None)
-        targets = desired_targets(link.fleet, args.model, args.device or [], args.group)
+        targets = desired_targets(args.model, args.device or [], args.group)
         set_desired(link, targets, want)
         _say(f"undeploying {args.model}: deployment {want.id}")
         return _follow_if_asked(link, args, want.id, args.model)

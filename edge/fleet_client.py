@@ -195,9 +195,8 @@ def _note(
         say(f"{device}: {describe(doc)}")
 
 
-def desired_targets(
-    fleet: FleetTopics, model: str, devices: list[str], group: str | None
-) -> list[Target]:
+def desired_targets(model: str, devices: list[str], group: str | None) -> list[Target]:
+    """The desired-state targets of a command: the group's, or one per device."""
     if group is not None:
         return [Target("groups", group, model)]
     return [Target("devices", d, model) for d in devices]

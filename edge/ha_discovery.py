@@ -194,7 +194,11 @@ class Discovery:
                 connection.publish(topic, body, qos=1, retain=True)
 
     def added(self, connection: Transport, model: ServedModel) -> None:
-        self.publish_all(connection, {model.name: model})
+        """A model new to the device: its configs (the device's are out already)."""
+        if self.enabled:
+            for component, obj, config in model_configs(self.topics, model, self.version):
+                topic = config_topic(self.prefix, self.topics, component, obj)
+                connection.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
 
     def removed(self, connection: Transport, model: ServedModel) -> None:
         if self.enabled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import AbstractContextManager
 
 from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
 from edgewise.edge.topics import DEFAULT_PREFIX
@@ -20,22 +21,33 @@ def configure_exporter(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run_exporter)
 
 
-def run_exporter(args: argparse.Namespace) -> int:
+def _check_port(port: int) -> None:
     from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.supervision import stop_on_signals
-    from edgewise.monitor.serve import serve_exporter
 
-    if not 1 <= args.port <= 65535:
-        raise EdgewiseError(f"--port {args.port}: use 1..65535")
+    if not 1 <= port <= 65535:
+        raise EdgewiseError(f"--port {port}: use 1..65535")
+
+
+def _serve_until_stopped(server: AbstractContextManager[str]) -> int:
+    """Enter a server (it yields its URL) and serve until SIGTERM/SIGINT."""
+    from edgewise.edge.supervision import stop_on_signals
+
     stop = stop_on_signals()
-    with serve_exporter(
-        endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port,
-        args.protocol or "auto",
-    ) as url:  # fmt: skip
+    with server as url:
         print(f"serving {url} (Ctrl-C stops)", flush=True)
         while not stop.wait(1.0):
             pass
     return 0
+
+
+def run_exporter(args: argparse.Namespace) -> int:
+    from edgewise.monitor.serve import serve_exporter
+
+    _check_port(args.port)
+    return _serve_until_stopped(serve_exporter(
+        endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port,
+        args.protocol or "auto",
+    ))  # fmt: skip
 
 
 def configure_dashboard(p: argparse.ArgumentParser) -> None:
@@ -57,23 +69,16 @@ def run_dashboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.supervision import stop_on_signals
     from edgewise.monitor.dashboard import serve_dashboard
 
-    if not 1 <= args.port <= 65535:
-        raise EdgewiseError(f"--port {args.port}: use 1..65535")
+    _check_port(args.port)
     token = os.environ.get("EDGEWISE_DASHBOARD_TOKEN") or None
     if args.token_file:
         try:
             token = Path(args.token_file).read_text(encoding="utf-8").strip() or None
         except OSError as exc:
             raise EdgewiseError(f"--token-file {args.token_file}: {exc.strerror}") from None
-    stop = stop_on_signals()
-    with serve_dashboard(
+    return _serve_until_stopped(serve_dashboard(
         endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port, token,
         args.protocol or "auto",
-    ) as url:  # fmt: skip
-        print(f"serving {url} (Ctrl-C stops)", flush=True)
-        while not stop.wait(1.0):
-            pass
-    return 0
+    ))  # fmt: skip
