@@ -332,6 +332,7 @@ class Agent:
         while not self._stopped.is_set():
             self._heartbeat()
             self.states.flush()  # the last answers held back by the once-a-second limit
+            self.shadows.flush()  # likewise the shadows' last figures
             if self.discovery.announced.is_set():
                 self.discovery.announced.clear()
                 self.discovery.publish_all(self.connection, self.models)

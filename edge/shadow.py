@@ -4,7 +4,8 @@ Each request to a model with a shadow is run through the shadow too, after the a
 version's answer is built; only the active version's answer is published. Agreement
 (labels, anomaly flags or clusters equal), the mean absolute difference of probabilities,
 values or scores, the shadow's failures and both latencies are summed up on a retained
-``{prefix}/{device}/{model}/shadow`` document (at most once a second) and in health.
+``{prefix}/{device}/{model}/shadow`` document (at most once a second; the worker's idle
+loop publishes the last figures) and in health.
 ``edgewise promote`` makes the shadow the active version.
 """
 
@@ -45,6 +46,7 @@ class ShadowRun:
     errors: int = 0
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     published_at: float = 0.0
+    dirty: bool = False  # compared since the last publish
 
     def add(self, active: list[dict[str, Any]], shadow: list[dict[str, Any]]) -> None:
         for a, s in zip(active, shadow):
@@ -124,10 +126,17 @@ class Shadows:
         if got is not None:
             run.latency.add((time.perf_counter() - started) * 1000.0)
             run.add(answers, got)
+        run.dirty = True
+        self.flush()
+
+    def flush(self) -> None:
+        """Publish the summaries that changed, at most once a second each (worker thread:
+        after each request and in its idle loop, so the last figures are not held back)."""
         now = time.monotonic()
-        if now - run.published_at >= PUBLISH_EVERY_S:
-            run.published_at = now
-            self._publish(name, run)
+        for name, run in list(self._runs.items()):
+            if run.dirty and now - run.published_at >= PUBLISH_EVERY_S:
+                run.published_at, run.dirty = now, False
+                self._publish(name, run)
 
     def _publish(self, name: str, run: ShadowRun) -> None:
         active = self._agent.models.get(name)
