@@ -34,6 +34,7 @@ from edgewise.edge.batching import answer_together
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
 from edgewise.edge.errors import RequestError
+from edgewise.edge.field_data import FieldData
 from edgewise.edge.ha_discovery import Discovery
 from edgewise.edge.health import (
     Counters,
@@ -117,6 +118,7 @@ class Agent:
         }
         self._guard = RetainedGuard(self.topics, self._info_bodies)
         self.discovery = Discovery(self.topics, config.ha_prefix, config.ha_discovery)
+        self.field = FieldData(self)  # drift and captured samples (docs/drift.md)
         spec = TransportSpec(
             config.endpoint,
             client_id=f"edgewise-agent-{config.device}",
@@ -129,6 +131,7 @@ class Agent:
                 (self.topics.model("+", "info"), 1),
                 *self.fleet.subscriptions,
                 *self.discovery.subscriptions,
+                *self.field.subscriptions,
             ],
             status_topic=self.topics.status,
             session=config.session,
@@ -162,6 +165,7 @@ class Agent:
         self.supervisor.spawn(self._work, "inference")
         self.supervisor.spawn(lambda: report_health(self, self._stopped), "health")
         self.supervisor.spawn(lambda: self.fleet.run(self._stopped), "fleet")
+        self.supervisor.spawn(lambda: self.field.run(self._stopped), "capture")
         for name, body in self._info_bodies.items():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
@@ -194,8 +198,9 @@ class Agent:
         self._stopped.set()
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
         self.supervisor.join(
-            max(0.1, deadline - time.monotonic()), ("inference", "health", "fleet")
+            max(0.1, deadline - time.monotonic()), ("inference", "health", "fleet", "capture")
         )
+        self.field.close()
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         publish_health(self)
@@ -261,6 +266,7 @@ class Agent:
         for kind in ("info", "deployment"):
             self.connection.publish(self.topics.model(name, kind), b"", qos=1, retain=True)
         self.states.forget(name)
+        self.field.drift.forget(name)
         if model is not None:
             self.discovery.removed(self.connection, model)
         log.info("%s removed (undeploy)", name)
@@ -280,6 +286,9 @@ class Agent:
             if self.discovery.owns(msg.topic):
                 self.discovery.on_status(msg.payload)
                 self.connection.ack(msg)
+                return
+            if self.field.owns(msg.topic):
+                self.field.put(msg)  # acked by the capture thread
                 return
             if self.fleet.owns(msg.topic):
                 self.fleet.put(msg, self._accepting)  # acked by the fleet thread
@@ -333,6 +342,7 @@ class Agent:
             self._heartbeat()
             self.states.flush()  # the last answers held back by the once-a-second limit
             self.shadows.flush()  # likewise the shadows' last figures
+            self.field.flush()  # captured samples, due drift documents
             if self.discovery.announced.is_set():
                 self.discovery.announced.clear()
                 self.discovery.publish_all(self.connection, self.models)
@@ -496,6 +506,7 @@ class Agent:
         self.counters.answered += 1
         self.tally.add(name, "answered")
         self.states.record(name, model.version, rid, predictions)
+        self.field.observe(model, request.instances, request.tensor, predictions)
         out = self.topics.model(name, "out")
         return [reply(msg, out, encode(answer), self.config.qos)]
 

@@ -70,6 +70,39 @@ def _path_list(value: Any) -> Any:
 
 
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class DriftSettings(BaseModel):
+    """``[drift]``: the sliding window and the PSI thresholds (edge/drift.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    enabled: bool = True
+    window: int = Field(1000, ge=10, le=1_000_000)
+    min_instances: int = Field(200, ge=1, le=1_000_000)
+    warn: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
+    alarm: float = Field(0.25, gt=0, le=100, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _order(self) -> DriftSettings:
+        if self.min_instances > self.window:
+            raise ValueError("drift.min_instances must not exceed drift.window")
+        if self.warn >= self.alarm:
+            raise ValueError("drift.warn must be below drift.alarm")
+        return self
+
+
+class CaptureSettings(BaseModel):
+    """``[capture]``: which answered instances the device keeps (edge/capture_store.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    low_confidence: Share | None = 0.6
+    anomalies: bool = True
+    during_drift: bool = True
+    sample_rate: Share = 0.0
+    max_mb: float = Field(50.0, gt=0, le=1 << 20, allow_inf_nan=False)
 
 
 class AgentConfig(BaseModel):
@@ -134,6 +167,10 @@ class AgentConfig(BaseModel):
     ha_prefix: str = "homeassistant"
     max_bundle_bytes: int = Field(256 << 20, ge=1024, le=1 << 40)
     keep_versions: int = Field(3, ge=1, le=100)
+    # Drift of inputs and answers against each bundle's reference (docs/drift.md), and
+    # field data capture: off unless a [capture] table is given.
+    drift: DriftSettings = DriftSettings.model_validate({})
+    capture: CaptureSettings | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -276,7 +313,10 @@ def describe(exc: ValidationError, data: dict[str, Any]) -> str:
     if not error["loc"]:  # a check across keys: its message names them
         return message
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(AgentConfig.model_fields)
+        tables: dict[str, type[BaseModel]] = {"drift": DriftSettings, "capture": CaptureSettings}
+        nested = len(error["loc"]) > 1
+        owner = tables.get(str(error["loc"][0]), AgentConfig) if nested else AgentConfig
+        allowed = ", ".join(owner.model_fields)
         return f"unknown key {key!r}; allowed: {allowed}"
     if error["type"] == "missing":
         return f"{key} is required"

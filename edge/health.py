@@ -109,6 +109,8 @@ def health_document(agent: Agent) -> dict[str, Any]:
             for name, model in agent.models.items()
         },
         "shadows": agent.shadows.summaries(),
+        "drift": agent.field.drift.summaries(),
+        "capture": agent.field.health() or None,
         "rss_bytes": rss_bytes(),
         "cpu_temp_c": cpu_temperature(),
         "time": time.time(),

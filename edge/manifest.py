@@ -254,6 +254,51 @@ class GlobalExplain(_Part):
 Explain = Annotated[Union[LinearExplain, GlobalExplain], Field(discriminator="method")]  # noqa: UP007
 
 
+class Distribution(_Part):
+    """One profiled quantity's training distribution (edge.drift_profile bins it alike).
+
+    Numeric: ``edges`` are the inner bin edges (a value ``x`` falls in bin
+    ``searchsorted(edges, x, "right")``) and ``proportions`` has one share per bin plus a
+    last one for missing values. Categorical: one share per category in ``categories``
+    plus a last one for every other value.
+    """
+
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
+    kind: Literal["numeric", "categorical"]
+    edges: tuple[Number, ...] = ()
+    categories: tuple[StrictStr, ...] = ()
+    proportions: Annotated[tuple[Annotated[Number, Field(ge=0, le=1)], ...], Field(min_length=2)]
+
+    @model_validator(mode="after")
+    def _bins(self) -> Distribution:
+        bins = len(self.edges) + 2 if self.kind == "numeric" else len(self.categories) + 1
+        if len(self.proportions) != bins:
+            got = len(self.proportions)
+            raise ValueError(f"{self.name}: {bins} proportions expected, got {got}")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError(f"{self.name}: edges must increase")
+        if abs(sum(self.proportions) - 1.0) > 1e-3:
+            raise ValueError(f"{self.name}: proportions must sum to 1")
+        return self
+
+
+class Reference(_Part):
+    """What the inputs and answers looked like in training: the device's drift baseline.
+
+    ``profile`` says what each instance is summarized by (edge.drift_profile): tabular
+    features themselves; per channel RMS, peak and dominant frequency of windows; the mean
+    intensity of images; the length and out-of-vocabulary rate of texts.
+    """
+
+    profile: Literal["tabular", "window", "image", "text"]
+    rows: Annotated[StrictInt, Field(ge=1)]
+    inputs: Annotated[tuple[Distribution, ...], Field(min_length=1)]
+    sample_rate: Annotated[Number, Field(gt=0)] | None = None  # windows: Hz of dominant_hz
+    vocabulary: tuple[StrictStr, ...] = ()  # texts: the frequent training tokens
+    predictions: Distribution | None = None  # on held-out rows, as the bundle answered
+    confidence: Annotated[Number, Field(ge=0, le=1)] | None = None  # mean top probability
+
+
 class Manifest(_Part):
     """``manifest.json`` of bundle format v1 (docs/bundle.md)."""
 
@@ -275,6 +320,7 @@ class Manifest(_Part):
     training_data: TrainingData
     explain: Explain | None = None
     selftest: SelfTest | None = None
+    reference: Reference | None = None
 
     @model_validator(mode="before")
     @classmethod

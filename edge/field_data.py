@@ -1,0 +1,206 @@
+"""The agent's view of the field: drift per model, captured instances, and pulls of them.
+
+The worker calls ``observe`` for every answered request and ``flush`` in its loop; paho's
+thread hands capture requests (``{prefix}/{device}/{model}/capture``) to ``put``; the
+"capture" thread answers them from the store (edge.capture_store) on the requester's MQTT 5
+response topic:
+
+- ``{"op": "pull", "after": SEQ, "limit": N}``: the model's rows after SEQ, oldest first,
+  about ``CHUNK_BYTES`` of JSON at most, with their sha256 and whether ``more`` follow;
+- ``{"op": "clear", "through": SEQ}``: delete the model's rows up to SEQ (a verified pull);
+- ``{"op": "stats"}``: rows held, the newest seq, rows dropped.
+
+A request that is not one of these is answered ``{"error": ...}``; without a response
+topic it is answered on the model's error topic. Nothing a requester sends can reach
+another model's rows or the file system: the model is the topic's level, rows are read by
+sequence number only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgewise.edge.capture_store import Capture
+from edgewise.edge.drift import Drift
+from edgewise.edge.mqtt import Message
+from edgewise.edge.payload import encode, error_doc
+
+if TYPE_CHECKING:
+    from edgewise.edge.agent import Agent
+    from edgewise.edge.model import ServedModel
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 192 << 10  # rows per pull answer: well under brokers' usual message limits
+MAX_ROWS = 5000
+MAX_REQUEST = 1024  # bytes of a capture request
+
+
+def rows_digest(rows: list[dict[str, Any]]) -> str:
+    """The sha256 both sides compute over a pull answer's rows."""
+    text = json.dumps(rows, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _int(doc: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = doc.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer in {low}..{high}")
+    return value
+
+
+class FieldData:
+    """Drift monitors, the capture store and the capture thread of one agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        config = agent.config
+        self.drift = Drift(agent)
+        self.capture = (
+            Capture(config.capture, Path(config.state_dir) / f"{config.device}.capture.sqlite")
+            if config.capture is not None
+            else None
+        )
+        self._inbox: queue.Queue[Message] = queue.Queue(maxsize=16)
+        self.refused = 0  # capture requests dropped because the thread was busy
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(self._agent.topics.model("+", "capture"), 1)]
+
+    def owns(self, topic: str) -> bool:
+        return self._agent.topics.model_of(topic, "capture") is not None
+
+    # -- worker thread -----------------------------------------------------------------
+
+    def observe(
+        self,
+        model: ServedModel,
+        instances: list[Any] | None,
+        tensor: np.ndarray[Any, Any] | None,
+        predictions: list[dict[str, Any]],
+    ) -> None:
+        """An answered request: into the drift window, and what is worth keeping."""
+        status = self.drift.observe(model, instances, tensor, predictions)
+        if self.capture is not None:
+            rows = list(tensor.tolist()) if tensor is not None else list(instances or [])
+            drifting = status in ("warn", "alarm")
+            self.capture.select(model.name, model.version, rows, predictions, drifting)
+
+    def flush(self) -> None:
+        """Write captured rows and publish due drift documents (worker loop)."""
+        if self.capture is not None:
+            try:
+                self.capture.flush()
+            except Exception:  # a full disk must not stop answers; the rows are lost
+                log.exception("capture store: a batch of samples could not be written")
+        self.drift.flush()
+
+    # -- capture thread ----------------------------------------------------------------
+
+    def put(self, msg: Message) -> None:
+        """paho thread: hand a capture request over; when busy it is dropped (the puller
+        retries), never waited for."""
+        try:
+            self._inbox.put_nowait(msg)
+        except queue.Full:
+            self.refused += 1
+            self._agent.connection.ack(msg)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                msg = self._inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self._answer(msg)
+            except Exception:  # one bad request must not end pulls for good
+                log.exception("capture request on %s failed", msg.topic[:200])
+            self._agent.connection.ack(msg)
+
+    def _answer(self, msg: Message) -> None:
+        topics = self._agent.topics
+        model = str(topics.model_of(msg.topic, "capture"))
+        try:
+            doc = self.respond(model, msg.payload)
+        except ValueError as exc:
+            doc = {"error": str(exc), "model": model}
+        if msg.response_topic:
+            self._agent.connection.publish(
+                msg.response_topic, encode(doc), 1, correlation_data=msg.correlation_data
+            )
+        else:
+            why = "capture requests need an MQTT 5 response topic"
+            body = encode(error_doc(None, "bad_request", why, model))
+            self._agent.connection.publish(topics.model(model, "error"), body, 1)
+
+    def respond(self, model: str, payload: bytes) -> dict[str, Any]:
+        """The answer to one capture request (ValueError: a bad request)."""
+        if len(payload) > MAX_REQUEST:
+            raise ValueError(f"a capture request is at most {MAX_REQUEST} bytes")
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError("a capture request is a JSON object") from None
+        if not isinstance(doc, dict):
+            raise ValueError("a capture request is a JSON object")
+        unknown = set(doc) - {"op", "after", "limit", "through"}
+        if unknown:
+            allowed = "op, after, limit, through"
+            raise ValueError(f"unknown key(s) {sorted(unknown)[:3]}; allowed: {allowed}")
+        if self.capture is None:
+            raise ValueError("capture is off on this device (add a [capture] table to its config)")
+        store = self.capture.store
+        op = doc.get("op")
+        if op == "stats":
+            return {"op": "stats", "model": model, **store.stats(model)}
+        if op == "clear":
+            through = _int(doc, "through", -1, 0, 2**62)
+            return {"op": "clear", "model": model, "cleared": store.clear(model, through)}
+        if op != "pull":
+            raise ValueError("op must be pull, clear or stats")
+        after = _int(doc, "after", 0, 0, 2**62)
+        limit = _int(doc, "limit", 1000, 1, MAX_ROWS)
+        samples = store.read(model, after, limit, CHUNK_BYTES)
+        rows = [s.as_dict() for s in samples]
+        stats = store.stats(model)
+        last = rows[-1]["seq"] if rows else after
+        info = self._agent.models.get(model)
+        return {
+            "op": "pull",
+            "model": model,
+            "rows": rows,
+            "sha256": rows_digest(rows),
+            "next": last,
+            "more": stats["last"] > last,
+            "stored": stats["stored"],
+            "dropped": stats["dropped"],
+            "features": [f.name for f in info.features] if info is not None else None,
+            "kind": info.bundle.manifest.input.kind if info is not None else None,
+        }
+
+    def close(self) -> None:
+        if self.capture is not None:
+            try:
+                self.capture.flush()
+            finally:
+                self.capture.store.close()
+
+    def health(self) -> dict[str, Any]:
+        """Health's ``capture`` section (None when off)."""
+        if self.capture is None:
+            return {}
+        return {
+            "captured": self.capture.captured,
+            "bytes": self.capture.store.bytes,
+            "dropped": self.capture.store.stats("")["dropped"],
+        }
