@@ -13,7 +13,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.manifest import Label, Task, TrainingData, WindowFeatures, describe
+from edgewise.edge.manifest import (
+    Label,
+    Reference,
+    Task,
+    TrainingData,
+    WindowFeatures,
+    describe,
+)
 
 
 class HostFeature(BaseModel):
@@ -48,6 +55,8 @@ class HostMeta(BaseModel):
     training_data: TrainingData
     window_features: WindowFeatures | None = None
     anomaly: AnomalySpec | None = None
+    # The training inputs' distribution (trainer.reference): the device's drift baseline.
+    reference: Reference | None = None
     # scikit-learn pipelines
     layout: Literal["tensor", "columns"] | None = None
     features: tuple[HostFeature, ...] = ()

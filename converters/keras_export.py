@@ -25,6 +25,7 @@ from edgewise.converters.bundle_writer import (
     model_file,
     write_bundle,
 )
+from edgewise.converters.drift_reference import with_reference
 from edgewise.converters.export import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_MAX_ACCURACY_DROP,
@@ -281,5 +282,6 @@ def export_keras(
     if options.quantize != "none":
         head_quant = getattr(final.output, "quantization", None)
         tolerance = max(1e-3, 1.5 * float(head_quant.scale) if head_quant else 0.0)
+    final = with_reference(final, host.meta.reference, answers)
     final, files = with_selftest(final, host.X_heldout.tolist(), answers, tolerance, p99_budget_ms)
     return write_bundle(out_dir, model_bytes, final, files)

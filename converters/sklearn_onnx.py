@@ -21,6 +21,7 @@ from edgewise.converters.bundle_writer import (
     model_file,
     write_bundle,
 )
+from edgewise.converters.drift_reference import with_reference
 from edgewise.converters.explain import explain_spec
 from edgewise.converters.export import DEFAULT_TOLERANCE, DEFAULT_VERSION
 from edgewise.converters.host_meta import HostFeature
@@ -284,9 +285,10 @@ def export_sklearn(
     manifest = build_manifest(host, model_bytes, name, version, tolerance)
     report, instances, answers = _gate(host, model_bytes, manifest, tolerance)
     log.info("parity on %d held-out rows: %s", report.rows, report.model_dump(exclude_none=True))
-    final, files = with_selftest(
-        manifest.model_copy(update={"parity": report}), instances, answers, tolerance, p99_budget_ms
+    checked = with_reference(
+        manifest.model_copy(update={"parity": report}), host.meta.reference, answers
     )
+    final, files = with_selftest(checked, instances, answers, tolerance, p99_budget_ms)
     return write_bundle(out_dir, model_bytes, final, files)
 
 

@@ -170,6 +170,7 @@ class MqttConnection:
         qos: int = 0,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        response_topic: str | None = None,
     ) -> paho.MQTTMessageInfo:
         """Queue a message; thread-safe. v5 properties are dropped on 3.1.1.
 
@@ -178,9 +179,12 @@ class MqttConnection:
         would drop the connection, and paho would resend it after every reconnect).
         """
         props = None
-        if self.protocol == "5" and correlation_data is not None:
+        if self.protocol == "5" and (correlation_data is not None or response_topic):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.CorrelationData = correlation_data
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+            if response_topic:
+                props.ResponseTopic = response_topic
         limit = self.max_packet_size
         if limit is not None:
             size = _publish_size(topic, payload, qos, correlation_data)

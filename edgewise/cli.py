@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "undeploy": ("edgewise.edge.fleet_cli", "remove a model from devices"),
     "fleet": ("edgewise.edge.fleet_cli", "a table of devices, models and deployment states"),
     "bundles": ("edgewise.edge.fleet_cli", "bundles on the broker (gc: clear unused ones)"),
+    "capture": ("edgewise.edge.capture_cli", "pull a device's captured samples to label them"),
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
 # The extra each command needs beyond `edgewise[edge]`, named when its library is missing.

@@ -18,8 +18,9 @@ import numpy as np
 from edgewise.converters.host_meta import AnomalySpec, HostMeta
 from edgewise.converters.keras_host import KerasHostModel
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.manifest import TrainingData, WindowFeatures
+from edgewise.edge.manifest import Reference, TrainingData, WindowFeatures
 from edgewise.trainer.deep import CALIBRATION_ROWS, _split, _standardize
+from edgewise.trainer.reference import array_reference
 from edgewise.trainer.tensors import TensorData
 from edgewise.trainer.unsupervised import flag_metrics
 
@@ -63,6 +64,7 @@ def train_autoencoder(
     contamination: float = 0.01,
     verbose: int = 0,
     window_features: WindowFeatures | None = None,
+    reference: Reference | None = None,
 ) -> KerasHostModel:
     """Fit on the training rows labelled ``normal`` (all when None); threshold from them."""
     if data.kind != "tabular":
@@ -80,6 +82,8 @@ def train_autoencoder(
     train_idx, test_idx = _split(data, labels, test_size, seed)
     fit_idx = train_idx[labels[train_idx] == normal] if normal is not None else train_idx
     X = np.asarray(data.X, dtype=np.float32)
+    if reference is None and window_features is None:
+        reference = array_reference("tabular", X[train_idx], data.channels)
     impute = np.nan_to_num(np.nanmean(X[fit_idx], axis=0)).astype(np.float32)
     X = np.where(np.isnan(X), impute, X)
     X_fit = X[fit_idx]
@@ -120,6 +124,7 @@ def train_autoencoder(
             seed=seed,
         ),
         window_features=window_features,
+        reference=reference,
     )
     cal = np.random.default_rng(seed).permutation(len(X_fit))[:CALIBRATION_ROWS]
     log.info("trained autoencoder on %s in %.1fs: %s", data.source, fit_s, metrics)

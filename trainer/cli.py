@@ -205,6 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
     from edgewise.converters.export import export
     from edgewise.converters.host_model import save_host_model
     from edgewise.edge.errors import EdgewiseError
+    from edgewise.trainer.reference import array_reference
     from edgewise.trainer.sources import DataSource
     from edgewise.trainer.train import train
 
@@ -218,6 +219,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise EdgewiseError(f"--clusters {args.clusters}: use 1 or more")
     test_index = None
     window_features = None
+    reference = None  # the training rows' (train) unless the device gets raw windows
     if args.text and not args.csv:
         raise EdgewiseError("--text goes with --csv FILE --target LABEL")
     if args.text:
@@ -228,10 +230,10 @@ def run_train(args: argparse.Namespace) -> int:
         from edgewise.trainer.tensors import sample_rate_of, window_feature_dataset
 
         windows = load_tensor_data(args)
-        data, window_features = window_feature_dataset(
-            windows, sample_rate_of(windows, args.sample_rate)
-        )
+        rate = sample_rate_of(windows, args.sample_rate)
+        data, window_features = window_feature_dataset(windows, rate)
         test_index = windows.test_index
+        reference = array_reference("window", windows.X, windows.channels, rate)
     else:
         data = source.table()
     if args.dataset and args.task and args.task != data.task:
@@ -248,6 +250,7 @@ def run_train(args: argparse.Namespace) -> int:
         contamination=args.contamination,
         test_index=test_index,
         window_features=window_features,
+        reference=reference,
     )
     host_dir = save_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
     shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}
@@ -264,15 +267,16 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     from edgewise.converters.export import export
     from edgewise.converters.keras_host import save_keras_host_model
     from edgewise.trainer.autoencoder import train_autoencoder
+    from edgewise.trainer.reference import array_reference
     from edgewise.trainer.tensors import TensorData, sample_rate_of, window_feature_dataset
 
     export_options(args).check("keras")
-    window_features = None
+    window_features = reference = None
     data = load_tensor_data(args)
     if data.kind == "window":
-        table, window_features = window_feature_dataset(
-            data, sample_rate_of(data, args.sample_rate)
-        )
+        rate = sample_rate_of(data, args.sample_rate)
+        reference = array_reference("window", data.X, data.channels, rate)
+        table, window_features = window_feature_dataset(data, rate)
         data = TensorData(
             table.X.to_numpy(dtype="float32"), table.y, "tabular", list(table.X.columns),
             table.source, test_index=data.test_index,
@@ -282,7 +286,7 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
         data, name, seed=args.seed, test_size=args.test_size, epochs=args.epochs,
         batch_size=args.batch_size, patience=args.patience, normal=args.normal,
         contamination=args.contamination, verbose=2 if args.verbose else 0,
-        window_features=window_features,
+        window_features=window_features, reference=reference,
     )  # fmt: skip
     host_dir = save_keras_host_model(args.host_dir or f"{args.out.rstrip('/')}.host", host)
     shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+from edgewise.edge.capture_store import CAPTURE_COLUMNS
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import MISSING_CATEGORY
 
@@ -105,6 +106,10 @@ def load_csv(path: str | Path, target: str, task: str | None = None) -> Dataset:
             f"CSV file {p} has no column {target!r}; columns: {', '.join(map(str, df.columns))}"
         )
     df.columns = [str(c) for c in df.columns]
+    if tuple(df.columns[-len(CAPTURE_COLUMNS) :]) == CAPTURE_COLUMNS and target == "label":
+        # Samples pulled from a device (edgewise capture pull): what the model said about
+        # them is not a feature to learn from.
+        df = df.drop(columns=list(CAPTURE_COLUMNS[:-1]))
     y_raw = df.pop(target)
     if df.shape[1] == 0:
         raise EdgewiseError(f"CSV file {p} has no feature columns besides {target!r}")

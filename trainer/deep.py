@@ -20,6 +20,7 @@ from edgewise.converters.host_meta import HostMeta
 from edgewise.converters.keras_host import KerasHostModel, load_keras_model
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import TrainingData
+from edgewise.trainer.reference import array_reference
 from edgewise.trainer.registry import NETWORKS
 from edgewise.trainer.tensors import TensorData
 
@@ -173,6 +174,7 @@ def train_deep(
     if per_class:
         train_idx = _limit_per_class(train_idx, y, per_class, seed)
     X_train, y_train = data.X[train_idx], y[train_idx]
+    reference = array_reference(data.kind, X_train, data.channels)  # before imputation
     impute: list[float] | None = None
     if data.kind == "tabular" and np.isnan(data.X).any():
         # Missing values are filled on the device (manifest input.impute) with training means.
@@ -228,6 +230,7 @@ def train_deep(
         impute=tuple(impute) if impute is not None else None,
         base=str(base) if base else None,
         freeze_base=freeze_base if base else None,
+        reference=reference,
         metrics=metrics
         | {"fit_seconds": round(fit_s, 3), "epochs_run": len(history.history["loss"])},
         training_data=TrainingData(

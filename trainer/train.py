@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from edgewise.converters.host_meta import AnomalySpec, HostFeature, HostMeta
 from edgewise.converters.host_model import HostModel
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.manifest import TrainingData, WindowFeatures
+from edgewise.edge.manifest import Reference, TrainingData, WindowFeatures
 from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.models import (
     MODEL_TASK,
@@ -21,6 +21,7 @@ from edgewise.trainer.models import (
     check_model_name,
     describe_preprocessing,
 )
+from edgewise.trainer.reference import table_reference
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,15 @@ def train(
     contamination: float = 0.01,
     test_index: np.ndarray | None = None,
     window_features: WindowFeatures | None = None,
+    reference: Reference | None = None,
 ) -> HostModel:
     """Train ``model`` on ``data``; the held-out split is kept for metrics and parity.
 
     Unsupervised models (``MODEL_TASK``) set the task: ``anomaly`` fits on the training
     rows labelled ``normal`` (all rows when None) and sets the alarm threshold at the
     ``1 - contamination`` quantile of their scores; ``clustering`` fits on all of them.
+    The drift ``reference`` is the training rows' (window-feature models: pass the raw
+    windows' one, since the device receives windows).
     """
     task = MODEL_TASK.get(model, data.task)
     check_model_name(model, task)
@@ -106,6 +110,8 @@ def train(
         return X.to_numpy(dtype=np.float32) if data.layout == "tensor" else X
 
     X_held, y_held = X_test.reset_index(drop=True), np.asarray(y_test)
+    if reference is None and window_features is None:
+        reference = table_reference(X_train, data.categorical, data.text)
     if task == "anomaly" and normal is not None:
         keep = np.asarray(y_train).astype(str) == normal
         X_train, y_train = X_train[keep], y_train[keep]
@@ -144,6 +150,7 @@ def train(
         ),
         anomaly=AnomalySpec.model_validate(anomaly) if anomaly is not None else None,
         window_features=window_features,
+        reference=reference,
     )
     host = HostModel(pipeline, meta, X_held, y_held)
     log.info("trained %s on %s in %.2fs: %s", model, data.source, fit_s, metrics)

@@ -1,0 +1,307 @@
+"""Drift and field data: a really trained bundle's reference, a real agent on a real broker.
+
+The model is logistic regression on 3,000 generated room records (numbers, a category,
+missing values). The in-distribution stream is its held-out rows with 1 % noise; the
+shift scales one feature.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgewise.edge.drift_profile import Binner, fit_distribution, psi
+from edgewise.edge.manifest import Manifest
+from tests.agents import new_device, serving
+from tests.mqtt_peer import Peer
+
+pytest.importorskip("sklearn")  # the bundle is trained here
+
+MODEL = "rooms-drift"
+SHIFTED = "temp c"
+
+
+@pytest.fixture(scope="module")
+def rooms_drift(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[Any]], Path]:
+    """The bundle, its held-out rows as clients send them, and the training CSV."""
+    import pandas as pd
+
+    from edgewise.converters.sklearn_onnx import device_instances, export_sklearn
+    from edgewise.trainer.datasets import load_csv
+    from edgewise.trainer.examples import rooms
+    from edgewise.trainer.train import train
+
+    root = tmp_path_factory.mktemp("drift")
+    data = root / "rooms.csv"
+    pd.DataFrame(rooms(3000, seed=1)).to_csv(data, index=False)
+    host = train(load_csv(data, "status"), "logistic-regression", MODEL, seed=0)
+    export_sklearn(host, root / MODEL)
+    return root / MODEL, device_instances(host), data
+
+
+def _noisy(rows: list[list[Any]], n: int, seed: int, scale: float = 1.0) -> list[list[Any]]:
+    """``n`` held-out rows drawn with replacement, numbers times (1 + 1 % noise); the
+    first feature (temp c) also times ``scale``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.integers(0, len(rows), n):
+        row = list(rows[i])
+        for j, v in enumerate(row):
+            if isinstance(v, float):
+                row[j] = round(v * (1 + rng.normal(0, 0.01)) * (scale if j == 0 else 1.0), 4)
+        out.append(row)
+    return out
+
+
+class Stream:
+    """Sends requests to the agent and keeps every answer count and drift document."""
+
+    def __init__(self, broker_port: int, device: str) -> None:
+        self.device = device
+        self.peer = Peer(broker_port)
+        self.peer.subscribe(f"edgewise/{device}/{MODEL}/out", f"edgewise/{device}/{MODEL}/drift")
+        self.answered = 0
+        self.drift: list[dict[str, Any]] = []
+
+    def send(self, rows: list[list[Any]], per_request: int) -> None:
+        for i in range(0, len(rows), per_request):
+            doc = {"id": i, "instances": rows[i : i + per_request]}
+            self.peer.request(f"edgewise/{self.device}/{MODEL}/in", doc)
+
+    def drain(self, until: Any, timeout: float = 30.0) -> None:
+        """Read messages until ``until(self)`` holds."""
+        deadline = time.monotonic() + timeout
+        while not until(self):
+            assert time.monotonic() < deadline, f"timed out: {self.answered} answers"
+            try:
+                msg = self.peer.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg.topic.endswith("/out"):
+                self.answered += len(json.loads(msg.payload)["predictions"])
+            elif msg.payload:
+                self.drift.append(json.loads(msg.payload))
+
+    def close(self) -> None:
+        self.peer.close()
+
+
+def test_the_bundle_carries_its_training_reference(rooms_drift: Any) -> None:
+    bundle, _, _ = rooms_drift
+    manifest = Manifest.from_json((bundle / "manifest.json").read_text())
+    ref = manifest.reference
+    assert ref is not None and ref.profile == "tabular" and ref.rows == 2400
+    by_name = {d.name: d for d in ref.inputs}
+    assert by_name["zone"].kind == "categorical"
+    assert set(by_name["zone"].categories) == {"north", "south", "attic", ""}  # "" = missing
+    assert by_name["humidity"].proportions[-1] == pytest.approx(0.08, abs=0.02)  # missing bin
+    assert len(by_name[SHIFTED].edges) == 9  # ten quantile bins
+    assert ref.predictions is not None and ref.predictions.categories == ("alarm", "ok")
+    assert ref.confidence is not None and 0.5 < ref.confidence <= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_in_distribution_stream_raises_no_alarm(broker: Any, rooms_drift: Any, seed: int) -> None:
+    bundle, heldout, _ = rooms_drift
+    device = new_device("drift")
+    with serving(broker, [bundle], device, health_interval=1.0):
+        stream = Stream(broker.port, device)
+        try:
+            stream.send(_noisy(heldout, 10_000, seed), per_request=50)
+            stream.drain(
+                lambda s: s.answered == 10_000 and s.drift and s.drift[-1]["observed"] == 10_000
+            )
+        finally:
+            stream.close()
+    statuses = {d["status"] for d in stream.drift}
+    assert "alarm" not in statuses, stream.drift[-1]
+    last = stream.drift[-1]
+    assert last["window"] == 1000 and set(last["features"]) == {
+        "temp c",
+        "zone",
+        "humidity",
+        "power",
+    }
+    assert max(last["features"].values()) < 0.25
+    assert last["reference_confidence"] is not None and last["confidence"] is not None
+
+
+def test_a_shifted_feature_raises_alarm_and_is_named(broker: Any, rooms_drift: Any) -> None:
+    bundle, heldout, _ = rooms_drift
+    device = new_device("drift")
+    with serving(broker, [bundle], device, health_interval=60.0) as agent:
+        stream = Stream(broker.port, device)
+        try:
+            stream.send(_noisy(heldout, 1000, seed=5), per_request=50)
+            stream.drain(lambda s: s.answered == 1000)
+            assert agent.field.drift.status(MODEL) == "ok"
+            stream.send(_noisy(heldout, 1000, seed=6, scale=1.5), per_request=10)
+            stream.drain(lambda s: any(d["status"] == "alarm" for d in s.drift))
+        finally:
+            stream.close()
+        health = agent.health()
+    alarm = next(d for d in stream.drift if d["status"] == "alarm")
+    assert alarm["observed"] - 1000 <= 500, alarm
+    assert alarm["largest"] == SHIFTED
+    assert alarm["features"][SHIFTED] == max(alarm["features"].values())
+    assert health["drift"][MODEL]["status"] == "alarm"
+
+
+CAPTURE_ALL = {
+    "sample_rate": 1.0,
+    "low_confidence": None,
+    "anomalies": False,
+    "during_drift": False,
+}
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def test_capture_pull_gives_the_rows_in_order_clears_and_trains(
+    broker: Any, rooms_drift: Any, tmp_path: Path
+) -> None:
+    from edgewise.cli import main
+    from edgewise.edge.capture_client import pull
+    from edgewise.edge.endpoint import Endpoint
+
+    bundle, heldout, _ = rooms_drift
+    rows = _noisy(heldout, 3000, seed=7)
+    device = new_device("capture")
+    with serving(broker, [bundle], device, state_dir=tmp_path, capture=CAPTURE_ALL) as agent:
+        stream = Stream(broker.port, device)
+        try:
+            stream.send(rows, per_request=50)
+            stream.drain(
+                lambda s: s.answered == len(rows) and agent.field.capture.captured == len(rows)
+            )
+        finally:
+            stream.close()
+        out = tmp_path / "samples.csv"
+        result = pull(
+            Endpoint.parse(broker.url), "edgewise", device, MODEL, out, clear=True, timeout=5
+        )
+        assert agent.field.respond(MODEL, b'{"op": "stats"}')["stored"] == 0
+    assert (result.rows, result.first, result.last, result.cleared) == (3000, 1, 3000, 3000)
+    assert not out.with_name("samples.csv.partial").exists()
+    with out.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["temp c", "zone", "humidity", "power", "predicted", "confidence",
+                        "captured_at", "reason", "label"]  # fmt: skip
+    assert [r[:4] for r in table[1:]] == [[_cell(v) for v in row] for row in rows]
+    assert {r[7] for r in table[1:]} == {"sample"} and {r[4] for r in table[1:]} <= {"alarm", "ok"}
+    # A person labels some rows (here: the rule the generator used); the file trains as is.
+    for r in table[1:1001]:
+        temp, zone, hum = float(r[0]), r[1], float(r[2] or 0)
+        r[8] = "alarm" if temp + (zone == "attic") * 4 + (hum > 55) * 3 > 24 else "ok"
+    with out.open("w", newline="") as fh:
+        csv.writer(fh).writerows(table)
+    retrained = tmp_path / "retrained"
+    assert main(["train", "--csv", str(out), "--target", "label", "--model",
+                 "logistic-regression", "--out", str(retrained)]) == 0  # fmt: skip
+    manifest = Manifest.from_json((retrained / "manifest.json").read_text())
+    assert [f.name for f in manifest.input.features] == ["temp c", "zone", "humidity", "power"]
+    assert manifest.training_data.rows == 1000
+
+
+def test_capture_bound_drops_the_oldest_first(
+    broker: Any, rooms_drift: Any, tmp_path: Path
+) -> None:
+    from edgewise.edge.capture_client import pull
+    from edgewise.edge.endpoint import Endpoint
+
+    bundle, heldout, _ = rooms_drift
+    rows = _noisy(heldout, 400, seed=8)
+    device = new_device("capture")
+    bound = {**CAPTURE_ALL, "max_mb": 0.02}  # about 20 KiB of JSON: some 150 rows
+    with serving(broker, [bundle], device, state_dir=tmp_path, capture=bound) as agent:
+        stream = Stream(broker.port, device)
+        try:
+            stream.send(rows, per_request=10)
+            stream.drain(
+                lambda s: s.answered == len(rows) and agent.field.capture.captured == len(rows)
+            )
+        finally:
+            stream.close()
+        result = pull(Endpoint.parse(broker.url), "edgewise", device, MODEL, tmp_path / "s.csv")
+        assert agent.field.capture.store.bytes <= 0.02 * (1 << 20)
+    kept = result.rows
+    assert 0 < kept < len(rows) and result.dropped == len(rows) - kept
+    assert (result.first, result.last) == (len(rows) - kept + 1, len(rows))
+    with (tmp_path / "s.csv").open(newline="") as fh:
+        table = list(csv.reader(fh))[1:]
+    assert [r[:4] for r in table] == [[_cell(v) for v in row] for row in rows[-kept:]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"not json", "JSON object"),
+        (b"[1]", "JSON object"),
+        (b'{"op": "drop"}', "op must be"),
+        (b'{"op": "pull", "after": -1}', "after must be"),
+        (b'{"op": "pull", "limit": 1e9}', "limit must be"),
+        (b'{"op": "clear"}', "through must be"),
+        (b'{"op": "pull", "path": "/etc"}', "unknown key"),
+        (b"{" + b" " * 2000 + b"}", "at most 1024 bytes"),
+    ],
+)
+def test_bad_capture_requests_are_answered_and_serving_goes_on(
+    broker: Any, iris_bundle: Path, tmp_path: Path, payload: bytes, error: str
+) -> None:
+    device = new_device("capture")
+    with serving(broker, [iris_bundle], device, state_dir=tmp_path, capture={}):
+        peer = Peer(broker.port)
+        reply = f"edgewise/{device}/iris-rf/capture/reply/t"
+        peer.subscribe(reply, f"edgewise/{device}/iris-rf/out")
+        try:
+            peer.publish(f"edgewise/{device}/iris-rf/capture", payload, response_topic=reply)
+            assert error in peer.expect_json("/reply/t")["error"]
+            peer.request(
+                f"edgewise/{device}/iris-rf/in", {"id": 1, "instances": [[5.1, 3.5, 1.4, 0.2]]}
+            )
+            assert peer.expect_json("/out")["id"] == 1
+        finally:
+            peer.close()
+
+
+def test_drift_window_counts_equal_a_recount(rooms_drift: Any) -> None:
+    """The monitor's running counts equal counting its last ``window`` instances afresh,
+    after uneven requests that wrap the ring many times."""
+    from edgewise.edge.config import DriftSettings
+    from edgewise.edge.drift import DriftMonitor
+    from edgewise.edge.drift_profile import prediction_values
+    from edgewise.edge.model import load_models
+
+    bundle, heldout, _ = rooms_drift
+    model = load_models([str(bundle)])[MODEL]
+    monitor = DriftMonitor(model, DriftSettings(window=500, min_instances=100))
+    rows = _noisy(heldout, 3000, seed=3, scale=1.0)
+    answers: list[dict[str, Any]] = []
+    for start in range(0, len(rows), 37):
+        chunk = rows[start : start + 37]
+        predictions = model.predict(chunk)
+        monitor.observe(chunk, None, predictions)
+        answers += predictions
+    columns = monitor.profiler.columns(rows[-500:], None)
+    columns.append(prediction_values("classification", answers[-500:]))
+    recount = np.bincount(monitor.binner.bins(columns).ravel(), minlength=monitor.binner.total)
+    assert np.array_equal(monitor._counts, recount)
+    assert monitor.document()["window"] == 500 and monitor.observed == 3000
+
+
+@pytest.mark.parametrize(("shift", "low", "high"), [(0.0, 0.0, 0.05), (1.0, 0.5, 10.0)])
+def test_psi_of_a_sample_against_its_reference(shift: float, low: float, high: float) -> None:
+    rng = np.random.default_rng(1)
+    dist = fit_distribution("x", rng.normal(0, 1, 5000))
+    binner = Binner([dist])
+    counts = np.bincount(binner.bins([rng.normal(shift, 1, 5000)]).ravel(), minlength=binner.total)
+    assert low <= psi(counts, np.asarray(dist.proportions)) <= high
