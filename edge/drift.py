@@ -77,11 +77,12 @@ class DriftMonitor:
         n = len(bins)
         slots = (self._pos + np.arange(n)) % size
         evicted = slots[slots < self._filled] if self._filled < size else slots
+        total = self.binner.total
         if len(evicted):
-            np.subtract.at(self._counts, self._ring[evicted].ravel(), 1)
+            self._counts -= np.bincount(self._ring[evicted].ravel(), minlength=total)
         self._ring[slots] = bins
         self._confidence[slots] = conf
-        np.add.at(self._counts, bins.ravel(), 1)
+        self._counts += np.bincount(bins.ravel(), minlength=total)
         self._filled = min(size, self._filled + n)
         self._pos = (self._pos + n) % size
         self.observed += n

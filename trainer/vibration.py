@@ -62,9 +62,15 @@ def _bearing_impacts(t: np.ndarray, f_shaft: float, rng: np.random.Generator) ->
     return signal
 
 
-def _window(label: str, rng: np.random.Generator, window: int, noise: float) -> np.ndarray:
+def _window(
+    label: str,
+    rng: np.random.Generator,
+    window: int,
+    noise: float,
+    shaft_hz: tuple[float, float] = (20.0, 50.0),
+) -> np.ndarray:
     t = np.arange(window) / SAMPLE_RATE_HZ
-    f = rng.uniform(20.0, 50.0)  # shaft speed, 1,200-3,000 rpm
+    f = rng.uniform(*shaft_hz)  # shaft speed, by default 1,200-3,000 rpm
     drift = rng.uniform(-0.02, 0.02)
     phase = rng.uniform(0, 2 * np.pi)
     c1, s1 = _harmonic(t, f, drift, 1, phase)
@@ -90,16 +96,23 @@ def _window(label: str, rng: np.random.Generator, window: int, noise: float) -> 
 
 
 def generate(
-    per_class: int = 200, window: int = WINDOW, noise: float = 0.05, seed: int = 0
+    per_class: int = 200,
+    window: int = WINDOW,
+    noise: float = 0.05,
+    seed: int = 0,
+    shaft_hz: tuple[float, float] = (20.0, 50.0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` windows of each class: X (N, window, 3) float32 in g, y (N,) class names.
 
-    Rows are shuffled with the same seed, so any prefix holds all classes.
+    Rows are shuffled with the same seed, so any prefix holds all classes. ``shaft_hz``
+    is the range of shaft speeds (another machine, or the same one run faster: drift).
     """
     if per_class < 1 or window < 16:
         raise ValueError(f"per_class must be >= 1 and window >= 16, got {per_class}, {window}")
     rng = np.random.default_rng(seed)
-    X = np.stack([_window(c, rng, window, noise) for c in CLASSES for _ in range(per_class)])
+    X = np.stack(
+        [_window(c, rng, window, noise, shaft_hz) for c in CLASSES for _ in range(per_class)]
+    )
     y = np.repeat(np.asarray(CLASSES), per_class)
     order = rng.permutation(len(y))
     return X[order], y[order]

@@ -422,6 +422,13 @@ ACL_MATRIX = [
     ("dashboard", "read", "edgewise/dev-a/health", True),
     ("dashboard", "write", "edgewise/dev-a/m/in", False),
     ("dashboard", "write", "edgewise/dev-a/status", False),
+    # Captured field data (docs/drift.md): only the operator asks a device for it.
+    ("dev-a", "read", "edgewise/dev-a/m/capture", True),
+    ("dev-a", "read", "edgewise/dev-b/m/capture", False),
+    ("dev-a", "write", "edgewise/dev-b/m/capture", False),
+    ("dashboard", "write", "edgewise/dev-a/m/capture", False),
+    ("operator", "write", "edgewise/dev-a/m/capture", True),
+    ("operator", "read", "edgewise/dev-a/m/capture/reply/x", True),
 ]
 
 

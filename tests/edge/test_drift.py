@@ -305,3 +305,35 @@ def test_psi_of_a_sample_against_its_reference(shift: float, low: float, high: f
     binner = Binner([dist])
     counts = np.bincount(binner.bins([rng.normal(shift, 1, 5000)]).ravel(), minlength=binner.total)
     assert low <= psi(counts, np.asarray(dist.proportions)) <= high
+
+
+@pytest.mark.slow
+def test_windows_at_another_shaft_speed_raise_alarm(vibration_int8_bundle: Path) -> None:
+    """The 1-D CNN's windows: the generator's own speeds stay ok; a faster machine (60-90 Hz
+    shaft instead of 20-50 Hz) raises alarm within 500 windows, on a dominant frequency."""
+    from edgewise.edge.config import DriftSettings
+    from edgewise.edge.drift import DriftMonitor
+    from edgewise.edge.model import load_models
+    from edgewise.trainer.vibration import generate
+
+    model = next(iter(load_models([str(vibration_int8_bundle)]).values()))
+    reference = model.bundle.manifest.reference
+    assert reference is not None and reference.profile == "window"
+    monitor = DriftMonitor(model, DriftSettings())
+
+    def feed(windows: np.ndarray) -> int | None:
+        """Windows in requests of 10; the instance count at the first alarm."""
+        for start in range(0, len(windows), 10):
+            batch = windows[start : start + 10]
+            monitor.observe(None, batch, model.predict_tensor(batch))
+            if monitor.status == "alarm":
+                return monitor.observed
+        return None
+
+    usual, _ = generate(per_class=250, seed=11)
+    assert feed(usual) is None and monitor.status in ("ok", "warn")
+    faster, _ = generate(per_class=125, seed=12, shaft_hz=(60.0, 90.0))
+    at = feed(faster)
+    assert at is not None and at - len(usual) <= 500
+    doc = monitor.document()
+    assert "dominant" in doc["largest"], doc
