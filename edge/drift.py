@@ -7,8 +7,9 @@ it evicts, so the cost does not grow with the window). Once ``min_instances`` ar
 population stability index of each input quantity and of the answers gives a status: at
 or above ``alarm`` is ``alarm``, at or above ``warn`` is ``warn``, else ``ok``.
 
-The retained ``{prefix}/{device}/{model}/drift`` document is published when the status
-changes and once per health interval (from the worker's loop, never from paho's thread).
+The retained ``{prefix}/{device}/{model}/drift`` document is published at a version's
+first request (status ``collecting``), when the status changes and once per health
+interval (from the worker's loop, never from paho's thread).
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class Drift:
         monitor = self.monitor(model)
         if monitor is None or model.name in self._broken:
             return None
+        fresh = monitor.observed == 0
         try:
             changed = monitor.observe(instances, tensor, predictions)
         except Exception:  # drift bookkeeping must never cost an answer
@@ -181,6 +183,7 @@ class Drift:
             return None
         if changed:
             log.info("%s drift: %s", model.name, monitor.status)
+        if changed or fresh:  # a new version's window is announced as "collecting"
             self._publish(monitor)
         return monitor.status
 
@@ -189,9 +192,8 @@ class Drift:
         now = time.monotonic()
         every = self._agent.config.health_interval
         for name, monitor in list(self._monitors.items()):
-            due = now - self._published_at.get(name, -math.inf) >= every
-            if monitor.status is not None and due:
-                if monitor.judge():
+            if now - self._published_at.get(name, -math.inf) >= every and monitor.observed:
+                if monitor.status is not None and monitor.judge():
                     log.info("%s drift: %s", name, monitor.status)
                 self._publish(monitor)
 

@@ -122,6 +122,15 @@ def model_configs(
             "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
             "state_topic": state, "state_class": "measurement",
             "value_template": "{{ value_json.confidence }}"}))  # fmt: skip
+    if model.bundle.manifest.reference is not None:  # drift (docs/drift.md)
+        drift = topics.model(name, "drift")
+        configs.append(("sensor", f"{obj}_drift", base | {
+            "name": f"{name} drift", "unique_id": f"{dev}_{obj}_drift",
+            "state_topic": drift, "icon": "mdi:chart-bell-curve",
+            "value_template": "{{ value_json.status }}", "json_attributes_topic": drift,
+            "json_attributes_template": "{{ {'largest': value_json.largest, 'features': "
+            "value_json.features, 'predictions': value_json.predictions, 'window': "
+            "value_json.window} | tojson }}"}))  # fmt: skip
     if task == "anomaly":
         configs.append(("binary_sensor", f"{obj}_anomaly", base | {
             "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",

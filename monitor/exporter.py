@@ -200,7 +200,23 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         "edgewise_model_info", "The model version each device serves",
         labels=["device", "model", "version", "backend", "sha256"],
     )  # fmt: skip
+    drift_psi = GaugeMetricFamily(
+        "edgewise_drift_psi", "The largest population stability index of a model's inputs",
+        labels=["device", "model", "feature"],
+    )  # fmt: skip
+    drift_status = GaugeMetricFamily(
+        "edgewise_drift_status", "1 for the model's drift status (ok, warn, alarm, collecting)",
+        labels=["device", "model", "status"],
+    )  # fmt: skip
     for device, doc in sorted(health.items()):
+        drift = doc.get("drift")
+        for model, d in sorted(drift.items()) if isinstance(drift, dict) else []:
+            if not isinstance(d, dict):
+                continue
+            labels = [_label(device), _label(model)]
+            drift_status.add_metric([*labels, _label(d.get("status", ""))], 1.0)
+            if (value := _number(d.get("psi"))) is not None:
+                drift_psi.add_metric([*labels, _label(d.get("largest", ""))], value)
         models = doc.get("models")
         if not isinstance(models, dict):
             continue
@@ -228,3 +244,5 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     yield errors
     yield from latency.values()
     yield info
+    yield drift_psi
+    yield drift_status

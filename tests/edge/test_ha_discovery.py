@@ -85,7 +85,8 @@ def test_discovery_configs_match_what_the_agent_publishes(
             watcher.until(f"{prefix}/{device}/{model}/state", lambda d: isinstance(d, dict))
         watcher.until(f"{prefix}/{device}/health", lambda d: d["models"]["iris-rf"]["answered"])
         found = configs(watcher, ha)
-        assert len(found) == 5 + 7 + 7  # device; iris-rf (+confidence); iris-odd (+anomaly)
+        # device; iris-rf (+confidence, drift); iris-odd (+anomaly, drift)
+        assert len(found) == 5 + 8 + 8
         ids = [c["unique_id"] for c in found.values()]
         assert len(set(ids)) == len(ids)
         for topic, config in found.items():
@@ -106,7 +107,11 @@ def test_discovery_configs_match_what_the_agent_publishes(
                     assert out and out != "None", (topic, out)
             if "json_attributes_template" in config:
                 attrs = json.loads(render(config["json_attributes_template"], payload))
-                assert attrs["id"] == "iris-rf-1" or attrs["id"] == "iris-odd-1"
+                if topic.endswith("_drift/config"):  # a new window: collecting, no scores
+                    assert attrs == {"largest": None, "features": {}, "predictions": None,
+                                     "window": 1}, attrs  # fmt: skip
+                else:
+                    assert attrs["id"] == "iris-rf-1" or attrs["id"] == "iris-odd-1"
         prediction = next(
             c for c in found.values() if c["unique_id"].endswith("iris-rf_prediction")
         )
