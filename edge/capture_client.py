@@ -126,9 +126,9 @@ def pull(
         raise EdgewiseError(f"--out {out}: use a .csv (tables, texts) or .npz (windows, images)")
     topics = Topics(prefix, device)
     partial = out.with_name(out.name + ".partial")
-    after, _ = _resume(partial, device, model)
-    link = _Link(endpoint, topics, model, timeout)
+    link = _Link(endpoint, topics, model, timeout)  # no partial file for a broker not reached
     try:
+        after, _ = _resume(partial, device, model)
         answer = link.ask({"op": "pull", "after": after})
         while True:
             rows = answer["rows"]

@@ -337,3 +337,38 @@ def test_windows_at_another_shaft_speed_raise_alarm(vibration_int8_bundle: Path)
     assert at is not None and at - len(usual) <= 500
     doc = monitor.document()
     assert "dominant" in doc["largest"], doc
+
+
+def test_an_interrupted_pull_resumes_after_its_last_row(
+    broker: Any, iris_bundle: Path, tmp_path: Path
+) -> None:
+    from edgewise.edge.capture_client import pull
+    from edgewise.edge.endpoint import Endpoint
+
+    device = new_device("capture")
+    rows = [[5.0 + i / 100, 3.4, 1.5, 0.2] for i in range(60)]
+    with serving(broker, [iris_bundle], device, state_dir=tmp_path, capture=CAPTURE_ALL) as agent:
+        peer = Peer(broker.port)
+        peer.subscribe(f"edgewise/{device}/iris-rf/out")
+        try:
+            for i, row in enumerate(rows):
+                peer.request(f"edgewise/{device}/iris-rf/in", {"id": i, "instances": [row]})
+            for _ in rows:
+                peer.expect_json("/out")
+        finally:
+            peer.close()
+        deadline = time.monotonic() + 10
+        while agent.field.capture.captured < len(rows):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # An earlier pull stopped after 25 rows: they are in the partial file.
+        first = agent.field.respond("iris-rf", b'{"op": "pull", "limit": 25}')["rows"]
+        out = tmp_path / "iris.csv"
+        partial = out.with_name("iris.csv.partial")
+        header = json.dumps({"device": device, "model": "iris-rf"})
+        partial.write_text("\n".join([header, *(json.dumps(r) for r in first)]) + "\n")
+        result = pull(Endpoint.parse(broker.url), "edgewise", device, "iris-rf", out, timeout=5)
+    assert (result.rows, result.first, result.last) == (60, 1, 60)
+    with out.open(newline="") as fh:
+        table = list(csv.reader(fh))[1:]
+    assert [[float(v) for v in r[:4]] for r in table] == rows
