@@ -35,6 +35,7 @@ from edgewise.edge.config import AgentConfig
 from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
 from edgewise.edge.errors import RequestError
 from edgewise.edge.field_data import FieldData
+from edgewise.edge.flood import FloodMemory
 from edgewise.edge.ha_discovery import Discovery
 from edgewise.edge.health import (
     Counters,
@@ -108,6 +109,7 @@ class Agent:
         self.supervisor = Supervisor(self._stopped)
         self.notifier = Notifier()
         self._heartbeat_at = time.monotonic()
+        self._flood = FloodMemory()
         self.storage_error: str | None = None  # set while the outbox cannot commit
         self._started_at = time.monotonic()
         # Names this run in info and health, so clients can tell a spoofed info apart.
@@ -118,6 +120,7 @@ class Agent:
         }
         self._guard = RetainedGuard(self.topics, self._info_bodies)
         self.discovery = Discovery(self.topics, config.ha_prefix, config.ha_discovery)
+        self._own = f"{config.prefix}/{config.device}/"
         self.field = FieldData(self)  # drift and captured samples (docs/drift.md)
         spec = TransportSpec(
             config.endpoint,
@@ -127,6 +130,7 @@ class Agent:
             # Its own status and info too: to restore them when another client overwrites.
             subscriptions=[
                 (self.topics.requests, config.qos),
+                *([(self.topics.pool_requests, config.qos)] if self.topics.pool_requests else []),
                 (self.topics.status, 1),
                 (self.topics.model("+", "info"), 1),
                 *self.fleet.subscriptions,
@@ -323,11 +327,12 @@ class Agent:
             return
         # Stopping: a QoS 1 request stays unacknowledged and the broker redelivers it later.
 
-    def _overloaded(self, msg: Message) -> None:
+    def _overloaded(self, msg: Message, why: str = "agent queue is full; retry later") -> None:
         self.counters.overloaded += 1
+        self._flood.hit()
         name = self.topics.model_of(msg.topic) or "unknown"
         rid = peek_id(msg.payload) if len(msg.payload) <= PEEK_LIMIT else None
-        doc = error_doc(rid, "overloaded", "agent queue is full; retry later", name)
+        doc = error_doc(rid, "overloaded", why, name)
         self._direct.send(error_replies(self.topics, msg, name, encode(doc), self.config.qos))
 
     def _on_published(self, mid: int) -> None:
@@ -363,9 +368,26 @@ class Agent:
                 except queue.Empty:
                     break
             try:
-                self._serve(batch)
+                self._serve(self._shed(batch))
             finally:
                 self._idle.set()
+                if self._queue.empty():
+                    self._flood.drained()
+
+    def _shed(self, batch: list[Message]) -> list[Message]:
+        """The batch without the QoS 0 requests that waited past ``max_wait_ms``: those are
+        answered "overloaded" at once (a flood's backlog is cleared, not computed)."""
+        limit = self.config.max_wait_ms / 1000.0
+        if not limit:
+            return batch
+        now = time.monotonic()
+        keep = []
+        for msg in batch:
+            if msg.qos == 0 and now - msg.received_at > limit:
+                self._overloaded(msg, "waited too long in the agent's queue; retry later")
+            else:
+                keep.append(msg)
+        return keep
 
     def _serve(self, batch: list[Message]) -> None:
         """Answer a batch, commit the answers, then acknowledge the requests."""
@@ -408,7 +430,11 @@ class Agent:
             return error_replies(self.topics, msg, name, encode(doc), self.config.qos)
         except Exception:  # e.g. a response topic that cannot be used: the error topic only
             log.exception("could not address the error answer; error topic only")
-            return [OutMessage(self.topics.model(name, "error"), encode(doc), self.config.qos)]
+            return [
+                OutMessage(
+                    self.topics.answer_topic(msg.topic, name, "error"), encode(doc), self.config.qos
+                )
+            ]
 
     def _store(self, answers: list[OutMessage]) -> bool:
         """Commit answers; while the outbox cannot, retry with back-off (nothing is acked
@@ -442,7 +468,13 @@ class Agent:
                 self.counters.errors += 1
                 why = f"response topic {problem}"
                 doc = error_doc(peek_id(msg.payload), "bad_request", why, name)
-                return [OutMessage(self.topics.model(name, "error"), encode(doc), self.config.qos)]
+                return [
+                    OutMessage(
+                        self.topics.answer_topic(msg.topic, name, "error"),
+                        encode(doc),
+                        self.config.qos,
+                    )
+                ]
         try:
             request = decode_request(
                 msg.payload, self.config.max_payload, self.config.max_instances
@@ -507,7 +539,9 @@ class Agent:
         self.tally.add(name, "answered")
         self.states.record(name, model.version, rid, predictions)
         self.field.observe(model, request.instances, request.tensor, predictions)
-        out = self.topics.model(name, "out")
+        out = self.topics.answer_topic(msg.topic, name, "out")
+        if self.topics.pool is not None and not msg.topic.startswith(self._own):
+            answer["device"] = self.config.device  # a pool's answer: which member served
         return [reply(msg, out, encode(answer), self.config.qos)]
 
     # -- health -------------------------------------------------------------------------

@@ -98,6 +98,9 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="follow the roll-outs of this device group (repeatable; docs/fleet.md)",
     )
+    p.add_argument(
+        "--pool", default=None, metavar="NAME", help="also serve this device pool's requests"
+    )
     add_broker_arguments(p)
     p.add_argument(
         "--qos", type=int, choices=[0, 1], default=None, help="QoS of requests, answers (default 1)"
@@ -127,6 +130,7 @@ def configure_send(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise send``."""
     add_broker_arguments(p)
     p.add_argument("--model", required=True, help="model name (as in its manifest)")
+    p.add_argument("--pool", metavar="NAME", help="send to a device pool instead of --device")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", metavar="FILE", help="rows to send, with a header")
     src.add_argument(
@@ -165,6 +169,7 @@ def run_agent(args: argparse.Namespace) -> int:
         bundles=tuple(args.bundle) if args.bundle else None,
         trusted_keys=tuple(args.trusted_key) if args.trusted_key else None,
         groups=tuple(args.group) if args.group else None,
+        pool=args.pool,
         broker=args.broker,
         **_connection_settings(args),
         device=args.device,
@@ -194,7 +199,9 @@ def run_send(args: argparse.Namespace) -> int:
         plan = csv_windows(args.csv, args.window, args.target)
     else:
         plan = csv_rows(args.csv, args.target)
-    topics = Topics(args.prefix or DEFAULT_PREFIX, args.device or socket.gethostname())
+    if args.pool and args.device:
+        raise EdgewiseError("--pool and --device: send to one or the other")
+    topics = Topics(args.prefix or DEFAULT_PREFIX, args.device or socket.gethostname(), args.pool)
     result = send(
         endpoint_from_args(args),
         topics,

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -73,6 +74,16 @@ def _same(label: Any, target: str) -> bool:
         return str(label) == target
 
 
+def _messages(inbox: queue.Queue[Message], timeout: float) -> Iterator[Message]:
+    """What arrives in ``inbox`` until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            yield inbox.get(timeout=left)
+        except queue.Empty:
+            return
+
+
 def wait_ready(
     inbox: queue.Queue[Message], topics: Topics, model: str, timeout: float
 ) -> dict[str, Any] | None:
@@ -88,12 +99,7 @@ def wait_ready(
     info: dict[str, Any] | None = None
     session: str | None = None
     online = False
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = inbox.get(timeout=left)
-        except queue.Empty:
-            break
+    for msg in _messages(inbox, timeout):
         if msg.topic == topics.status:
             online = msg.payload == b"online"
             continue
@@ -110,6 +116,34 @@ def wait_ready(
             "session differs from the agent's health report): another client may have "
             "overwritten it; see docs/mqtt.md#security"
         )
+    return None
+
+
+def wait_pool_ready(
+    inbox: queue.Queue[Message], topics: Topics, model: str, timeout: float
+) -> dict[str, Any] | None:
+    """The model's info from an online member of ``topics.pool`` (its health names the
+    pool, its info carries the session of that health), or None after ``timeout``."""
+    seen: dict[str, dict[str, Any]] = {}  # device -> online, pool, session, info
+    for msg in _messages(inbox, timeout):
+        parts = msg.topic.split("/")
+        if len(parts) < 3 or parts[0] != topics.prefix:
+            continue
+        state = seen.setdefault(parts[1], {})
+        if parts[2:] == ["status"]:
+            state["online"] = msg.payload == b"online"
+        elif parts[2:] == ["health"] and (doc := _json_object(msg.payload)) is not None:
+            state["pool"], state["session"] = doc.get("pool"), doc.get("session")
+        elif parts[2:] == [model, "info"]:
+            state["info"] = _json_object(msg.payload)
+        info = state.get("info")
+        if (
+            state.get("online")
+            and state.get("pool") == topics.pool
+            and isinstance(info, dict)
+            and _same_session(info, state.get("session"))
+        ):
+            return info
     return None
 
 
@@ -147,19 +181,30 @@ def send(
         raise EdgewiseError(f"--batch {batch}: send 1 or more instances per request")
     if in_flight < 1:
         raise EdgewiseError(f"in_flight {in_flight}: let 1 or more requests wait at once")
-    out, err, info_topic = (topics.model(model, k) for k in ("out", "error", "info"))
-    subs = [(out, 1), (err, 1), (info_topic, 1), (topics.status, 1), (topics.health, 1)]
+    if topics.pool is not None:  # any member's info; answers on the pool's topics
+        topic_of = topics.pool_model
+        every = f"{topics.prefix}/+"
+        ready = [(f"{every}/{model}/info", 1), (f"{every}/status", 1), (f"{every}/health", 1)]
+    else:
+        topic_of = topics.model
+        ready = [(topics.model(model, "info"), 1), (topics.status, 1), (topics.health, 1)]
+    subs = [(topic_of(model, "out"), 1), (topic_of(model, "error"), 1), *ready]
     conn, inbox = connect(broker, protocol, subs, timeout=min(CONNECT_TIMEOUT, timeout))
     try:
-        info = wait_ready(inbox, topics, model, timeout=info_timeout)
+        if topics.pool is not None:
+            info = wait_pool_ready(inbox, topics, model, timeout=info_timeout)
+            where = f"in pool {topics.pool!r}"
+        else:
+            info = wait_ready(inbox, topics, model, timeout=info_timeout)
+            where = f"on device {topics.device!r}"
         if info is None:
             raise EdgewiseError(
-                f"no agent serves model {model!r} on device {topics.device!r} at {conn.broker} "
-                f"(no retained {info_topic} with the device online)"
+                f"no agent serves model {model!r} {where} at {conn.broker} "
+                f"(no retained {ready[0][0]} of an online device)"
             )
         plan = plan_for(info)
         return _stream(
-            conn, inbox, topics.model(model, "in"), plan, batch, in_flight, timeout, progress
+            conn, inbox, topic_of(model, "in"), plan, batch, in_flight, timeout, progress
         )
     finally:
         conn.stop(final_status=None, timeout=2)

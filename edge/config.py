@@ -35,6 +35,7 @@ from edgewise.edge.topics import (
     MAX_DEVICE_LENGTH,
     Topics,
     check_device,
+    check_pool,
 )
 
 if sys.version_info >= (3, 11):
@@ -137,6 +138,9 @@ class AgentConfig(BaseModel):
     max_payload: int = Field(DEFAULT_MAX_PAYLOAD, ge=1, le=MQTT_MAX_PAYLOAD)
     max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=1_000_000)
     queue_size: int = Field(10_000, ge=1, le=1_000_000)
+    # A QoS 0 request that waited longer than this in the queue is answered "overloaded"
+    # without running (0: never): after a flood, fresh requests are answered at once.
+    max_wait_ms: float = Field(1000.0, ge=0, le=3_600_000, allow_inf_nan=False)
     # Micro-batching (edge/batching.py): instances per shared backend run (1, the default:
     # off; see docs/mqtt.md for why), and how long the worker waits for more requests once
     # one is there (0: take what is queued).
@@ -164,6 +168,9 @@ class AgentConfig(BaseModel):
     ] = ()
     # Home Assistant MQTT discovery (edge/ha_discovery.py): off unless asked for.
     ha_discovery: bool = False
+    # A device pool (docs/mqtt.md#pools): also serve edgewise/pool/{pool}/+/in, shared
+    # with the pool's other members through an MQTT 5 shared subscription.
+    pool: str | None = None
     ha_prefix: str = "homeassistant"
     max_bundle_bytes: int = Field(256 << 20, ge=1024, le=1 << 40)
     keep_versions: int = Field(3, ge=1, le=100)
@@ -230,6 +237,14 @@ class AgentConfig(BaseModel):
             raise ValueError("a group is listed twice")
         return value
 
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        try:
+            return check_pool(value) if value is not None else None
+        except EdgewiseError as exc:
+            raise ValueError(str(exc)) from None
+
     @field_validator("ha_prefix")
     @classmethod
     def _ha_prefix(cls, value: str) -> str:
@@ -261,7 +276,7 @@ class AgentConfig(BaseModel):
 
     @property
     def topics(self) -> Topics:
-        return Topics(self.prefix, self.device)
+        return Topics(self.prefix, self.device, self.pool)
 
     @property
     def outbox_path(self) -> Path:

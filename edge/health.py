@@ -89,6 +89,7 @@ def health_document(agent: Agent) -> dict[str, Any]:
         "device": agent.config.device,
         "session": agent.session,
         "groups": list(agent.config.groups),
+        "pool": agent.config.pool,
         "remote_deploy": agent.fleet.enabled,
         "uptime_s": round(agent.uptime, 1),
         "connected": agent.connection.connected,

@@ -19,7 +19,7 @@ def error_replies(
 ) -> list[OutMessage]:
     """An error goes to the error topic (the monitoring channel) always, and to the
     requester's response topic when it gave one."""
-    error_topic = topics.model(model, "error")
+    error_topic = topics.answer_topic(msg.topic, model, "error")
     out = [OutMessage(error_topic, body, qos)]
     if msg.response_topic:
         out.append(reply(msg, error_topic, body, qos))

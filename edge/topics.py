@@ -14,6 +14,9 @@ MAX_TOPIC_BYTES = 65535  # MQTT: a topic is a UTF-8 string with a two-byte lengt
 # The first level under the prefix that holds fleet roll-outs (edge.fleet_topics): no
 # device may take it as its id, or its topics would mix with bundles and desired states.
 FLEET_LEVEL = "fleet"
+# Likewise the level of device pools: edgewise/pool/{pool}/{model}/in is served by every
+# member through an MQTT 5 shared subscription (docs/mqtt.md#pools).
+POOL_LEVEL = "pool"
 
 
 def check_segment(kind: str, value: str) -> str:
@@ -29,14 +32,26 @@ def check_device(value: str) -> str:
     It is also part of the MQTT client id, which brokers refuse with control characters.
     """
     check_segment("device", value)
-    if value == FLEET_LEVEL:
-        raise EdgewiseError(f"device {value!r} is reserved for fleet roll-outs; choose another id")
+    if value in (FLEET_LEVEL, POOL_LEVEL):
+        raise EdgewiseError(
+            f"device {value!r} is reserved ({FLEET_LEVEL}: roll-outs, {POOL_LEVEL}: device "
+            "pools); choose another id"
+        )
     if not value.isprintable() or len(value) > MAX_DEVICE_LENGTH:
         raise EdgewiseError(
             f"device {value!r} must be printable (no control characters) and at most "
             f"{MAX_DEVICE_LENGTH} characters"
         )
     return value
+
+
+def check_pool(name: str) -> str:
+    """A pool name: one topic level, printable, at most 128 characters (it is also the
+    shared subscription's group name)."""
+    check_segment("pool", name)
+    if not name.isprintable() or len(name) > MAX_DEVICE_LENGTH:
+        raise EdgewiseError(f"pool {name!r} must be printable and at most 128 characters")
+    return name
 
 
 def response_topic_problem(topic: str) -> str | None:
@@ -64,10 +79,11 @@ def response_topic_problem(topic: str) -> str | None:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names for one device under one prefix."""
+    """Topic names for one device under one prefix (and the pool it serves in, if any)."""
 
     prefix: str
     device: str
+    pool: str | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -81,9 +97,29 @@ class Topics:
                 f"topic prefix {self.prefix!r} must be non-empty and printable, no wildcards"
             )
         check_device(self.device)
+        if self.pool is not None:
+            check_pool(self.pool)
 
     def model(self, model: str, kind: str) -> str:
         return f"{self.prefix}/{self.device}/{model}/{kind}"
+
+    def pool_model(self, model: str, kind: str) -> str:
+        """A pool's topic (``send --pool``, and where pool answers go)."""
+        return f"{self.prefix}/{POOL_LEVEL}/{self.pool}/{model}/{kind}"
+
+    @property
+    def pool_requests(self) -> str | None:
+        """The shared subscription to the pool's requests (None without a pool)."""
+        if self.pool is None:
+            return None
+        return f"$share/{self.pool}/{self.pool_model('+', 'in')}"
+
+    def answer_topic(self, request_topic: str, model: str, kind: str) -> str:
+        """Where the ``out``/``error`` of a request goes: beside its topic for a request
+        to this device or its pool, else this device's topic of ``model``."""
+        if self.model_of(request_topic) is not None:
+            return request_topic[: -len("/in")] + "/" + kind
+        return self.model(model, kind)
 
     @property
     def requests(self) -> str:
@@ -107,6 +143,8 @@ class Topics:
     def model_of(self, topic: str, kind: str = "in") -> str | None:
         """The model name in this device's ``kind`` topic (a request by default), or None."""
         head, tail = f"{self.prefix}/{self.device}/", f"/{kind}"
+        if self.pool is not None and kind == "in" and not topic.startswith(head):
+            head = f"{self.prefix}/{POOL_LEVEL}/{self.pool}/"
         if not topic.startswith(head) or not topic.endswith(tail):
             return None
         name = topic[len(head) : -len(tail)]

@@ -422,6 +422,12 @@ ACL_MATRIX = [
     ("dashboard", "read", "edgewise/dev-a/health", True),
     ("dashboard", "write", "edgewise/dev-a/m/in", False),
     ("dashboard", "write", "edgewise/dev-a/status", False),
+    # Pools: any device serves any pool's requests and answers on its out/error topics.
+    ("dev-a", "read", "edgewise/pool/line-3/m/in", True),
+    ("dev-a", "write", "edgewise/pool/line-3/m/out", True),
+    ("dev-a", "write", "edgewise/pool/line-3/m/in", False),
+    ("dev-a", "write", "edgewise/pool/line-3/m/reply/c1", True),
+    ("dashboard", "write", "edgewise/pool/line-3/m/in", False),
     # Captured field data (docs/drift.md): only the operator asks a device for it.
     ("dev-a", "read", "edgewise/dev-a/m/capture", True),
     ("dev-a", "read", "edgewise/dev-b/m/capture", False),
