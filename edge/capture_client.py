@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import json
+import queue
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +77,6 @@ class _Link:
         )
 
     def _wait(self, tag: bytes) -> dict[str, Any] | None:
-        import queue
-        import time
-
         deadline = time.monotonic() + self.timeout
         while (left := deadline - time.monotonic()) > 0:
             try:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgewise.edge.errors import EdgewiseError
 
 if TYPE_CHECKING:
@@ -163,6 +165,12 @@ class CaptureStore:
             ).fetchone()
             return {"stored": int(count), "last": int(last), "dropped": self._meta("dropped")}
 
+    @property
+    def dropped(self) -> int:
+        """Rows dropped by the bound so far (all models, across restarts)."""
+        with self._lock:
+            return self._meta("dropped")
+
     def clear(self, model: str, through: int) -> int:
         """Delete the model's rows up to ``through`` (a verified pull); how many went."""
         with self._tx() as db:
@@ -213,7 +221,7 @@ class Capture:
         self,
         model: str,
         version: str,
-        instances: Sequence[Any],
+        instances: Sequence[Any] | np.ndarray[Any, Any],
         predictions: Sequence[dict[str, Any]],
         drifting: bool,
     ) -> None:
@@ -230,7 +238,10 @@ class Capture:
                     model,
                     version,
                     why,
-                    json.dumps(instance, separators=(",", ":")),
+                    json.dumps(
+                        instance.tolist() if isinstance(instance, np.ndarray) else instance,
+                        separators=(",", ":"),
+                    ),
                     json.dumps(prediction, separators=(",", ":")),
                     float(conf) if isinstance(conf, (int, float)) else None,
                     now,

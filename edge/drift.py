@@ -95,9 +95,7 @@ class DriftMonitor:
     def judge(self) -> bool:
         """Score the window; True when the status changed."""
         self._since_judged = 0
-        k = len(self.binner.dists)
-        # Counts are per quantity, each over the same instances.
-        self.scores = self.binner.scores(self._counts)[:k]
+        self.scores = self.binner.scores(self._counts)
         worst = max(self.scores, default=0.0)
         s = self.settings
         status = "alarm" if worst >= s.alarm else "warn" if worst >= s.warn else "ok"

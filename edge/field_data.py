@@ -32,6 +32,7 @@ from edgewise.edge.capture_store import Capture
 from edgewise.edge.drift import Drift
 from edgewise.edge.mqtt import Message
 from edgewise.edge.payload import encode, error_doc
+from edgewise.edge.supervision import serve_inbox
 
 if TYPE_CHECKING:
     from edgewise.edge.agent import Agent
@@ -70,7 +71,6 @@ class FieldData:
             else None
         )
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=16)
-        self.refused = 0  # capture requests dropped because the thread was busy
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -91,7 +91,7 @@ class FieldData:
         """An answered request: into the drift window, and what is worth keeping."""
         status = self.drift.observe(model, instances, tensor, predictions)
         if self.capture is not None:
-            rows = list(tensor.tolist()) if tensor is not None else list(instances or [])
+            rows = tensor if tensor is not None else (instances or [])
             drifting = status in ("warn", "alarm")
             self.capture.select(model.name, model.version, rows, predictions, drifting)
 
@@ -112,20 +112,10 @@ class FieldData:
         try:
             self._inbox.put_nowait(msg)
         except queue.Full:
-            self.refused += 1
             self._agent.connection.ack(msg)
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                msg = self._inbox.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                self._answer(msg)
-            except Exception:  # one bad request must not end pulls for good
-                log.exception("capture request on %s failed", msg.topic[:200])
-            self._agent.connection.ack(msg)
+        serve_inbox(self._inbox, stop, self._answer, self._agent.connection.ack, "capture")
 
     def _answer(self, msg: Message) -> None:
         topics = self._agent.topics
@@ -202,5 +192,5 @@ class FieldData:
         return {
             "captured": self.capture.captured,
             "bytes": self.capture.store.bytes,
-            "dropped": self.capture.store.stats("")["dropped"],
+            "dropped": self.capture.store.dropped,
         }

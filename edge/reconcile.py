@@ -29,6 +29,7 @@ from edgewise.edge.desired import Desired
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import FleetTopics
 from edgewise.edge.mqtt import Message
+from edgewise.edge.supervision import serve_inbox
 from edgewise.edge.transfer import BundleIndex
 
 if TYPE_CHECKING:
@@ -94,16 +95,7 @@ class Fleet:
                 continue
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                msg = self._inbox.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                self._handle(msg)
-            except Exception:  # one bad document must not end roll-outs for good
-                log.exception("fleet: handling %s failed", msg.topic[:200])
-            self.agent.connection.ack(msg)
+        serve_inbox(self._inbox, stop, self._handle, self.agent.connection.ack, "fleet")
 
     # -- start-up and bookkeeping -------------------------------------------------------
 

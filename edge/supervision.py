@@ -12,14 +12,40 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgewise.edge.mqtt import Message
 
 log = logging.getLogger(__name__)
+
+
+def serve_inbox(
+    inbox: queue.Queue[Message],
+    stop: threading.Event,
+    handle: Callable[[Message], None],
+    ack: Callable[[Message], None],
+    what: str,
+) -> None:
+    """A helper thread's loop: handle each message inside its own boundary (one bad
+    message must not end the thread), then acknowledge it; every wait has a timeout."""
+    while not stop.is_set():
+        try:
+            msg = inbox.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        try:
+            handle(msg)
+        except Exception:
+            log.exception("%s: handling %s failed", what, msg.topic[:200])
+        ack(msg)
 
 
 def stop_on_signals() -> threading.Event:
