@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import subprocess
 import threading
 import time
 import uuid
@@ -62,6 +63,12 @@ from edgewise.edge.supervision import (
 )
 from edgewise.edge.topics import response_topic_problem
 from edgewise.edge.transport import TransportFactory, TransportSpec, mqtt_transport
+from edgewise.edge.workers import (
+    Workers,
+    helper_client_id,
+    report_to_supervisor,
+    retire_stale_helpers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +86,12 @@ class Agent:
         config: AgentConfig,
         models: dict[str, ServedModel] | None = None,
         transport: TransportFactory | None = None,
+        helper: int | None = None,
+        retiring: bool = False,
     ) -> None:
         self.config = config
+        # A helper process of ``workers`` > 1 (edge.workers): it serves requests only.
+        self.helper = helper
         self.topics = config.topics
         self.backend_options = BackendOptions(config.num_threads, config.providers)
         self.models = (
@@ -122,22 +133,39 @@ class Agent:
         self.discovery = Discovery(self.topics, config.ha_prefix, config.ha_discovery)
         self._own = f"{config.prefix}/{config.device}/"
         self.field = FieldData(self)  # drift and captured samples (docs/drift.md)
+        self.workers = Workers(self) if config.workers > 1 and helper is None else None
+        self.retiring: list[subprocess.Popen[bytes]] = []  # helpers of a larger ``workers``
+        # Several processes share the requests through one shared subscription; the
+        # other filter is dropped from a persistent session an earlier run left.
+        plain, shared = self.topics.requests, self.topics.shared_requests
+        requests, stale = (shared, plain) if config.workers > 1 else (plain, shared)
+        serve: list[tuple[str, int]] = [(requests, config.qos)]
+        if self.topics.pool_requests:
+            serve.append((self.topics.pool_requests, config.qos))
         spec = TransportSpec(
             config.endpoint,
-            client_id=f"edgewise-agent-{config.device}",
+            client_id=(
+                helper_client_id(config.device, helper)
+                if helper is not None
+                else f"edgewise-agent-{config.device}"
+            ),
             protocol=config.protocol,
             on_message=self._enqueue,
             # Its own status and info too: to restore them when another client overwrites.
-            subscriptions=[
-                (self.topics.requests, config.qos),
-                *([(self.topics.pool_requests, config.qos)] if self.topics.pool_requests else []),
-                (self.topics.status, 1),
-                (self.topics.model("+", "info"), 1),
-                *self.fleet.subscriptions,
-                *self.discovery.subscriptions,
-                *self.field.subscriptions,
-            ],
-            status_topic=self.topics.status,
+            subscriptions=(
+                ([] if retiring else serve)
+                if helper is not None
+                else [
+                    *serve,
+                    (self.topics.status, 1),
+                    (self.topics.model("+", "info"), 1),
+                    *self.fleet.subscriptions,
+                    *self.discovery.subscriptions,
+                    *self.field.subscriptions,
+                ]
+            ),
+            unsubscriptions=[stale, shared] if retiring else [stale],
+            status_topic=self.topics.status if helper is None else None,
             session=config.session,
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
@@ -147,7 +175,7 @@ class Agent:
         self.delivery: Delivery = (
             OutboxDelivery(
                 Outbox(
-                    config.outbox_path,
+                    config.outbox_path if helper is None else config.helper_outbox_path(helper),
                     max_count=config.outbox_max_count,
                     max_bytes=config.outbox_max_bytes,
                     sync=config.outbox_sync,
@@ -167,9 +195,17 @@ class Agent:
         self._accepting.set()
         self.delivery.start(self.supervisor.spawn)
         self.supervisor.spawn(self._work, "inference")
+        if self.helper is not None:  # counters to the supervisor; the rest is its job
+            self.supervisor.spawn(lambda: report_to_supervisor(self, self._stopped), "health")
+            self.connection.start()
+            return
+        self.retiring = retire_stale_helpers(self.config)
         self.supervisor.spawn(lambda: report_health(self, self._stopped), "health")
         self.supervisor.spawn(lambda: self.fleet.run(self._stopped), "fleet")
         self.supervisor.spawn(lambda: self.field.run(self._stopped), "capture")
+        if self.workers is not None:
+            workers = self.workers
+            self.supervisor.spawn(lambda: workers.run(self._stopped), "workers")
         for name, body in self._info_bodies.items():
             # Retained, so clients (edgewise send, dashboards) learn the input spec.
             self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
@@ -193,6 +229,9 @@ class Agent:
         self.notifier.notify("STOPPING=1")
         self._accepting.clear()
         deadline = time.monotonic() + timeout
+        if self.workers is not None:  # they drain beside this process
+            stopping = threading.Thread(target=self.workers.stop, args=(timeout,), daemon=True)
+            stopping.start()
         while (
             (not self._queue.empty() or not self._idle.is_set())
             and time.monotonic() < deadline
@@ -202,12 +241,16 @@ class Agent:
         self._stopped.set()
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
         self.supervisor.join(
-            max(0.1, deadline - time.monotonic()), ("inference", "health", "fleet", "capture")
+            max(0.1, deadline - time.monotonic()),
+            ("inference", "health", "fleet", "capture", "workers"),
         )
+        if self.workers is not None:
+            stopping.join(max(0.1, deadline - time.monotonic()))
         self.field.close()
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
-        publish_health(self)
+        if self.helper is None:
+            publish_health(self)
         self.connection.stop(final_status="offline", timeout=max(1.0, deadline - time.monotonic()))
         self.delivery.close()
         self.notifier.close()
@@ -257,6 +300,8 @@ class Agent:
         self.connection.publish(topic, body, qos=1, retain=True)
         if old is None:
             self.discovery.added(self.connection, model)
+        if self.workers is not None:
+            self.workers.restart_requested.set()  # the helpers load what is active now
 
     def remove(self, name: str, deployment: str) -> None:
         """Stop serving ``name`` (``edgewise undeploy``) and clear its retained topics."""
@@ -273,6 +318,8 @@ class Agent:
         self.field.drift.forget(name)
         if model is not None:
             self.discovery.removed(self.connection, model)
+        if self.workers is not None:
+            self.workers.restart_requested.set()
         log.info("%s removed (undeploy)", name)
 
     # -- message path -------------------------------------------------------------------
@@ -564,6 +611,11 @@ class Agent:
     def heartbeat_age(self) -> float:
         """Seconds since the inference worker last went round its loop."""
         return time.monotonic() - self._heartbeat_at
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing being answered, nothing waiting to be published."""
+        return self._queue.empty() and self._idle.is_set() and self.delivery.depth == 0
 
     @property
     def uptime(self) -> float:

@@ -6,6 +6,7 @@ Only argparse is imported here; each command imports what it runs when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,18 @@ def endpoint_from_args(args: argparse.Namespace) -> Endpoint:
     return Endpoint.from_settings(args.broker or DEFAULT_BROKER, **settings)
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number from 1 to 64, or auto")
+    return count
+
+
 def configure_agent(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise agent``."""
     p.add_argument(
@@ -100,6 +113,13 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--pool", default=None, metavar="NAME", help="also serve this device pool's requests"
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="processes serving this device's requests (auto: one per CPU; MQTT 5)",
     )
     add_broker_arguments(p)
     p.add_argument(
@@ -170,6 +190,7 @@ def run_agent(args: argparse.Namespace) -> int:
         trusted_keys=tuple(args.trusted_key) if args.trusted_key else None,
         groups=tuple(args.group) if args.group else None,
         pool=args.pool,
+        workers=args.workers,
         broker=args.broker,
         **_connection_settings(args),
         device=args.device,

@@ -171,6 +171,9 @@ class AgentConfig(BaseModel):
     # A device pool (docs/mqtt.md#pools): also serve edgewise/pool/{pool}/+/in, shared
     # with the pool's other members through an MQTT 5 shared subscription.
     pool: str | None = None
+    # Processes serving this device's requests (docs/mqtt.md#workers): this one and
+    # workers - 1 helpers, sharing one MQTT 5 shared subscription.
+    workers: int = Field(1, ge=1, le=64)
     ha_prefix: str = "homeassistant"
     max_bundle_bytes: int = Field(256 << 20, ge=1024, le=1 << 40)
     keep_versions: int = Field(3, ge=1, le=100)
@@ -193,6 +196,15 @@ class AgentConfig(BaseModel):
         except EdgewiseError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _workers(self) -> AgentConfig:
+        if self.workers > 1 and self.protocol == "3.1.1":
+            raise ValueError(
+                f"workers = {self.workers} needs MQTT 5 (shared subscriptions); "
+                "protocol is 3.1.1: use protocol auto or 5, or workers = 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _connection(self) -> AgentConfig:
@@ -282,6 +294,10 @@ class AgentConfig(BaseModel):
     def outbox_path(self) -> Path:
         """Where this device's outbox lives under ``state_dir``."""
         return Path(self.state_dir) / f"{self.device}.outbox.sqlite"
+
+    def helper_outbox_path(self, index: int) -> Path:
+        """The outbox of helper process ``index`` (``workers`` > 1)."""
+        return Path(self.state_dir) / f"{self.device}.w{index}.outbox.sqlite"
 
     @property
     def session(self) -> Session | None:

@@ -74,17 +74,15 @@ def _outcomes(counts: dict[str, int]) -> dict[str, Any]:
 
 
 def health_document(agent: Agent) -> dict[str, Any]:
-    """The agent's retained health report (docs/mqtt.md#health-health-retained)."""
-    counters = asdict(agent.counters)
-    counters.update(
-        dropped=agent.delivery.dropped,
-        dead_letters=agent.delivery.dead_letters,
-        outbox_depth=agent.delivery.depth,
-        reconnects=agent.connection.reconnects,
-        queued=agent.queued,
-        callback_errors=agent.connection.callback_errors,
-        overwritten=agent.overwritten,
-    )
+    """The agent's retained health report (docs/mqtt.md#health-health-retained).
+
+    With ``workers`` > 1 the counters and per-model outcomes include the helper processes'
+    (edge.workers); latencies, drift and capture are this process's."""
+    counters = counters_document(agent)
+    tallies = {name: agent.tally.snapshot(name) for name in agent.models}
+    if agent.workers is not None:
+        agent.workers.add_counters(counters)
+        agent.workers.add_tallies(tallies)
     return {
         "device": agent.config.device,
         "session": agent.session,
@@ -105,17 +103,33 @@ def health_document(agent: Agent) -> dict[str, Any]:
                 "backend": model.backend.name,
                 "inference_ms": agent.inference_ms[name].summary(),
                 "e2e_ms": agent.e2e_ms[name].summary(),
-                **_outcomes(agent.tally.snapshot(name)),
+                **_outcomes(tallies[name]),
             }
             for name, model in agent.models.items()
         },
         "shadows": agent.shadows.summaries(),
         "drift": agent.field.drift.summaries(),
         "capture": agent.field.health() or None,
+        "workers": agent.workers.summary() if agent.workers is not None else None,
         "rss_bytes": rss_bytes(),
         "cpu_temp_c": cpu_temperature(),
         "time": time.time(),
     }
+
+
+def counters_document(agent: Agent) -> dict[str, Any]:
+    """The process's counters, with its delivery and connection figures."""
+    counters = asdict(agent.counters)
+    counters.update(
+        dropped=agent.delivery.dropped,
+        dead_letters=agent.delivery.dead_letters,
+        outbox_depth=agent.delivery.depth,
+        reconnects=agent.connection.reconnects,
+        queued=agent.queued,
+        callback_errors=agent.connection.callback_errors,
+        overwritten=agent.overwritten,
+    )
+    return counters
 
 
 class LatencyWindow:

@@ -89,6 +89,7 @@ class MqttConnection:
         protocol: str = "auto",
         on_message: Callable[[Message], None] | None = None,
         subscriptions: list[tuple[str, int]] | None = None,
+        unsubscriptions: list[str] | None = None,
         status_topic: str | None = None,
         keepalive: int = 30,
         backoff: Backoff | None = None,
@@ -105,6 +106,7 @@ class MqttConnection:
         self.protocol = self._protocols[0]
         self._on_message = on_message
         self._subscriptions = list(subscriptions or [])
+        self._unsubscriptions = list(unsubscriptions or [])
         self._sub_lock = threading.Lock()
         self._status_topic = status_topic
         self._keepalive = keepalive
@@ -424,6 +426,8 @@ class MqttConnection:
         self._backoff.reset()
         with self._sub_lock:
             subscriptions = list(self._subscriptions)
+        if self._unsubscriptions:
+            client.unsubscribe(self._unsubscriptions)
         if subscriptions:
             client.subscribe(subscriptions)
         if self._status_topic:

@@ -163,6 +163,7 @@ class MemoryTransport:
 
     def __post_init__(self) -> None:
         self.broker = self.spec.endpoint
+        self.protocol = "3.1.1" if self.spec.protocol == "3.1.1" else "5"
         self._changed = threading.Condition(self._lock)
 
     @classmethod

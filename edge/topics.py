@@ -114,6 +114,12 @@ class Topics:
             return None
         return f"$share/{self.pool}/{self.pool_model('+', 'in')}"
 
+    @property
+    def shared_requests(self) -> str:
+        """This device's requests through the shared subscription of its worker processes
+        (``workers`` > 1, docs/mqtt.md#workers): the broker deals each to one of them."""
+        return f"$share/{self.device}/{self.requests}"
+
     def answer_topic(self, request_topic: str, model: str, kind: str) -> str:
         """Where the ``out``/``error`` of a request goes: beside its topic for a request
         to this device or its pool, else this device's topic of ``model``."""

@@ -35,6 +35,7 @@ class Transport(Protocol):
     """A broker connection with its own thread; every method is thread-safe."""
 
     broker: Endpoint
+    protocol: str  # the MQTT version spoken ("5" or "3.1.1"), settled on connecting
     reconnects: int
     callback_errors: int
 
@@ -78,6 +79,8 @@ class TransportSpec:
     protocol: str
     on_message: Callable[[Message], None]
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    # Dropped from a persistent session on every connect (a filter an earlier run used).
+    unsubscriptions: list[str] = field(default_factory=list)
     status_topic: str | None = None
     session: Session | None = None
     on_published: Callable[[int], None] | None = None
@@ -97,6 +100,7 @@ def mqtt_transport(spec: TransportSpec) -> Transport:
         protocol=spec.protocol,
         on_message=spec.on_message,
         subscriptions=spec.subscriptions,
+        unsubscriptions=spec.unsubscriptions,
         status_topic=spec.status_topic,
         session=spec.session,
         on_published=spec.on_published,
