@@ -7,7 +7,9 @@ one request per line, `mosquitto_sub -C N` exits after N answers), QoS 1 both wa
 the load generator is not the bottleneck. Cases, in one run on the same broker:
 
 - echo: bench/peers.py republishes each request (the broker + paho floor);
+- ort: bench/peers.py's hand-written paho + onnxruntime peer (parse, run, answer);
 - the agent (durable outbox) with max_batch = 1 (no micro-batching), 1-row requests;
+- the same with --workers 2 (two processes on one shared subscription);
 - the agent with max_batch = 64, 1-row requests;
 - the agent with max_batch = 64, 8-row requests (instances/s).
 
@@ -72,19 +74,25 @@ def main() -> None:
         lines[rows] = path
     results = []
     try:
-        echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peers.py"), "echo",
-                                 "--port", str(broker.port), "--qos", "1"])  # fmt: skip
-        time.sleep(2)
-        secs = load(broker.port, "bench/echo/in", "bench/echo/out", lines[1], args.n)
-        echo.terminate()
-        echo.wait(10)
-        results.append(("bare paho echo", args.n / secs, args.n / secs, None))
-        for label, max_batch, rows in [("agent, max_batch 1, 1-row requests", 1, 1),
-                                       ("agent, max_batch 64, 1-row requests", 64, 1),
-                                       ("agent, max_batch 64, 8-row requests", 64, 8)]:  # fmt: skip
-            device = f"b{max_batch}r{rows}"
+        ort_peer = ["ort", "--bundle", str(bundle.path)]
+        for label, peer in [("bare paho echo", ["echo"]), ("paho + onnxruntime peer", ort_peer)]:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peers.py"), *peer,
+                                     "--port", str(broker.port), "--qos", "1"])  # fmt: skip
+            time.sleep(3)
+            base = f"bench/{peer[0]}"
+            secs = load(broker.port, f"{base}/in", f"{base}/out", lines[1], args.n)
+            proc.terminate()
+            proc.wait(10)
+            results.append((label, args.n / secs, args.n / secs, None))
+        for label, max_batch, rows, workers in [
+                ("agent, max_batch 1, 1-row requests", 1, 1, 1),
+                ("agent --workers 2, 1-row requests", 1, 1, 2),
+                ("agent, max_batch 64, 1-row requests", 64, 1, 1),
+                ("agent, max_batch 64, 8-row requests", 64, 8, 1)]:  # fmt: skip
+            device = f"b{max_batch}r{rows}w{workers}"
             toml = work / f"{device}.toml"
-            toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n")
+            toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n"
+                            f"workers = {workers}\n")  # fmt: skip
             agent = subprocess.Popen([sys.executable, "-m", "edgewise", "agent", "--bundle",
                                       str(bundle.path), "--broker", broker.url, "--device",
                                       device, "--prefix", "bench", "--config", str(toml),

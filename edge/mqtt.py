@@ -35,6 +35,8 @@ from edgewise.edge.transport import PublishRefused
 
 log = logging.getLogger(__name__)
 
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+SHORT_CONNECTION_S = 2.0  # a connection lost sooner than this after CONNACK is suspect
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
 # CONNACK reason codes (MQTT 5 values; paho maps 3.1.1 return codes onto them).
@@ -125,6 +127,8 @@ class MqttConnection:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._ever_connected = False
+        self._connected_at = 0.0  # time.monotonic() of the last CONNACK
+        self._short = 0  # connections in a row lost within SHORT_CONNECTION_S
         self._last_error = "not connected yet"
         self._thread: threading.Thread | None = None
         self.reconnects = 0
@@ -312,6 +316,26 @@ class MqttConnection:
             properties=props,
         )
 
+    def _note_short_connection(self) -> None:
+        """Connections the broker keeps closing right after accepting them: most often a
+        second client with the same id (Mosquitto 2.0 closes the older one without a
+        DISCONNECT reason). Said once, after three in a row."""
+        if time.monotonic() - self._connected_at >= SHORT_CONNECTION_S:
+            self._short = 0
+            return
+        self._short += 1
+        if self._short == 3:
+            self._taken_over()
+
+    def _taken_over(self) -> None:
+        log.error(
+            "broker at %s keeps closing this client's connection (%s) right after accepting "
+            "it: another client has the same client id? With use_username_as_clientid each "
+            "process needs its own user name (docs/mqtt.md#workers)",
+            self.broker,
+            self.client_id,
+        )
+
     def _report(self, problem: str) -> None:
         # One line per distinct problem: a broker that keeps refusing does not flood the log.
         self._last_error = problem
@@ -355,6 +379,7 @@ class MqttConnection:
                 continue
             self.reconnects += 1
             delay = self._backoff.next()
+            self._note_short_connection()
             if self._refusal is None:
                 log.log(
                     self._log_level,
@@ -422,6 +447,7 @@ class MqttConnection:
             # paho leaves Nagle on: QoS 0 round trips then see a ~40 ms p99 tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._ever_connected = True
+        self._connected_at = time.monotonic()
         self.generation += 1
         self._backoff.reset()
         with self._sub_lock:
@@ -444,6 +470,8 @@ class MqttConnection:
         properties: Properties | None,
     ) -> None:
         self._connected.clear()
+        if reason.is_failure and int(reason.value) == SESSION_TAKEN_OVER:
+            self._taken_over()
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message is None:

@@ -19,7 +19,9 @@ import pytest
 from edgewise.deploy.broker import LocalBroker, start_amqtt
 from edgewise.edge.agent import Agent
 from edgewise.edge.config import AgentConfig
+from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.mqtt import MqttConnection
 from tests.agents import new_device, serving
 from tests.mqtt_peer import Peer
 
@@ -197,3 +199,22 @@ def test_lowering_workers_retires_the_helper_and_loses_nothing(
             assert agent.counters.answered >= 300  # its held share and all the later ones
     finally:
         peer.close()
+
+
+def test_two_connections_with_one_client_id_are_reported(
+    broker: LocalBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What workers behind ``use_username_as_clientid`` would do: say so, not flap quietly."""
+    endpoint = Endpoint.parse(broker.url)
+    client_id = f"edgewise-agent-{new_device('same')}"
+    first = MqttConnection(endpoint, client_id=client_id, protocol="5")
+    second = MqttConnection(endpoint, client_id=client_id, protocol="5")
+    try:
+        first.start()
+        assert first.wait_connected(10)
+        second.start()
+        wait_for(lambda: "same client id" in caplog.text, 15, "no takeover reported")
+        assert client_id in caplog.text and "docs/mqtt.md#workers" in caplog.text
+    finally:
+        first.stop(timeout=2)
+        second.stop(timeout=2)
