@@ -218,3 +218,26 @@ def test_two_connections_with_one_client_id_are_reported(
     finally:
         first.stop(timeout=2)
         second.stop(timeout=2)
+
+
+def test_a_new_version_restarts_the_helpers_one_by_one(
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+) -> None:
+    device = new_device("workers")
+    peer = Peer(broker.port)
+    peer.subscribe(f"edgewise/{device}/iris-rf/out")
+    try:
+        with serving(broker, [iris_bundle], device, tmp_path, workers=2) as agent:
+            wait_for(lambda: helpers_connected(agent), 20, "the helper did not connect")
+            assert agent.workers is not None
+            before = agent.workers.helpers[0].process
+            assert before is not None
+            agent.activate(agent.models["iris-rf"])  # what a roll-out or reload does
+            wait_for(lambda: agent.workers.helpers[0].process is not before, 30, "no restart")  # type: ignore[union-attr]
+            assert before.returncode == 0  # drained, not killed
+            wait_for(lambda: helpers_connected(agent), 20, "the new helper did not connect")
+            ids = collect(peer, device, 1000, timeout=60)
+            assert set(ids) == set(range(1000))
+            assert agent.health()["workers"][0]["restarts"] == 0  # asked for, not a failure
+    finally:
+        peer.close()
