@@ -29,6 +29,7 @@ from edgewise.edge.model import ServedModel
 from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.models import MODELS, build_pipeline
 from edgewise.trainer.train import evaluate, split_indices, train
+from edgewise.trainer.uncertainty import REPEATS, band, interval, repeated
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ DEFAULT_CANDIDATES = {
     "regression": ("linear", "decision-tree", "random-forest", "hist-gradient-boosting", "knn"),
 }  # fmt: skip
 DEEP = {"mlp"}
+DEEP_BUDGET_S = 120.0  # repeated splits of a network stop starting after this long
 LATENCY_CALLS = 300
 
 
@@ -62,6 +64,10 @@ class CandidateResult:
     size_int8_bytes: int | None = None
     memory_kib: int | None = None  # peak RSS growth to load and serve it (fresh process)
     learning_curve: dict[str, float | None] = field(default_factory=dict)  # fraction -> score
+    # Over repeated seeded splits (trainer/uncertainty.py): the primary metric's mean and
+    # 95 % interval, and per learning-curve fraction an interval [low, high].
+    interval: dict[str, Any] | None = None
+    learning_band: dict[str, list[float]] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)  # feature -> score drop
     confusion: list[list[int]] | None = None
     bundle: str = ""
@@ -110,9 +116,12 @@ def compare(
     seed: int = 0,
     epochs: int = 60,
     fractions: Sequence[float] = FRACTIONS,
+    repeats: int = REPEATS,
+    deep_budget_s: float = DEEP_BUDGET_S,
     progress: Callable[[str], None] = lambda step: None,
 ) -> CompareReport:
-    """Train, convert and measure every candidate on ``data`` (bundles go under ``work``)."""
+    """Train, convert and measure every candidate on ``data`` (bundles go under ``work``);
+    score each on ``repeats`` seeded splits (networks: while ``deep_budget_s`` lasts)."""
     names = check_candidates(candidates or DEFAULT_CANDIDATES[data.task], data.task)
     results: list[CandidateResult] = []
     report: CompareReport | None = None
@@ -122,9 +131,13 @@ def compare(
         result = CandidateResult(name, family, name in READABLE)
         try:
             if family == "classical":
-                heldout = _classical(data, name, work, seed, fractions, result)
+                heldout = _classical(data, name, work, seed, fractions, result, repeats)
             else:
                 heldout = _deep(data, name, work, seed, epochs, fractions, result)
+                fit_on = _network_on_split(data, name, seed, epochs)
+                scores = repeated(data, seed, repeats, fit_on, result.quality["accuracy"],
+                                  deep_budget_s)  # fmt: skip
+                _set_interval(result, scores)
         except (EdgewiseError, ParityError) as exc:
             result.skipped = str(exc)
             log.warning("%s skipped: %s", name, exc)
@@ -260,6 +273,7 @@ def _classical(
     seed: int,
     fractions: Sequence[float],
     result: CandidateResult,
+    repeats: int = REPEATS,
 ) -> tuple[np.ndarray, np.ndarray]:
     host = train(data, name, name, seed=seed)
     result.fit_seconds = float(host.meta.metrics["fit_seconds"])
@@ -280,17 +294,45 @@ def _classical(
         result.confusion = _confusion(y, pred, labels)
     result.importance = _importance(served, host.X_heldout, y, data.task, seed)
     train_idx, test_idx = split_indices(data, 0.2, seed, None)
-    X_test = host.model_input(data.X.iloc[test_idx])
+    metric = primary_metric(data.task)
 
-    def score(sub: np.ndarray) -> float:
+    def score(sub: np.ndarray, test: np.ndarray = test_idx) -> float:
         pipe = build_pipeline(name, data.task, data.numeric, data.categorical, seed)
         pipe.fit(host.model_input(data.X.iloc[sub]), data.y[sub])
-        return evaluate(data.task, data.y[test_idx], pipe.predict(X_test))[
-            primary_metric(data.task)
-        ]
+        pred = pipe.predict(host.model_input(data.X.iloc[test]))
+        return float(evaluate(data.task, data.y[test], pred)[metric])
 
     result.learning_curve = learning_curve(fractions, train_idx, data.y, seed, score)
+    curves = [result.learning_curve]
+
+    def split_score(train: np.ndarray, test: np.ndarray) -> float:
+        # Each split also gives a learning curve: the curves' spread is the band.
+        curves.append(learning_curve(fractions, train, data.y, seed, lambda s: score(s, test)))
+        return curves[-1][f"{max(fractions):g}"] or float("nan")
+
+    _set_interval(result, repeated(data, seed, repeats, split_score, result.quality[metric]))
+    result.learning_band = band(curves) if len(curves) > 1 else {}
     return train_idx, test_idx
+
+
+def _set_interval(result: CandidateResult, scores: list[float]) -> None:
+    got = interval(scores)
+    result.interval = got.to_json() if got is not None else None
+
+
+def _network_on_split(
+    data: Dataset, name: str, seed: int, epochs: int
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``score(train rows, test rows)``: held-out accuracy of a network trained on them."""
+    from edgewise.trainer.tensors import from_tabular
+
+    tensor = from_tabular(data)
+
+    def score(train_idx: np.ndarray, test_idx: np.ndarray) -> float:
+        host = network_trainer(tensor, name, test_idx, seed, epochs)(train_idx)
+        return float(host.meta.metrics["accuracy"])
+
+    return score
 
 
 def _deep(

@@ -36,6 +36,20 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=float, help="windows: Hz for the spectral features")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the models")
     p.add_argument("--epochs", type=int, default=60, help="most epochs for deep candidates")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="tables: seeded splits each candidate is scored on, for the 95 %% intervals "
+        "(default 5; 1: one split, no intervals)",
+    )
+    p.add_argument(
+        "--deep-budget",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="tables: no new split of a network starts after this long (default 120)",
+    )
     p.add_argument("--max-latency-ms", type=float, help="constraint: p50 per sample on device")
     p.add_argument("--max-size-kb", type=float, help="constraint: artifact size")
     p.add_argument("--min-accuracy", type=float, help="constraint: converted accuracy (0..1)")
@@ -60,6 +74,10 @@ def _check(args: argparse.Namespace) -> None:
         raise EdgewiseError("--export NAME and --out DIR go together")
     if args.out and Path(args.out).exists():
         raise EdgewiseError(f"--out {args.out} exists; choose a new directory")
+    if not 1 <= args.repeats <= 50:
+        raise EdgewiseError(f"--repeats {args.repeats}: use 1..50")
+    if args.deep_budget < 0:
+        raise EdgewiseError(f"--deep-budget {args.deep_budget}: use 0 or more seconds")
     if args.epochs < 1:
         raise EdgewiseError(f"--epochs {args.epochs}: use 1 or more")
     for name in ("max_latency_ms", "max_size_kb"):
@@ -112,8 +130,9 @@ def run_compare(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         report = compare(
-            data, root / "bundles", names, seed=args.seed, epochs=args.epochs, progress=progress
-        )
+            data, root / "bundles", names, seed=args.seed, epochs=args.epochs,
+            repeats=args.repeats, deep_budget_s=args.deep_budget, progress=progress,
+        )  # fmt: skip
     recommend(report, args.max_latency_ms, args.max_size_kb, args.min_accuracy)
     (root / "compare.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     (root / "compare.html").write_text(render_html(report), encoding="utf-8")

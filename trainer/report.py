@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from edgewise.trainer.compare import CandidateResult, CompareReport
+from edgewise.trainer.uncertainty import Interval
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 MID = 'text-anchor="middle"'
@@ -60,40 +61,68 @@ def recommend(
         }
         return report.recommendation
     higher = metric == "accuracy"
-    best = max(ok, key=lambda r: _score(r, metric) if higher else -_score(r, metric))
-    b = _score(best, metric)
-    near = [
-        r for r in ok
-        if (b - _score(r, metric) <= NEAR[metric] if higher
-            else _score(r, metric) <= b * (1 + NEAR[metric]))
-    ]  # fmt: skip
+    intervals = {r.name: Interval.from_json(r.interval) for r in ok if r.interval}
+    noise = len(intervals) == len(ok) > 1  # every candidate scored on repeated splits
+    rank = (lambda r: intervals[r.name].mean) if noise else (lambda r: _score(r, metric))
+    best = max(ok, key=lambda r: rank(r) if higher else -rank(r))
+    b = rank(best)
+    if noise:  # tied: 95 % intervals overlapping the best's
+        near = [r for r in ok if intervals[r.name].overlaps(intervals[best.name])]
+    else:
+        near = [
+            r for r in ok
+            if (b - rank(r) <= NEAR[metric] if higher else rank(r) <= b * (1 + NEAR[metric]))
+        ]  # fmt: skip
     fastest = min(near, key=lambda r: r.latency_us["p50"])
     readable = [
         r for r in near if r.readable and r.latency_us["p50"] <= 1.2 * fastest.latency_us["p50"]
     ]
     choice = readable[0] if readable and not fastest.readable else fastest
-    c = _score(choice, metric)
+    c = rank(choice)
     parts = [f"{choice.name} ({choice.family}, {choice.artifact})"]
+    n = intervals[best.name].n if noise else 0
     if choice is best:
-        parts.append(f"the best {metric} measured ({c:.4f})")
+        parts.append(f"the best {metric} measured ({_quality(choice, intervals, c)})")
+    elif noise:
+        parts.append(
+            f"tied within noise with the best ({best.name}): {intervals[choice.name].text()} "
+            f"vs {intervals[best.name].text()}, 95 % intervals over {n} seeded splits overlap"
+        )
     else:
         gap = (b - c) * 100 if higher else (c / b - 1) * 100
         unit = "points" if higher else "% RMSE"
         parts.append(
             f"{metric} {c:.4f}, within {gap:.1f} {unit} of the best ({best.name}, {b:.4f})"
         )
+    if choice is not best:
         ratio = best.latency_us["p50"] / max(choice.latency_us["p50"], 1e-9)
         parts.append(f"{ratio:.1f}x lower latency than {best.name}")
     parts.append(f"p50 {choice.latency_us['p50']:.0f} µs per sample on the edge runtime")
     parts.append(f"{choice.size_bytes / 1024:.1f} KB")
     parts.append("readable" if choice.readable else "not inherently readable")
+    others = [r.name for r in near if r is not choice]
+    rule = (
+        "rule: candidates whose 95 % intervals overlap the best's are tied; of the tied, "
+        "the fastest (a readable one when within 1.2x of its latency)"
+        if noise
+        else f"rule: within {NEAR[metric]:g} of the best is as good; of those, the fastest "
+        "(a readable one when within 1.2x of its latency)"
+    )
     report.recommendation = {
         "choice": choice.name,
         "best_quality": best.name,
-        "text": ": ".join(parts[:2]) + ", " + ", ".join(parts[2:]),
+        "tied": others,
+        "rule": rule,
+        "text": ": ".join(parts[:2]) + ", " + ", ".join(parts[2:])
+        + (f". Tied with it: {', '.join(others)}" if others else "") + f". ({rule})",
         "excluded": excluded,
-    }
+    }  # fmt: skip
     return report.recommendation
+
+
+def _quality(r: CandidateResult, intervals: dict[str, Interval], value: float) -> str:
+    got = intervals.get(r.name)
+    return f"{got.text()} over {got.n} seeded splits" if got else f"{value:.4f}"
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -106,11 +135,12 @@ def table_rows(report: CompareReport) -> list[list[str]]:
     rows = []
     for r in report.candidates:
         if r.skipped:
-            rows.append([r.name, r.family, "skipped: " + r.skipped[:60]] + [""] * 8)
+            rows.append([r.name, r.family, "skipped: " + r.skipped[:60]] + [""] * 9)
             continue
         rows.append([
             r.name, r.family, r.artifact,
             _fmt(r.quality.get(m)), _fmt(r.quality_edge.get(m)),
+            Interval.from_json(r.interval).text() if r.interval else "-",
             "refused" if r.int8_note else _fmt(r.quality_int8.get(m) if r.quality_int8 else None),
             f"{r.latency_us['p50']:.1f}", f"{r.size_bytes / 1024:.1f}",
             "-" if r.size_int8_bytes is None else f"{r.size_int8_bytes / 1024:.1f}",
@@ -122,7 +152,8 @@ def table_rows(report: CompareReport) -> list[list[str]]:
 
 def headers(report: CompareReport) -> list[str]:
     m = report.primary
-    return ["candidate", "family", "artifact", f"{m} host", f"{m} edge", f"{m} int8",
+    return ["candidate", "family", "artifact", f"{m} host", f"{m} edge",
+            f"{m} mean ± 95 % (splits)", f"{m} int8",
             "p50 µs", "KB", "KB int8", "mem MiB", "fit s"]  # fmt: skip
 
 
@@ -157,8 +188,10 @@ def _scatter(report: CompareReport) -> str:
     w, h, pad = 640, 360, 60
     xs = [math.log10(max(r.latency_us["p50"], 0.1)) for r in done]
     ys = [_score(r, report.primary) for r in done]
+    bars = [(r.interval["low"], r.interval["high"]) if r.interval else None for r in done]
     x0, x1 = min(xs) - 0.2, max(xs) + 0.2
-    y0, y1 = min(ys), max(ys)
+    spans = ys + [v for b in bars if b for v in b]
+    y0, y1 = min(spans), max(spans)
     y0, y1 = (
         (y0 - 0.05, y1 + 0.05) if y1 - y0 < 0.1 else (y0 - 0.1 * (y1 - y0), y1 + 0.1 * (y1 - y0))
     )
@@ -176,9 +209,15 @@ def _scatter(report: CompareReport) -> str:
     for k in range(5):
         v = y0 + (y1 - y0) * k / 4
         body.append(f'<text x="{pad - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
-    for i, (r, x, y) in enumerate(zip(done, xs, ys, strict=True)):
+    for i, (r, x, y, bar) in enumerate(zip(done, xs, ys, bars, strict=True)):
         radius = 4 + 3 * math.log10(1 + r.size_bytes / 1024)
         color = PALETTE[i % len(PALETTE)]
+        if bar:  # the 95 % interval over the seeded splits
+            body.append(
+                f'<line class="interval" data-name="{r.name}" x1="{sx(x):.1f}" '
+                f'y1="{sy(bar[0]):.1f}" x2="{sx(x):.1f}" y2="{sy(bar[1]):.1f}" '
+                f'stroke="{color}" stroke-width="2"/>'
+            )
         body.append(
             f'<circle class="point" data-name="{r.name}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" '
             f'r="{radius:.1f}" fill="{color}" fill-opacity="0.7"/>'
@@ -193,6 +232,7 @@ def _curves(report: CompareReport) -> str:
     done = [r for r in report.candidates if not r.skipped and r.learning_curve]
     w, h, pad = 640, 320, 60
     values = [v for r in done for v in r.learning_curve.values() if v is not None]
+    values += [v for r in done for band in r.learning_band.values() for v in band]
     if not values:
         return ""
     y0, y1 = min(values), max(values)
@@ -211,6 +251,14 @@ def _curves(report: CompareReport) -> str:
         pts = [(float(f), v) for f, v in r.learning_curve.items() if v is not None]
         color = PALETTE[i % len(PALETTE)]
         path = " ".join(f"{sx(f):.1f},{sy(v):.1f}" for f, v in pts)
+        if r.learning_band:  # 95 % interval over the seeded splits, as a shaded band
+            edge = sorted((float(f), lo, hi) for f, (lo, hi) in r.learning_band.items())
+            ring = [f"{sx(f):.1f},{sy(hi):.1f}" for f, _, hi in edge]
+            ring += [f"{sx(f):.1f},{sy(lo):.1f}" for f, lo, _ in reversed(edge)]
+            body.append(
+                f'<polygon class="band" data-name="{r.name}" points="{" ".join(ring)}" '
+                f'fill="{color}" fill-opacity="0.15" stroke="none"/>'
+            )
         body.append(
             f'<polyline class="curve" data-name="{r.name}" points="{path}" fill="none" '
             f'stroke="{color}" stroke-width="2"/>'

@@ -1,0 +1,77 @@
+"""compare's confidence: repeated seeded splits, 95 % intervals, ties within noise."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from edgewise.trainer.compare import CandidateResult, CompareReport, compare
+from edgewise.trainer.datasets import load_builtin
+from edgewise.trainer.report import recommend, render_table
+from edgewise.trainer.uncertainty import interval
+
+
+def test_interval_is_the_corrected_resampled_t() -> None:
+    scores = [0.90, 0.95, 1.00, 0.90, 0.95]
+    got = interval(scores, test_size=0.2)
+    assert got is not None
+    s2 = np.var(scores, ddof=1)
+    half = stats.t.ppf(0.975, 4) * math.sqrt(s2 * (1 / 5 + 0.2 / 0.8))
+    assert got.mean == pytest.approx(0.94) and got.half == pytest.approx(half)
+    # Wider than the naive standard error: the splits share training rows.
+    assert got.half > stats.t.ppf(0.975, 4) * math.sqrt(s2 / 5)
+    assert interval([0.9]) is None
+
+
+def test_one_held_out_row_apart_is_a_tie(tmp_path: Path) -> None:
+    """iris, seed 0: knn beats the forest by one of 30 held-out rows. On that split alone
+    knn (10x slower) wins; over five seeded splits the two are tied, and the rule says so."""
+    data = load_builtin("iris")
+    report = compare(data, tmp_path, ["knn", "random-forest"], seed=0, repeats=5)
+    knn, forest = report.candidates
+    gap_rows = (knn.quality_edge["accuracy"] - forest.quality_edge["accuracy"]) * report.test_rows
+    assert round(gap_rows) == 1  # the premise: one row apart on the single split
+    rec = recommend(report)
+    assert rec["choice"] == "random-forest" and rec["tied"] == ["knn"]
+    assert "tied within noise with the best (knn)" in rec["text"]
+    assert "95 % intervals overlap" in rec["rule"] and rec["rule"] in rec["text"]
+    assert knn.interval is not None and knn.interval["n"] == 5
+    # The learning curves have bands, and the table shows the intervals.
+    assert set(forest.learning_band) == set(forest.learning_curve)
+    assert all(low <= high for low, high in forest.learning_band.values())
+    assert "±" in render_table(report)
+
+
+def test_apart_beyond_noise_is_not_a_tie() -> None:
+    # Pure rule: intervals made up, not measured.
+    def cand(name: str, scores: list[float], p50: float) -> CandidateResult:
+        got = interval(scores)
+        assert got is not None
+        return CandidateResult(
+            name, "classical", False, "onnx", {"accuracy": got.mean}, {"accuracy": got.mean},
+            latency_us={"p50": p50, "p99": p50}, size_bytes=1024, interval=got.to_json(),
+        )  # fmt: skip
+
+    report = CompareReport(
+        "t", "classification", 500, 100, ["a"], [0, 1], "accuracy",
+        [cand("slow-good", [0.97, 0.975, 0.98, 0.97, 0.975], 500.0),
+         cand("fast-worse", [0.90, 0.905, 0.91, 0.90, 0.905], 5.0)],
+    )  # fmt: skip
+    rec = recommend(report)
+    assert rec["choice"] == "slow-good" and rec["tied"] == []
+    assert "the best accuracy measured (0.974 ± " in rec["text"]
+
+
+def test_report_draws_the_intervals(tmp_path: Path) -> None:
+    from edgewise.trainer.report import render_html
+
+    report = compare(load_builtin("iris"), tmp_path, ["decision-tree", "naive-bayes"], repeats=3)
+    recommend(report)
+    page = render_html(report)
+    for name in ("decision-tree", "naive-bayes"):
+        assert f'class="interval" data-name="{name}"' in page
+        assert f'class="band" data-name="{name}"' in page
