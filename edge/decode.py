@@ -30,8 +30,14 @@ def _dequantize(
 def _decode_classification(head: Head, outputs: Outputs) -> list[dict[str, Any]]:
     assert isinstance(head, ClassificationHead)
     probs = outputs[head.probabilities_output] if head.probabilities_output else None
-    if probs is not None:
+    if probs is not None and head.quantization is not None:
+        # Dequantized int8 probabilities come in steps of the scale (1/256) and do not
+        # sum to 1: spread the rounding back so that each answer is a distribution.
         probs = _dequantize(probs, head.quantization, np.float32)
+        np.clip(probs, 0.0, None, out=probs)
+        total = probs.sum(axis=1, keepdims=True)
+        k = probs.shape[1] if probs.ndim == 2 else 1
+        probs = np.divide(probs, total, out=np.full_like(probs, 1.0 / k), where=total > 0)
     if head.label_output:
         labels = outputs[head.label_output].reshape(-1).tolist()
     else:  # networks output probabilities only: the label is the most probable class

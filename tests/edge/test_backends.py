@@ -163,3 +163,19 @@ def test_litert_falls_back_when_xnnpack_refuses_an_int8_graph(tmp_path: Path) ->
     x = np.zeros((2, 30), dtype=np.int8)
     [out] = backend.run({name: x}).values()
     assert out.shape == (2, 2) and out.dtype == np.int8
+
+
+@pytest.mark.slow
+def test_int8_probabilities_sum_to_one(vibration_int8_bundle: Path) -> None:
+    """Dequantized int8 outputs step by 1/256; answers are renormalized distributions, and
+    the label is still the most probable class."""
+    from edgewise.edge.model import load_models
+    from edgewise.trainer.vibration import generate
+
+    model = next(iter(load_models([str(vibration_int8_bundle)]).values()))
+    windows, _ = generate(per_class=10, seed=7)
+    predictions = model.predict_tensor(windows)
+    sums = [sum(p["probabilities"].values()) for p in predictions]
+    assert np.allclose(sums, 1.0, atol=1e-5), sums
+    for p in predictions:
+        assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
