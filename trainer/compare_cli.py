@@ -90,6 +90,10 @@ def _check(args: argparse.Namespace) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     _check(args)
+    import logging
+
+    # Repeated splits train a network per split: Keras' retracing notices are not news.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from edgewise.edge.errors import EdgewiseError
     from edgewise.trainer.compare import DEFAULT_CANDIDATES, check_candidates, compare
     from edgewise.trainer.report import recommend, render_html, render_table
