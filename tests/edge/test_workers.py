@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,24 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 
 def helpers_connected(agent: Agent) -> bool:
     return all(w["connected"] for w in agent.health()["workers"])
+
+
+@pytest.fixture
+def answers(broker: LocalBroker) -> Iterator[tuple[str, Peer]]:
+    """A new device id, and a peer subscribed to its answers and errors."""
+    device = new_device("workers")
+    peer = Peer(broker.port)
+    peer.subscribe(f"edgewise/{device}/iris-rf/out", f"edgewise/{device}/iris-rf/error")
+    yield device, peer
+    peer.close()
+
+
+@contextmanager
+def two_workers(broker: LocalBroker, bundle: Path, device: str, state: Path) -> Iterator[Agent]:
+    """An agent with ``workers = 2`` whose helper is connected."""
+    with serving(broker, [bundle], device, state, workers=2) as agent:
+        wait_for(lambda: helpers_connected(agent), 20, "the helper did not connect")
+        yield agent
 
 
 def collect(peer: Peer, device: str, n: int, timeout: float, during: Any = None) -> Counter[Any]:
@@ -66,55 +86,43 @@ def collect(peer: Peer, device: str, n: int, timeout: float, during: Any = None)
 
 
 def test_two_workers_answer_each_request_once_and_drain_on_stop(
-    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path, answers: tuple[str, Peer]
 ) -> None:
-    device = new_device("workers")
-    peer = Peer(broker.port)
-    peer.subscribe(f"edgewise/{device}/iris-rf/out", f"edgewise/{device}/iris-rf/error")
-    try:
-        with serving(broker, [iris_bundle], device, tmp_path, workers=2) as agent:
-            wait_for(lambda: helpers_connected(agent), 20, "the helper did not connect")
-            ids = collect(peer, device, 5000, timeout=90)
-            assert len(ids) == 5000 and set(ids.values()) == {1}
-            # Both processes served: the supervisor itself, and the helper.
-            assert agent.counters.answered > 0
-            wait_for(lambda: agent.health()["counters"]["answered"] == 5000, 5, "health sum")
-            health = agent.health()
-            (helper,) = health["workers"]
-            assert 0 < helper["answered"] < 5000 and helper["restarts"] == 0
-            assert health["models"]["iris-rf"]["answered"] == 5000
-            process = agent.workers.helpers[0].process  # type: ignore[union-attr]
-            assert process is not None
-        assert process.poll() == 0  # drained and exited with the agent
-    finally:
-        peer.close()
+    device, peer = answers
+    with two_workers(broker, iris_bundle, device, tmp_path) as agent:
+        ids = collect(peer, device, 5000, timeout=90)
+        assert len(ids) == 5000 and set(ids.values()) == {1}
+        # Both processes served: the supervisor itself, and the helper.
+        assert agent.counters.answered > 0
+        wait_for(lambda: agent.health()["counters"]["answered"] == 5000, 5, "health sum")
+        health = agent.health()
+        (helper,) = health["workers"]
+        assert 0 < helper["answered"] < 5000 and helper["restarts"] == 0
+        assert health["models"]["iris-rf"]["answered"] == 5000
+        process = agent.workers.helpers[0].process  # type: ignore[union-attr]
+        assert process is not None
+    assert process.poll() == 0  # drained and exited with the agent
 
 
 def test_a_killed_worker_is_restarted_and_nothing_is_lost(
-    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path, answers: tuple[str, Peer]
 ) -> None:
-    device = new_device("workers")
-    peer = Peer(broker.port)
-    peer.subscribe(f"edgewise/{device}/iris-rf/out", f"edgewise/{device}/iris-rf/error")
+    device, peer = answers
     killed: list[int] = []
-    try:
-        with serving(broker, [iris_bundle], device, tmp_path, workers=2) as agent:
-            wait_for(lambda: helpers_connected(agent), 20, "the helper did not connect")
-            helper = agent.workers.helpers[0]  # type: ignore[union-attr]
+    with two_workers(broker, iris_bundle, device, tmp_path) as agent:
+        helper = agent.workers.helpers[0]  # type: ignore[union-attr]
 
-            def kill_midstream(answered: int) -> None:
-                if answered >= 1000 and not killed and helper.process is not None:
-                    killed.append(helper.process.pid)
-                    os.kill(helper.process.pid, signal.SIGKILL)
+        def kill_midstream(answered: int) -> None:
+            if answered >= 1000 and not killed and helper.process is not None:
+                killed.append(helper.process.pid)
+                os.kill(helper.process.pid, signal.SIGKILL)
 
-            ids = collect(peer, device, 4000, timeout=90, during=kill_midstream)
-            assert killed, "the stream ended before the kill"
-            # At least once: an answer stored but not yet acknowledged may come twice.
-            assert set(ids) == set(range(4000)), 4000 - len(ids)
-            summary = agent.health()["workers"][0]
-            assert summary["restarts"] == 1 and summary["pid"] not in (None, killed[0])
-    finally:
-        peer.close()
+        ids = collect(peer, device, 4000, timeout=90, during=kill_midstream)
+        assert killed, "the stream ended before the kill"
+        # At least once: an answer stored but not yet acknowledged may come twice.
+        assert set(ids) == set(range(4000)), 4000 - len(ids)
+        summary = agent.health()["workers"][0]
+        assert summary["restarts"] == 1 and summary["pid"] not in (None, killed[0])
 
 
 def test_workers_need_mqtt5() -> None:
@@ -167,38 +175,33 @@ def test_bad_workers_flag_is_one_line(value: str, iris_bundle: Path) -> None:
 
 
 def test_lowering_workers_retires_the_helper_and_loses_nothing(
-    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path, answers: tuple[str, Peer]
 ) -> None:
-    device = new_device("workers")
-    peer = Peer(broker.port)
-    peer.subscribe(f"edgewise/{device}/iris-rf/out")
-    try:
-        with serving(broker, [iris_bundle], device, tmp_path, workers=2) as agent:
-            wait_for(lambda: helpers_connected(agent), 20, "the helper did not connect")
-        # Both sessions stay members of the shared subscription: the broker deals them
-        # these requests while no process runs.
-        for i in range(200):
+    device, peer = answers
+    with two_workers(broker, iris_bundle, device, tmp_path):
+        pass
+    # Both sessions stay members of the shared subscription: the broker deals them
+    # these requests while no process runs.
+    for i in range(200):
+        peer.client.publish(f"edgewise/{device}/iris-rf/in",
+                            json.dumps({"id": i, "instances": [ROW]}), qos=1)  # fmt: skip
+    time.sleep(0.5)
+    with serving(broker, [iris_bundle], device, tmp_path, workers=1) as agent:
+        assert len(agent.retiring) == 1
+        agent.retiring[0].wait(30)
+        assert agent.retiring[0].returncode == 0
+        for i in range(200, 400):  # after retirement, all to the one process
             peer.client.publish(f"edgewise/{device}/iris-rf/in",
                                 json.dumps({"id": i, "instances": [ROW]}), qos=1)  # fmt: skip
-        time.sleep(0.5)
-        with serving(broker, [iris_bundle], device, tmp_path, workers=1) as agent:
-            assert len(agent.retiring) == 1
-            agent.retiring[0].wait(30)
-            assert agent.retiring[0].returncode == 0
-            for i in range(200, 400):  # after retirement, all to the one process
-                peer.client.publish(f"edgewise/{device}/iris-rf/in",
-                                    json.dumps({"id": i, "instances": [ROW]}), qos=1)  # fmt: skip
-            ids: Counter[Any] = Counter()
-            deadline = time.monotonic() + 30
-            while len(ids) < 400 and time.monotonic() < deadline:
-                try:
-                    ids[json.loads(peer.inbox.get(timeout=0.5).payload)["id"]] += 1
-                except queue.Empty:
-                    continue
-            assert set(ids) == set(range(400)), 400 - len(ids)
-            assert agent.counters.answered >= 300  # its held share and all the later ones
-    finally:
-        peer.close()
+        ids: Counter[Any] = Counter()
+        deadline = time.monotonic() + 30
+        while len(ids) < 400 and time.monotonic() < deadline:
+            try:
+                ids[json.loads(peer.inbox.get(timeout=0.5).payload)["id"]] += 1
+            except queue.Empty:
+                continue
+        assert set(ids) == set(range(400)), 400 - len(ids)
+        assert agent.counters.answered >= 300  # its held share and all the later ones
 
 
 def test_two_connections_with_one_client_id_are_reported(
@@ -221,23 +224,17 @@ def test_two_connections_with_one_client_id_are_reported(
 
 
 def test_a_new_version_restarts_the_helpers_one_by_one(
-    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path, answers: tuple[str, Peer]
 ) -> None:
-    device = new_device("workers")
-    peer = Peer(broker.port)
-    peer.subscribe(f"edgewise/{device}/iris-rf/out")
-    try:
-        with serving(broker, [iris_bundle], device, tmp_path, workers=2) as agent:
-            wait_for(lambda: helpers_connected(agent), 20, "the helper did not connect")
-            assert agent.workers is not None
-            before = agent.workers.helpers[0].process
-            assert before is not None
-            agent.activate(agent.models["iris-rf"])  # what a roll-out or reload does
-            wait_for(lambda: agent.workers.helpers[0].process is not before, 30, "no restart")  # type: ignore[union-attr]
-            assert before.returncode == 0  # drained, not killed
-            wait_for(lambda: helpers_connected(agent), 20, "the new helper did not connect")
-            ids = collect(peer, device, 1000, timeout=60)
-            assert set(ids) == set(range(1000))
-            assert agent.health()["workers"][0]["restarts"] == 0  # asked for, not a failure
-    finally:
-        peer.close()
+    device, peer = answers
+    with two_workers(broker, iris_bundle, device, tmp_path) as agent:
+        assert agent.workers is not None
+        before = agent.workers.helpers[0].process
+        assert before is not None
+        agent.activate(agent.models["iris-rf"])  # what a roll-out or reload does
+        wait_for(lambda: agent.workers.helpers[0].process is not before, 30, "no restart")  # type: ignore[union-attr]
+        assert before.returncode == 0  # drained, not killed
+        wait_for(lambda: helpers_connected(agent), 20, "the new helper did not connect")
+        ids = collect(peer, device, 1000, timeout=60)
+        assert set(ids) == set(range(1000))
+        assert agent.health()["workers"][0]["restarts"] == 0  # asked for, not a failure
