@@ -144,7 +144,8 @@ class Workers:
         except Exception:  # the reader must not die silently; the helper is watched anyway
             log.exception("worker %d: reading its reports failed", helper.index)
 
-    def _ended(self, helper: Helper, status: int, now: float) -> None:
+    def _ended(self, helper: Helper, status: int, now: float, asked: bool = False) -> None:
+        """Keep an ended run's counters; unless ``asked`` (a roll), count it and back off."""
         with self._lock:
             counters = helper.report.get("counters", {})
             ended = {k: v for k, v in counters.items() if k not in GAUGES}
@@ -155,6 +156,9 @@ class Workers:
                 carried_models[name] = _combined(carried_models.get(name, {}), counts)
             helper.report = {}
         helper.process = None
+        if asked:
+            helper.backoff.reset()
+            return
         helper.restarts += 1
         if now - helper.started_at >= STEADY_S:
             helper.backoff.reset()
@@ -177,9 +181,7 @@ class Workers:
                 continue
             log.info("worker %d: restarting for the new versions", helper.index)
             _terminate([process], self._config.drain_timeout + 5.0)
-            self._ended(helper, process.returncode, time.monotonic())
-            helper.restarts -= 1  # asked for, not a failure
-            helper.backoff.reset()
+            self._ended(helper, process.returncode, time.monotonic(), asked=True)
             self._start(helper)
 
     # -- stopping, health ---------------------------------------------------------------
