@@ -3,24 +3,32 @@
 - Linear models (logistic / linear regression) after median imputation and
   standardization: the per-feature contribution to the decision, ``coef * z`` with
   ``z = (x - mean) / scale``, exact and a few multiplications per feature.
-- Tree ensembles and single trees: their global (impurity) importance, the same for every
-  prediction; labelled ``global`` so nobody reads it as a per-prediction attribution.
+- Every other model (trees, boosting, k-NN, SVM, networks, and any model with
+  categorical columns): occlusion (edge.occlusion), per prediction, with the training
+  baseline the trainer recorded; it costs one extra inference per feature or group.
+  Text classifiers get none (one free-text input has nothing to occlude).
 
-Only numeric (``tensor`` layout) pipelines are covered: with one-hot columns a feature's
-contribution is spread over encoded columns the device does not see.
+The ``global`` method (tree importances, the same for every prediction) is still served
+for bundles written before occlusion existed.
 """
 
 from __future__ import annotations
 
+from edgewise.converters.host_meta import HostMeta
 from edgewise.converters.host_model import HostModel
-from edgewise.edge.manifest import GlobalExplain, LinearExplain
+from edgewise.edge.manifest import LinearExplain, OcclusionExplain
 
 
-def explain_spec(host: HostModel) -> LinearExplain | GlobalExplain | None:
+def occlusion_spec(meta: HostMeta) -> OcclusionExplain | None:
+    """Occlusion against the training baseline, when the trainer recorded one."""
+    return OcclusionExplain(baseline=meta.baseline) if meta.baseline else None
+
+
+def explain_spec(host: HostModel) -> LinearExplain | OcclusionExplain | None:
     """The manifest's ``explain`` section for ``host``, or None when it has none."""
     pipeline = host.pipeline
     if host.layout != "tensor" or not hasattr(pipeline, "named_steps"):
-        return None
+        return occlusion_spec(host.meta)
     steps = pipeline.named_steps
     est = steps["model"]
     imputer = steps.get("impute")
@@ -37,6 +45,4 @@ def explain_spec(host: HostModel) -> LinearExplain | GlobalExplain | None:
             coef=tuple(tuple(float(v) for v in row) for row in coef),
             intercept=tuple(float(v) for v in intercept),
         )
-    if hasattr(est, "feature_importances_"):
-        return GlobalExplain(importance=tuple(float(v) for v in est.feature_importances_))
-    return None
+    return occlusion_spec(host.meta)

@@ -30,6 +30,8 @@ class HostFeature(BaseModel):
 
     name: Annotated[StrictStr, Field(min_length=1)]
     dtype: Literal["float32", "string"]
+    # Networks on mixed tables: the training categories of a string column (one-hot).
+    categories: tuple[StrictStr, ...] | None = None
 
 
 class AnomalySpec(BaseModel):
@@ -57,6 +59,8 @@ class HostMeta(BaseModel):
     anomaly: AnomalySpec | None = None
     # The training inputs' distribution (trainer.reference): the device's drift baseline.
     reference: Reference | None = None
+    # What occlusion sets inputs to (trainer.reference.table_baseline / array_baseline).
+    baseline: tuple[float | StrictStr, ...] | None = None
     # scikit-learn pipelines
     layout: Literal["tensor", "columns"] | None = None
     features: tuple[HostFeature, ...] = ()

@@ -26,6 +26,7 @@ from edgewise.converters.bundle_writer import (
     write_bundle,
 )
 from edgewise.converters.drift_reference import with_reference
+from edgewise.converters.explain import occlusion_spec
 from edgewise.converters.export import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_MAX_ACCURACY_DROP,
@@ -156,6 +157,11 @@ def build_manifest(
     # Tabular: one feature per column; windows / images: the features name the channels.
     nullable = len(shape) == 1 and meta.impute is not None
     features = tuple(Feature(name=c, dtype="float32", nullable=nullable) for c in meta.channels)
+    if meta.features:  # a mixed table: the agent one-hot encodes the string features
+        features = tuple(
+            Feature(name=f.name, dtype=f.dtype, nullable=True, categories=f.categories)
+            for f in meta.features
+        )
     window = meta.window_features
     in_quant, out_quant = _quantization(io, "input"), _quantization(io, "output")
     task = meta.task
@@ -176,6 +182,8 @@ def build_manifest(
             quantization=out_quant,
         )
     outside: list[str] = []
+    if meta.features:
+        outside.append("string features one-hot encoded (input.features[].categories)")
     if meta.impute:
         outside.append("missing values -> training mean (input.impute)")
     for where, q in (("input", in_quant), ("output", out_quant)):
@@ -218,6 +226,7 @@ def build_manifest(
             "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"
         ),
         training_data=meta.training_data,
+        explain=occlusion_spec(meta),
     )
 
 
@@ -244,7 +253,7 @@ def export_keras(
         io = onnx_io(model_bytes)
     manifest = build_manifest(host, options, model_bytes, io, name, version, n_cal)
     ref = np.asarray(host.model.predict(host.X_heldout, batch_size=256, verbose=0), np.float64)
-    answers, backend = serve_staged(model_bytes, manifest, host.X_heldout)
+    answers, backend = serve_staged(model_bytes, manifest, host.client_inputs)
     y = host.y_heldout
     if isinstance(manifest.output, AnomalyHead):
         # "Accuracy" of a detector's conversion: how many alarms it keeps as they were.
@@ -283,5 +292,7 @@ def export_keras(
         head_quant = getattr(final.output, "quantization", None)
         tolerance = max(1e-3, 1.5 * float(head_quant.scale) if head_quant else 0.0)
     final = with_reference(final, host.meta.reference, answers)
-    final, files = with_selftest(final, host.X_heldout.tolist(), answers, tolerance, p99_budget_ms)
+    inputs = host.client_inputs
+    instances = inputs.tolist() if isinstance(inputs, np.ndarray) else inputs
+    final, files = with_selftest(final, instances, answers, tolerance, p99_budget_ms)
     return write_bundle(out_dir, model_bytes, final, files)

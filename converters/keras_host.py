@@ -3,8 +3,9 @@
 A deep host model directory holds ``model.keras`` (Keras 3's zip of JSON config and
 weights, loaded with ``safe_mode``), ``meta.json`` (input spec, labels, metrics,
 provenance), ``heldout.npz`` (held-out inputs and label indices for the parity gate),
-``calibration.npz`` (training inputs for int8 calibration) and ``history.json``. No
-pickle: the .npz files are read with ``allow_pickle=False``.
+``calibration.npz`` (training inputs for int8 calibration), ``history.json`` and, for a
+network on a mixed table, ``heldout.json`` (the held-out rows as clients send them, with
+strings and nulls). No pickle: the .npz files are read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ META_FILE = "meta.json"
 HELDOUT_FILE = "heldout.npz"
 CALIBRATION_FILE = "calibration.npz"
 HISTORY_FILE = "history.json"
+INSTANCES_FILE = "heldout.json"
 
 
 @dataclass
@@ -37,6 +39,13 @@ class KerasHostModel:
     y_heldout: np.ndarray  # label indices into meta.labels
     X_calibration: np.ndarray
     history: dict[str, list[float]] = field(default_factory=dict)
+    # Mixed tables: X_heldout is one-hot encoded; these are the raw rows a client sends.
+    heldout_instances: list[list[Any]] | None = None
+
+    @property
+    def client_inputs(self) -> list[Any] | np.ndarray:
+        """The held-out inputs as a client sends them (parity and self-test feed these)."""
+        return self.heldout_instances if self.heldout_instances is not None else self.X_heldout
 
     @property
     def labels(self) -> list[Any]:
@@ -67,6 +76,8 @@ def save_keras_host_model(path: str | Path, host: KerasHostModel) -> Path:
     np.savez_compressed(root / HELDOUT_FILE, X=host.X_heldout, y=host.y_heldout)
     np.savez_compressed(root / CALIBRATION_FILE, X=host.X_calibration)
     (root / HISTORY_FILE).write_text(json.dumps(host.history) + "\n")
+    if host.heldout_instances is not None:
+        (root / INSTANCES_FILE).write_text(json.dumps(host.heldout_instances) + "\n")
     return root
 
 
@@ -97,10 +108,12 @@ def load_keras_host_model(path: str | Path) -> KerasHostModel:
         with np.load(root / CALIBRATION_FILE, allow_pickle=False) as cal:
             X_cal = cal["X"]
         history = json.loads((root / HISTORY_FILE).read_text())
+        instances_file = root / INSTANCES_FILE
+        instances = json.loads(instances_file.read_text()) if instances_file.is_file() else None
     except (OSError, ValueError, KeyError) as exc:
         raise EdgewiseError(
             f"{root}: host model files are missing or unreadable ({exc}); "
             "a bare .keras file needs the folder `edgewise train` writes"
         ) from None
     model = load_keras_model(root / KERAS_FILE)
-    return KerasHostModel(model, meta, X_test, y_test, X_cal, history)
+    return KerasHostModel(model, meta, X_test, y_test, X_cal, history, instances)

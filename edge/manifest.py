@@ -55,6 +55,14 @@ class Feature(_Part):
     dtype: Literal["float32", "string"]
     nullable: StrictBool
     onnx_input: StrictStr | None = None
+    # Tensor layout (networks): the agent one-hot encodes this string feature over these
+    # categories, in this order; a value not among them (unseen in training) is all zeros.
+    categories: tuple[StrictStr, ...] | None = None
+
+    @property
+    def width(self) -> int:
+        """How many tensor columns the feature takes (one-hot: one per category)."""
+        return len(self.categories) if self.categories is not None else 1
 
 
 class Quantization(_Part):
@@ -98,7 +106,22 @@ class InputSpec(_Part):
             missing = [f.name for f in self.features if f.onnx_input is None]
             if missing:
                 raise ValueError(f"a columns layout needs onnx_input for {missing[:3]}")
+        if self.one_hot:
+            bare = [f.name for f in self.features if f.dtype == "string" and not f.categories]
+            if bare or self.layout != "tensor" or self.kind != "tabular":
+                raise ValueError(
+                    "one-hot categories need a tabular tensor layout and belong to every "
+                    f"string feature (missing for {bare[:3]})"
+                )
+            width = sum(f.width for f in self.features)
+            if self.shape is None or len(self.shape) != 2 or self.shape[1] != width:
+                raise ValueError(f"the features encode to {width} columns, shape is {self.shape}")
         return self
+
+    @property
+    def one_hot(self) -> bool:
+        """True when the agent one-hot encodes string features (a network on a mixed table)."""
+        return any(f.categories is not None for f in self.features)
 
     @property
     def instance_shape(self) -> tuple[int, ...] | None:
@@ -251,7 +274,26 @@ class GlobalExplain(_Part):
     importance: tuple[Number, ...]
 
 
-Explain = Annotated[Union[LinearExplain, GlobalExplain], Field(discriminator="method")]  # noqa: UP007
+class OcclusionExplain(_Part):
+    """Per-prediction attribution by occlusion (edge.occlusion), for any model.
+
+    Each group of inputs in turn is set to its training ``baseline`` and the model is run
+    again: the drop of the answer (the predicted class's probability, the value, the
+    anomaly score, the closeness to the cluster) is the group's contribution. Groups:
+    each feature of a row (training mean; most frequent category for strings), each
+    channel x time segment of a window, each region of an image (per-channel training
+    means). ``max_evaluations`` bounds the extra inferences per explained instance.
+    """
+
+    method: Literal["occlusion"] = "occlusion"
+    baseline: Annotated[tuple[Union[Number, StrictStr], ...], Field(min_length=1)]  # noqa: UP007
+    max_evaluations: Annotated[StrictInt, Field(ge=1, le=1024)] = 64
+
+
+Explain = Annotated[
+    Union[LinearExplain, GlobalExplain, OcclusionExplain],  # noqa: UP007
+    Field(discriminator="method"),
+]
 
 
 class Distribution(_Part):

@@ -17,7 +17,11 @@ from edgewise.edge.features import window_features
 from edgewise.edge.manifest import (
     MISSING_CATEGORY,
     Feature,
+    Manifest,
+    OcclusionExplain,
 )
+from edgewise.edge.occlusion import Occlusion
+from edgewise.edge.one_hot import OneHotRows
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -55,18 +59,26 @@ class ServedModel:
         # Text models: an instance may be the bare string; text is lowercased as in training.
         self._text = spec.kind == "text"
         self._lowercase = spec.lowercase
-        explain = manifest.explain
-        self.explainer = (
-            Explainer(explain, [f.name for f in self.features], self._labels or None)
-            if explain is not None
-            and spec.layout == "tensor"
-            and (len(self.instance_shape or ()) == 1 or self._window is not None)
-            else None
-        )
+        # Networks on mixed tables: the agent one-hot encodes the string features.
+        self._one_hot = OneHotRows(self.features) if spec.one_hot else None
+        self.explainer = self._explainer(manifest)
         self._check_io()
         # Set by load_models: which trusted key signed the bundle, what its self-test found.
         self.signed_by: str | None = None
         self.selftest: SelfTestReport | None = None
+
+    def _explainer(self, manifest: Manifest) -> Explainer | Occlusion | None:
+        spec, names = manifest.explain, [f.name for f in self.features]
+        shape = self.instance_shape or ()
+        if isinstance(spec, OcclusionExplain):
+            if self._window is not None or len(shape) <= 1:  # rows (window features: rows too)
+                return Occlusion(spec, "rows", shape, names)
+            return Occlusion(spec, "window" if len(shape) == 2 else "image", shape, names)
+        if spec is None or self.bundle.layout != "tensor" or self._one_hot is not None:
+            return None
+        if len(shape) == 1 or self._window is not None:
+            return Explainer(spec, names, self._labels or None)
+        return None
 
     @classmethod
     def load(cls, bundle: Bundle, options: BackendOptions | None = None) -> ServedModel:
@@ -201,9 +213,9 @@ class ServedModel:
         return array
 
     def _tensor_feed(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
-        if self._window is not None:
-            w = self._window
-            array = window_features(array, float(w.sample_rate), w.bands)
+        """Feeds from what the model is fed (features computed, one-hot still to do)."""
+        if self._one_hot is not None:
+            array = self._one_hot.encode(array)
         if self._impute is not None:
             array = np.where(np.isnan(array), self._impute, array)
         if self._in_quant:
@@ -214,27 +226,47 @@ class ServedModel:
             array = np.clip(scaled, info.min, info.max).astype(q.dtype)
         return {str(self._tensor_name): array}
 
+    def _computed(self, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        if self._window is None:
+            return array
+        w = self._window  # window-feature models: the features of the raw windows
+        return window_features(array, float(w.sample_rate), w.bands)
+
     def encode_tensor(self, array: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Feeds for a batch given as one array (binary requests), checked like JSON ones."""
-        if self.instance_shape is None:
+        if self.instance_shape is None or self._one_hot is not None:
             raise RequestError(
                 "bad_request", f"model {self.name} takes named columns; send JSON instances"
             )
-        return self._tensor_feed(self._check_tensor(array.astype(np.float32, copy=False)))
+        array = self._check_tensor(array.astype(np.float32, copy=False))
+        return self._tensor_feed(self._computed(array))
+
+    def matrix(self, instances: Sequence[Any]) -> np.ndarray[Any, Any]:
+        """Validated instances as the model is fed them before encoding: a float array
+        (rows, windows, images; window features computed) or, for tables with strings,
+        an object array of raw values in feature order."""
+        if self.instance_shape is not None and len(self.instance_shape) > 1:
+            return self._computed(self._nested(instances))
+        rows = [self._row(inst, i) for i, inst in enumerate(instances)]
+        if self.bundle.layout == "tensor" and self._one_hot is None:
+            return np.asarray(rows, dtype=np.float32)
+        matrix = np.empty((len(rows), len(self.features)), dtype=object)
+        matrix[:] = rows
+        return matrix
+
+    def feeds(self, matrix: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        """The backend feeds of a ``matrix``."""
+        if self.bundle.layout == "tensor":
+            return self._tensor_feed(matrix)
+        feeds: dict[str, np.ndarray[Any, Any]] = {}
+        for j, feature in enumerate(self.features):
+            dtype = np.object_ if feature.dtype == "string" else np.float32
+            feeds[str(feature.onnx_input)] = matrix[:, j].astype(dtype).reshape(-1, 1)
+        return feeds
 
     def encode(self, instances: Sequence[Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Validate instances and build the backend feeds for them."""
-        if self.instance_shape is not None and len(self.instance_shape) > 1:
-            return self._tensor_feed(self._nested(instances))
-        rows = [self._row(inst, i) for i, inst in enumerate(instances)]
-        if self.bundle.layout == "tensor":
-            return self._tensor_feed(np.asarray(rows, dtype=np.float32))
-        feeds: dict[str, np.ndarray[Any, Any]] = {}
-        for j, feature in enumerate(self.features):
-            column = [row[j] for row in rows]
-            dtype = np.object_ if feature.dtype == "string" else np.float32
-            feeds[str(feature.onnx_input)] = np.asarray(column, dtype=dtype).reshape(-1, 1)
-        return feeds
+        return self.feeds(self.matrix(instances))
 
     # -- answers ------------------------------------------------------------------------
 
@@ -249,15 +281,21 @@ class ServedModel:
         if explain and self.explainer is None:
             raise RequestError(
                 "unsupported",
-                f"model {self.name} cannot explain its predictions; explanations need a "
-                "linear model or trees on numeric inputs (docs/mqtt.md)",
+                f"model {self.name} cannot explain its predictions: its bundle has no "
+                "explain section (docs/mqtt.md#explanations)",
             )
-        feeds = self.encode(instances)
+        matrix = self.matrix(instances)
+        feeds = self.feeds(matrix)
         predictions = self.decode(self.backend.run(feeds))
-        if explain and self.explainer is not None:
-            rows = feeds[str(self._tensor_name)]
-            for pred, why in zip(predictions, self.explainer.explain(rows, predictions, top)):
-                pred["explanation"] = why
+        if explain and isinstance(self.explainer, Occlusion):
+            answer = lambda m: self.decode(self.backend.run(self.feeds(m)))  # noqa: E731
+            whys = self.explainer.explain(matrix, predictions, answer, top)
+        elif explain and isinstance(self.explainer, Explainer):
+            whys = self.explainer.explain(feeds[str(self._tensor_name)], predictions, top)
+        else:
+            return predictions
+        for pred, why in zip(predictions, whys):
+            pred["explanation"] = why
         return predictions
 
     def info(self) -> dict[str, Any]:

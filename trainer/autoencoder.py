@@ -20,7 +20,7 @@ from edgewise.converters.keras_host import KerasHostModel
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import Reference, TrainingData, WindowFeatures
 from edgewise.trainer.deep import CALIBRATION_ROWS, _split, _standardize
-from edgewise.trainer.reference import array_reference
+from edgewise.trainer.reference import array_baseline, array_reference
 from edgewise.trainer.tensors import TensorData
 from edgewise.trainer.unsupervised import flag_metrics
 
@@ -72,6 +72,11 @@ def train_autoencoder(
             f"autoencoder takes rows (tables, or sensor windows as window features); "
             f"{data.source} is {data.kind} data"
         )
+    if data.categorical:
+        raise EdgewiseError(
+            f"autoencoder takes numeric columns; {data.source} has categorical "
+            f"{list(data.categorical[:5])}: use isolation-forest (it one-hot encodes them)"
+        )
     if not 0 < contamination < 0.5:
         raise EdgewiseError(f"contamination {contamination!r} must be between 0 and 0.5")
     labels = np.asarray(data.y).astype(str)
@@ -84,6 +89,7 @@ def train_autoencoder(
     X = np.asarray(data.X, dtype=np.float32)
     if reference is None and window_features is None:
         reference = array_reference("tabular", X[train_idx], data.channels)
+    baseline = array_baseline("tabular", X[train_idx])
     impute = np.nan_to_num(np.nanmean(X[fit_idx], axis=0)).astype(np.float32)
     X = np.where(np.isnan(X), impute, X)
     X_fit = X[fit_idx]
@@ -125,6 +131,7 @@ def train_autoencoder(
         ),
         window_features=window_features,
         reference=reference,
+        baseline=baseline,
     )
     cal = np.random.default_rng(seed).permutation(len(X_fit))[:CALIBRATION_ROWS]
     log.info("trained autoencoder on %s in %.1fs: %s", data.source, fit_s, metrics)

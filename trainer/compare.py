@@ -346,7 +346,7 @@ def _deep(
 ) -> tuple[np.ndarray, np.ndarray]:
     from edgewise.trainer.tensors import from_tabular
 
-    tensor = from_tabular(data)  # refuses categorical columns and regression, one line
+    tensor = from_tabular(data)  # refuses free text and regression, one line
     train_idx, test_idx = split_indices(data, 0.2, seed, None)
     fit = network_trainer(tensor, name, test_idx, seed, epochs)
     host = fit(train_idx)
@@ -374,14 +374,10 @@ def network_trainer(
     """``fit(training rows)``: the network trained on those rows of ``data`` (TensorData),
     always held out on ``test_idx``, so every subset is scored on the same rows."""
     from edgewise.trainer.deep import train_deep
-    from edgewise.trainer.tensors import TensorData
 
     def fit(index: np.ndarray) -> Any:
         rows = np.concatenate([index, test_idx])
-        sub = TensorData(
-            data.X[rows], np.asarray(data.y)[rows], data.kind, data.channels, data.source,
-            data.value_scale, test_index=np.arange(len(index), len(rows)),
-        )  # fmt: skip
+        sub = data.subset(rows, test_index=np.arange(len(index), len(rows)))
         return train_deep(sub, network, network, seed=seed, epochs=epochs)
 
     return fit

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from edgewise.converters.host_meta import HostMeta
+from edgewise.converters.host_meta import HostFeature, HostMeta
 from edgewise.converters.keras_host import KerasHostModel, load_keras_model
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.manifest import TrainingData
-from edgewise.trainer.reference import array_reference
+from edgewise.edge.manifest import MISSING_CATEGORY, Feature, TrainingData
+from edgewise.edge.one_hot import OneHotRows
+from edgewise.trainer.reference import (
+    array_baseline,
+    array_reference,
+    table_baseline,
+    table_reference,
+)
 from edgewise.trainer.registry import NETWORKS
 from edgewise.trainer.tensors import TensorData
 
@@ -173,10 +181,25 @@ def train_deep(
     train_idx, test_idx = _split(data, y, test_size, seed)
     if per_class:
         train_idx = _limit_per_class(train_idx, y, per_class, seed)
-    X_train, y_train = data.X[train_idx], y[train_idx]
-    reference = array_reference(data.kind, X_train, data.channels)  # before imputation
+    y_train = y[train_idx]
+    features: tuple[HostFeature, ...] = ()
+    if data.categorical:  # a mixed table: one-hot with the training categories
+        frame = pd.DataFrame(data.X[train_idx], columns=data.channels)
+        reference = table_reference(frame, data.categorical, ())
+        baseline = table_baseline(frame, data.categorical)
+        features = tuple(_host_feature(c, data.X[train_idx, j], data.categorical)
+                         for j, c in enumerate(data.channels))  # fmt: skip
+        encoder = OneHotRows([Feature(name=f.name, dtype=f.dtype, nullable=True,
+                                      categories=f.categories) for f in features])  # fmt: skip
+        X_train, X_test = encoder.encode(data.X[train_idx]), encoder.encode(data.X[test_idx])
+    else:
+        X_train, X_test = data.X[train_idx], data.X[test_idx]
+        reference = array_reference(data.kind, X_train, data.channels)  # before imputation
+        baseline = array_baseline(data.kind, X_train)
     impute: list[float] | None = None
-    if data.kind == "tabular" and np.isnan(data.X).any():
+    if data.kind == "tabular" and (
+        data.categorical or np.isnan(X_train).any() or np.isnan(X_test).any()
+    ):
         # Missing values are filled on the device (manifest input.impute) with training means.
         impute = np.nan_to_num(np.nanmean(X_train, axis=0)).astype(float).tolist()
         X_train = np.where(np.isnan(X_train), np.asarray(impute, np.float32), X_train)
@@ -212,7 +235,7 @@ def train_deep(
         **fit_args,
     )
     fit_s = time.perf_counter() - started
-    X_test = data.X[test_idx]
+    heldout = _instances(data.X[test_idx]) if data.categorical else None
     if impute is not None:
         X_test = np.where(np.isnan(X_test), np.asarray(impute, np.float32), X_test)
     from edgewise.trainer.train import evaluate
@@ -231,6 +254,8 @@ def train_deep(
         base=str(base) if base else None,
         freeze_base=freeze_base if base else None,
         reference=reference,
+        baseline=baseline,
+        features=features,
         metrics=metrics
         | {"fit_seconds": round(fit_s, 3), "epochs_run": len(history.history["loss"])},
         training_data=TrainingData(
@@ -251,4 +276,24 @@ def train_deep(
         y[test_idx],
         X_train[cal].astype(np.float32),
         {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        heldout,
     )
+
+
+MAX_CATEGORIES = 64  # one-hot columns per string feature; rarer values encode as unseen
+
+
+def _host_feature(name: str, column: np.ndarray, categorical: Sequence[str]) -> HostFeature:
+    """A raw feature of a mixed table; a string one with its (most frequent) categories."""
+    if name not in categorical:
+        return HostFeature(name=name, dtype="float32")
+    values = pd.Series([MISSING_CATEGORY if v is None else v for v in column])
+    top = values.value_counts(sort=True).index[:MAX_CATEGORIES]
+    return HostFeature(name=name, dtype="string", categories=tuple(sorted(str(v) for v in top)))
+
+
+def _instances(raw: np.ndarray) -> list[list[Any]]:
+    """Raw rows as a client sends them: missing numbers as null."""
+    return [
+        [None if isinstance(v, float) and np.isnan(v) else v for v in row] for row in raw.tolist()
+    ]

@@ -59,3 +59,26 @@ def array_reference(
     return fit_reference(
         "tabular", {n: X[:, j].astype(np.float64) for j, n in enumerate(names)}, len(X)
     )
+
+
+def table_baseline(X: pd.DataFrame, strings: Sequence[str]) -> tuple[float | str, ...]:
+    """What occlusion sets a feature to (edge.occlusion): a number's training mean, a
+    string's most frequent training category (missing counts as ``""``)."""
+    values: list[float | str] = []
+    for c in X.columns:
+        if c in strings:
+            counts = X[c].fillna(MISSING_CATEGORY).astype(str).value_counts()
+            values.append(str(counts.index[0]) if len(counts) else MISSING_CATEGORY)
+        else:
+            mean = pd.to_numeric(X[c], errors="coerce").astype(float).mean()
+            values.append(0.0 if np.isnan(mean) else round(float(mean), 6))
+    return tuple(values)
+
+
+def array_baseline(kind: str, X: np.ndarray[Any, Any]) -> tuple[float, ...]:
+    """Occlusion baseline of arrays: per-feature means of rows, per-channel means of
+    windows ``(N, T, C)`` and images ``(N, H, W, C)``."""
+    axes = tuple(range(X.ndim - 1))
+    with np.errstate(all="ignore"):
+        means = np.nanmean(X.astype(np.float64), axis=axes) if len(X) else np.zeros(X.shape[-1])
+    return tuple(round(float(v), 6) for v in np.nan_to_num(means))

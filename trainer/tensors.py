@@ -8,7 +8,7 @@ send (raw sensor values, raw pixel values); normalization lives inside the netwo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +40,15 @@ class TensorData:
     # Indices of held-out rows chosen by the loader (time series must not leak), else None.
     test_index: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    # Mixed tables: the string columns; X is then an object array of raw values (numbers,
+    # NaN, strings, None) that the trainer one-hot encodes with the training categories.
+    categorical: tuple[str, ...] = ()
+    digest: str | None = None  # the source table's hash, when X is not a float array
 
     @property
     def sha256(self) -> str:
+        if self.digest is not None:
+            return self.digest
         y = np.asarray(self.y).astype(str)
         return hashlib.sha256(self.X.tobytes() + "\n".join(y).encode()).hexdigest()
 
@@ -51,11 +57,9 @@ class TensorData:
         values = np.unique(self.y)
         return [v.item() if isinstance(v, np.generic) else v for v in values]
 
-    def subset(self, index: np.ndarray) -> TensorData:
-        """The rows at ``index`` (provenance kept)."""
-        return TensorData(
-            self.X[index], self.y[index], self.kind, self.channels, self.source, self.value_scale
-        )
+    def subset(self, index: np.ndarray, test_index: np.ndarray | None = None) -> TensorData:
+        """The rows at ``index`` (provenance kept), optionally with held-out positions."""
+        return replace(self, X=self.X[index], y=np.asarray(self.y)[index], test_index=test_index)
 
 
 def load_vibration(per_class: int = 200, seed: int = 0) -> TensorData:
@@ -173,16 +177,34 @@ def load_window_csv(
 
 
 def from_tabular(data: Dataset) -> TensorData:
-    """A classical Dataset as a float matrix for the MLP (numeric columns only)."""
-    if data.categorical:
+    """A classical Dataset for the MLP: a float matrix, or with categorical columns an
+    object matrix of raw values (one-hot encoded in training, edge.one_hot)."""
+    if data.text:
         raise EdgewiseError(
-            f"mlp takes numeric columns; {data.source} has categorical {data.categorical[:5]}: "
-            "use a classical model (they one-hot encode inside the graph)"
+            f"mlp takes numbers and categories; {data.source} has free text {data.text[0]!r}: "
+            "use a classical model"
         )
     if data.task != "classification":
         raise EdgewiseError("deep models are built for classification; use a classical model")
-    X = data.X.to_numpy(dtype=np.float32)
-    return TensorData(X, np.asarray(data.y), "tabular", list(data.X.columns), data.source)
+    names = [str(c) for c in data.X.columns]
+    y = np.asarray(data.y)
+    if not data.categorical:
+        X = data.X.to_numpy(dtype=np.float32)
+        return TensorData(X, y, "tabular", names, data.source)
+    raw = np.empty(data.X.shape, dtype=object)
+    for j, c in enumerate(data.X.columns):
+        if c in data.categorical:
+            raw[:, j] = [None if _missing(v) else str(v) for v in data.X[c]]
+        else:
+            raw[:, j] = data.X[c].to_numpy(dtype=np.float64)
+    return TensorData(
+        raw, y, "tabular", names, data.source,
+        categorical=tuple(str(c) for c in data.categorical), digest=data.sha256,
+    )  # fmt: skip
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def window_feature_dataset(

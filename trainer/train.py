@@ -21,7 +21,7 @@ from edgewise.trainer.models import (
     check_model_name,
     describe_preprocessing,
 )
-from edgewise.trainer.reference import table_reference
+from edgewise.trainer.reference import table_baseline, table_reference
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def train(
     X_held, y_held = X_test.reset_index(drop=True), np.asarray(y_test)
     if reference is None and window_features is None:
         reference = table_reference(X_train, data.categorical, data.text)
+    baseline = table_baseline(X_train, list(strings)) if not data.text else None
     if task == "anomaly" and normal is not None:
         keep = np.asarray(y_train).astype(str) == normal
         X_train, y_train = X_train[keep], y_train[keep]
@@ -151,6 +152,7 @@ def train(
         anomaly=AnomalySpec.model_validate(anomaly) if anomaly is not None else None,
         window_features=window_features,
         reference=reference,
+        baseline=baseline,
     )
     host = HostModel(pipeline, meta, X_held, y_held)
     log.info("trained %s on %s in %.2fs: %s", model, data.source, fit_s, metrics)
