@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import (
     Label,
+    Marginal,
     Reference,
     Task,
     TrainingData,
@@ -60,7 +61,7 @@ class HostMeta(BaseModel):
     # The training inputs' distribution (trainer.reference): the device's drift baseline.
     reference: Reference | None = None
     # What occlusion sets inputs to (trainer.reference.table_baseline / array_baseline).
-    baseline: tuple[float | StrictStr, ...] | None = None
+    baseline: tuple[float | Marginal, ...] | None = None
     # scikit-learn pipelines
     layout: Literal["tensor", "columns"] | None = None
     features: tuple[HostFeature, ...] = ()

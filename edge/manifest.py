@@ -274,19 +274,40 @@ class GlobalExplain(_Part):
     importance: tuple[Number, ...]
 
 
+class Marginal(_Part):
+    """A feature's training distribution in a few values and their shares: quantiles of a
+    number, the frequent categories of a string. Occluding the feature averages the
+    model's answers over these values, weighted by the shares."""
+
+    values: Annotated[tuple[Union[Number, StrictStr], ...], Field(min_length=1, max_length=64)]  # noqa: UP007
+    shares: tuple[Annotated[Number, Field(ge=0, le=1)], ...]
+
+    @model_validator(mode="after")
+    def _shares(self) -> Marginal:
+        if len(self.shares) != len(self.values) or abs(sum(self.shares) - 1.0) > 1e-3:
+            raise ValueError("shares: one per value, summing to 1")
+        return self
+
+    def single(self) -> float | str:
+        """One value standing for all: the weighted mean of numbers, the commonest string."""
+        if all(isinstance(v, (int, float)) for v in self.values):
+            return float(sum(float(v) * w for v, w in zip(self.values, self.shares)))
+        return self.values[max(range(len(self.shares)), key=self.shares.__getitem__)]
+
+
 class OcclusionExplain(_Part):
     """Per-prediction attribution by occlusion (edge.occlusion), for any model.
 
     Each group of inputs in turn is set to its training ``baseline`` and the model is run
     again: the drop of the answer (the predicted class's probability, the value, the
     anomaly score, the closeness to the cluster) is the group's contribution. Groups:
-    each feature of a row (training mean; most frequent category for strings), each
+    each feature of a row (averaged over its training ``Marginal``), each
     channel x time segment of a window, each region of an image (per-channel training
     means). ``max_evaluations`` bounds the extra inferences per explained instance.
     """
 
     method: Literal["occlusion"] = "occlusion"
-    baseline: Annotated[tuple[Union[Number, StrictStr], ...], Field(min_length=1)]  # noqa: UP007
+    baseline: Annotated[tuple[Union[Number, Marginal], ...], Field(min_length=1)]  # noqa: UP007
     max_evaluations: Annotated[StrictInt, Field(ge=1, le=1024)] = 64
 
 

@@ -10,9 +10,15 @@ a group's contribution is how much the answer drops when that group is occluded:
 - regressors: the value; anomaly models: the score; clustering: minus the distance to
   the assigned centre.
 
-Groups are the features of a row (adjacent ones pooled when there are more features
-than ``max_evaluations``), channel x time segment of a window, and a grid of regions of
-an image. The cost is one extra inference per group: ``evaluations`` in the answer.
+Groups are the features of a row (adjacent ones pooled when there are more than
+``max_evaluations``), channel x time segment of a window, and a grid of regions of an
+image. A feature of a row is set in turn to each value of its training ``Marginal``
+(quintile midpoints of a number, frequent categories of a string) and the answers are
+averaged with their shares, so the contribution is the answer minus its expectation over
+that feature's training distribution; a window's segment or an image's region is set to
+the per-channel training mean. The cost is one extra inference per value or group:
+``evaluations`` in the answer. Rows whose values exceed ``max_evaluations`` use one value
+per feature (the mean, the commonest category), and pool features beyond it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.edge.errors import BundleError
-from edgewise.edge.manifest import OcclusionExplain
+from edgewise.edge.manifest import Marginal, OcclusionExplain
 
 MAX_SEGMENTS = 8  # time segments per channel of a window
 MAX_GRID = 4  # regions per side of an image
@@ -107,6 +113,9 @@ def _what(reference: dict[str, Any]) -> str:
     )
 
 
+Variant = tuple[int, float, dict[Any, Any]]  # group, weight, what to set
+
+
 class Occlusion:
     """Explains the answers of one model: ``kind`` rows, window or image."""
 
@@ -120,6 +129,7 @@ class Occlusion:
         names: Sequence[str],
     ) -> None:
         budget = spec.max_evaluations
+        cost = sum(len(b.values) if isinstance(b, Marginal) else 1 for b in spec.baseline)
         if kind == "window":
             self.groups = window_groups(shape, names, budget)
             width = shape[1]
@@ -127,34 +137,60 @@ class Occlusion:
             self.groups = image_groups(shape, budget)
             width = shape[2]
         else:
-            self.groups = row_groups(names, budget)
             width = len(names)
+            self.groups = row_groups(names, budget)
         if len(spec.baseline) != width:
             raise BundleError(
                 f"explain baseline has {len(spec.baseline)} values, the input has {width} "
                 f"{'channels' if kind != 'rows' else 'features'}"
             )
         self.kind = kind
-        self._baseline = list(spec.baseline)
-        self._names = list(names)
+        # Averaging over a feature's values only while it stays within the budget.
+        self._average = kind == "rows" and cost <= budget
+        self._variants = self._plan(spec.baseline, width)
+
+    def _plan(self, baseline: Sequence[Any], width: int) -> list[Variant]:
+        """Every occluded copy of an instance: its group, weight, and the values it gets.
+
+        A feature alone in its group is averaged over its marginal's values; pooled, or
+        over the budget, it takes one value.
+        """
+        if self.kind != "rows":
+            channels = np.asarray(
+                [b.single() if isinstance(b, Marginal) else b for b in baseline], np.float32
+            )
+            return [(g, 1.0, {"channels": channels}) for g in range(len(self.groups))]
+        variants: list[Variant] = []
+        for g, group in enumerate(self.groups):
+            cols = range(width)[group.index[0]] if group.feature is None else [group.feature]
+            only = baseline[cols[0]] if len(cols) == 1 else None
+            if isinstance(only, Marginal) and self._average:
+                for value, share in zip(only.values, only.shares):
+                    variants.append((g, float(share), {cols[0]: value}))
+                continue
+            values = {
+                j: baseline[j].single() if isinstance(baseline[j], Marginal) else baseline[j]
+                for j in cols
+            }
+            variants.append((g, 1.0, values))
+        return variants
 
     def _occluded(self, matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Every instance once per group, that group set to its baseline."""
-        copies = np.repeat(matrix, len(self.groups), axis=0)
-        base = self._baseline if self.kind == "rows" else np.asarray(self._baseline, np.float32)
-        for g, group in enumerate(self.groups):
-            part = copies[g :: len(self.groups)]
+        """Every instance once per variant, in instance-major order."""
+        n_var = len(self._variants)
+        copies = np.repeat(matrix, n_var, axis=0)
+        for v, (g, _, values) in enumerate(self._variants):
+            part = copies[v::n_var]
             if self.kind == "rows":
-                cols = group.index[0]
-                for j in range(len(self._names))[cols] if isinstance(cols, slice) else [cols]:
-                    part[:, j] = base[j]
+                for j, value in values.items():
+                    part[:, j] = value
             elif self.kind == "window":
-                steps, channel = group.index
-                part[:, steps, channel] = base[channel]  # type: ignore[index]
+                steps, channel = self.groups[g].index
+                part[:, steps, channel] = values["channels"][channel]
             else:
-                rows, cols = group.index
-                part[:, rows, cols, :] = base
-            copies[g :: len(self.groups)] = part
+                rows, cols = self.groups[g].index
+                part[:, rows, cols, :] = values["channels"]
+            copies[v::n_var] = part
         return copies
 
     def explain(
@@ -170,13 +206,13 @@ class Occlusion:
         answers: list[dict[str, Any]] = []
         for start in range(0, len(copies), CHUNK):
             answers += answer(copies[start : start + CHUNK])
-        n_groups = len(self.groups)
+        n_var = len(self._variants)
         out = []
         for i, pred in enumerate(predictions):
-            own = target(pred, pred)
-            contrib = np.array(
-                [own - target(answers[i * n_groups + g], pred) for g in range(n_groups)]
-            )
+            occluded = np.zeros(len(self.groups))
+            for v, (g, weight, _) in enumerate(self._variants):
+                occluded[g] += weight * target(answers[i * n_var + v], pred)
+            contrib = target(pred, pred) - occluded
             order = np.argsort(-np.abs(contrib), kind="stable")[:top]
             ranked = []
             for g in order:
@@ -191,8 +227,8 @@ class Occlusion:
                 {
                     "method": "occlusion",
                     "target": _what(pred),
-                    "baseline": "training mean",
-                    "evaluations": n_groups,
+                    "baseline": "training distribution",
+                    "evaluations": n_var,
                     "top": ranked,
                 }
             )

@@ -22,7 +22,7 @@ from edgewise.edge.drift_profile import (
     text_vocabulary,
     window_profile,
 )
-from edgewise.edge.manifest import MISSING_CATEGORY, Feature, Reference
+from edgewise.edge.manifest import MISSING_CATEGORY, Feature, Marginal, Reference
 
 
 def table_reference(X: pd.DataFrame, strings: Sequence[str], text: Sequence[str]) -> Reference:
@@ -61,24 +61,39 @@ def array_reference(
     )
 
 
-def table_baseline(X: pd.DataFrame, strings: Sequence[str]) -> tuple[float | str, ...]:
-    """What occlusion sets a feature to (edge.occlusion): a number's training mean, a
-    string's most frequent training category (missing counts as ``""``)."""
-    values: list[float | str] = []
-    for c in X.columns:
-        if c in strings:
-            counts = X[c].fillna(MISSING_CATEGORY).astype(str).value_counts()
-            values.append(str(counts.index[0]) if len(counts) else MISSING_CATEGORY)
-        else:
-            mean = pd.to_numeric(X[c], errors="coerce").astype(float).mean()
-            values.append(0.0 if np.isnan(mean) else round(float(mean), 6))
-    return tuple(values)
+QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)  # a number's occlusion values, equal shares
 
 
-def array_baseline(kind: str, X: np.ndarray[Any, Any]) -> tuple[float, ...]:
-    """Occlusion baseline of arrays: per-feature means of rows, per-channel means of
-    windows ``(N, T, C)`` and images ``(N, H, W, C)``."""
-    axes = tuple(range(X.ndim - 1))
+def marginal(values: Any, string: bool, top: int = 8) -> Marginal:
+    """A training column as occlusion values (edge.occlusion): the ``top`` most frequent
+    categories of a string (missing counts as ``""``), the quintile midpoints of a number."""
+    if string:
+        column = pd.Series(values, dtype=object).fillna(MISSING_CATEGORY).astype(str)
+        counts = column.value_counts().iloc[:top]
+    else:
+        numbers = pd.to_numeric(pd.Series(values), errors="coerce").astype(float).dropna()
+        points = numbers.quantile(QUANTILES).round(6) if len(numbers) else pd.Series([0.0])
+        counts = points.value_counts(sort=False)  # equal quantiles merge their shares
+    if not len(counts):
+        counts = pd.Series({MISSING_CATEGORY: 1})
+    shares = (counts / counts.sum()).round(6)
+    shares.iloc[0] += 1 - shares.sum()  # rounding: the shares sum to 1
+    return Marginal(
+        values=tuple(str(k) if string else float(k) for k in counts.index),
+        shares=tuple(float(v) for v in shares),
+    )
+
+
+def table_baseline(X: pd.DataFrame, strings: Sequence[str]) -> tuple[Marginal, ...]:
+    """Occlusion baseline of a table's training rows: one ``marginal`` per column."""
+    return tuple(marginal(X[c].to_numpy(), c in strings) for c in X.columns)
+
+
+def array_baseline(kind: str, X: np.ndarray[Any, Any]) -> tuple[float | Marginal, ...]:
+    """Occlusion baseline of arrays: a ``marginal`` per column of rows, per-channel means
+    of windows ``(N, T, C)`` and images ``(N, H, W, C)``."""
+    if kind == "tabular":
+        return tuple(marginal(X[:, j], False) for j in range(X.shape[1]))
     with np.errstate(all="ignore"):
-        means = np.nanmean(X.astype(np.float64), axis=axes) if len(X) else np.zeros(X.shape[-1])
+        means = np.nanmean(X.astype(np.float64), axis=tuple(range(X.ndim - 1)))
     return tuple(round(float(v), 6) for v in np.nan_to_num(means))

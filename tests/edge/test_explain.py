@@ -1,5 +1,6 @@
 """Explanations on the device: exact linear contributions checked against scikit-learn's
-own decision function, global importances for trees, and ``"explain": true`` over MQTT."""
+own decision function, occlusion for every other model and task, ``"explain": true`` over
+MQTT."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from edgewise.converters.sklearn_onnx import export_sklearn
+from edgewise.converters.keras_export import export_keras
+from edgewise.converters.sklearn_onnx import device_instances, export_sklearn
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
 from edgewise.edge.bundle import load_bundle
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.model import ServedModel
-from edgewise.trainer.datasets import load_builtin
+from edgewise.trainer.datasets import load_builtin, load_csv
+from edgewise.trainer.deep import train_deep
+from edgewise.trainer.tensors import from_tabular
 from edgewise.trainer.train import train
 from tests.mqtt_peer import Peer
 
@@ -60,14 +65,87 @@ def test_linear_contributions_add_up_to_the_decision(
         assert magnitudes == sorted(magnitudes, reverse=True)
 
 
-def test_trees_give_their_global_importance(tmp_path: Path) -> None:
-    edge, host = served(tmp_path, "wine", "random-forest")
-    [pred] = edge.predict([host.X_heldout.iloc[0].tolist()], explain=True)  # type: ignore[attr-defined]
-    est = host.pipeline.named_steps["model"]  # type: ignore[attr-defined]
-    order = np.argsort(-est.feature_importances_)[:3]
-    names = list(host.X_heldout.columns)  # type: ignore[attr-defined]
-    assert pred["explanation"]["method"] == "global"
-    assert [t["feature"] for t in pred["explanation"]["top"]] == [names[j] for j in order]
+def one_informative(n: int = 600, seed: int = 0, category: bool = False) -> pd.DataFrame:
+    """Five noise columns and one that decides the label (a string one with ``category``)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(5)})
+    signal = rng.normal(size=n)
+    df.insert(3, "signal", np.where(signal > 0, "hot", "cold") if category else signal)
+    df["label"] = np.where(signal > 0, "yes", "no")
+    return df
+
+
+@pytest.mark.parametrize(
+    ("model", "category"),
+    [("mlp", False), ("mlp", True), ("random-forest", False), ("svm", False),
+     ("hist-gradient-boosting", True)],
+)  # fmt: skip
+def test_occlusion_finds_the_informative_feature(
+    tmp_path: Path, model: str, category: bool
+) -> None:
+    """Networks, trees, neighbours and models with categorical columns: per prediction,
+    the top attributed feature is the one the label depends on."""
+    path = tmp_path / "one.csv"
+    one_informative(category=category).to_csv(path, index=False)
+    data = load_csv(path, "label")
+    if model == "mlp":
+        host = train_deep(from_tabular(data), "mlp", "one", epochs=40)
+        bundle = export_keras(host, tmp_path / "b")
+        rows = host.client_inputs
+        rows = rows.tolist() if isinstance(rows, np.ndarray) else rows
+    else:
+        sk = train(data, model, "one")
+        bundle = export_sklearn(sk, tmp_path / "b")
+        rows = device_instances(sk)
+    edge = ServedModel.load(load_bundle(bundle.path))
+    assert edge.info()["explain"] == "occlusion"
+    preds = edge.predict(rows[:40], explain=True)
+    signal = list(data.X.columns).index("signal")
+    confident = [p for p, r in zip(preds, rows) if category or abs(r[signal]) > 0.5]
+    assert len(confident) >= 20
+    for pred in confident:
+        why = pred["explanation"]
+        # Five quantiles per number, two categories for the string: runs averaged over.
+        assert why["method"] == "occlusion" and why["evaluations"] == 30 - 3 * category
+        assert why["top"][0]["feature"] == "signal", why
+        assert why["top"][0]["contribution"] > 0  # occluding it lowers the predicted class
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "target"),
+    [("diabetes", "random-forest", "value"), ("iris", "isolation-forest", "score"),
+     ("iris", "kmeans", "closeness to the cluster"), ("wine", "svm", "probability of")],
+)  # fmt: skip
+def test_every_task_explains(tmp_path: Path, dataset: str, model: str, target: str) -> None:
+    edge, host = served(tmp_path, dataset, model)
+    rows = device_instances(host)  # type: ignore[arg-type]
+    preds = edge.predict(rows[:5], explain=True, top=None)
+    n = len(edge.features)
+    for pred in preds:
+        why = pred["explanation"]
+        assert why["method"] == "occlusion" and why["target"].startswith(target)
+        assert n <= why["evaluations"] <= 64 and len(why["top"]) == n
+        assert {t["feature"] for t in why["top"]} == {f.name for f in edge.features}
+
+
+@pytest.mark.parametrize(
+    ("bundle", "groups", "first"),
+    [("digits_bundle", 16, "rows "), ("vibration_int8_bundle", 24, "")],
+)
+def test_windows_and_images_are_explained_by_region(
+    request: pytest.FixtureRequest, bundle: str, groups: int, first: str
+) -> None:
+    """Images by a grid of regions, windows by channel x time segment, within the budget."""
+    edge = ServedModel.load(load_bundle(request.getfixturevalue(bundle)))
+    shape = edge.instance_shape or ()
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(0, 1, size=(2, *shape)).astype(np.float32).tolist()
+    preds = edge.predict(batch, explain=True, top=None)
+    for pred in preds:
+        why = pred["explanation"]
+        assert why["evaluations"] == groups <= 64 and len(why["top"]) == groups
+        assert all(t["feature"].startswith(first) for t in why["top"])
+        assert all("value" not in t for t in why["top"])
 
 
 def test_explain_over_mqtt_and_unsupported_model(
@@ -99,14 +177,16 @@ def test_explain_over_mqtt_and_unsupported_model(
             f"edgewise/{device}/{edge.name}/in", {"id": 3, "instances": [row], "explain": 1}
         )
         assert peer.expect_json("/error")["code"] == "bad_request"
-        # The rooms model has categorical columns: no explanation, a clear error.
+        # The rooms model has categorical columns: explained by occlusion.
         rooms = json.loads((rooms_bundle / "manifest.json").read_text())["name"]
-        instance = {"temp c": 21.0, "zone": "attic", "humidity": 40.0, "power": 70.0}
+        instance = {"temp c": 21.0, "zone": "attic", "humidity": None, "power": 70.0}
         peer.request(
             f"edgewise/{device}/{rooms}/in", {"id": 4, "instances": [instance], "explain": True}
         )
-        error = peer.expect_json("/error")
-        assert error["id"] == 4 and error["code"] == "unsupported"
+        why = peer.expect_json("/out")["predictions"][0]["explanation"]
+        assert why["method"] == "occlusion" and why["evaluations"] == 19  # 3 x 5 + 4 zones
+        values = {t["feature"]: t.get("value") for t in why["top"]}
+        assert values.get("zone", "attic") == "attic" and values.get("humidity") is None
     finally:
         peer.close()
         agent.stop(timeout=5)

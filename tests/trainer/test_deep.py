@@ -1,4 +1,5 @@
-"""Deep training: transfer learning from a saved base, the MLP's missing values, errors."""
+"""Deep training: transfer learning from a saved base, the MLP's missing values and
+categorical columns (served over MQTT), errors."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgewise.converters.keras_export import export_keras
+from edgewise.converters.keras_export import KerasExportOptions, export_keras
 from edgewise.converters.keras_host import save_keras_host_model
+from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.model import ServedModel
 from edgewise.trainer.datasets import load_csv
 from edgewise.trainer.deep import train_deep
 from edgewise.trainer.tensors import TensorData, load_digits_images, load_vibration
+from tests.agents import answers_peer, new_device, serving
+from tests.bundles import make_mixed_frame
 
 pytestmark = pytest.mark.slow  # trains Keras networks
 
@@ -92,3 +96,48 @@ def test_mlp_fills_missing_values_on_the_device(tmp_path: Path) -> None:
     with_null = served.predict([{"a": 0.3, "b": None}, [0.3, None]])
     filled = served.predict([[0.3, impute[1]]])
     assert with_null[0] == with_null[1] == filled[0]
+
+
+@pytest.fixture(scope="module")
+def rooms_mlp(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An MLP on the mixed rooms table (a categorical zone with missing values)."""
+    from edgewise.trainer.tensors import from_tabular
+
+    path = tmp_path_factory.mktemp("rooms") / "rooms.csv"
+    make_mixed_frame().to_csv(path, index=False)
+    return train_deep(from_tabular(load_csv(path, "status")), "mlp", "rooms-mlp", epochs=40)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_mlp_on_a_mixed_table_is_served_with_strings_and_nulls(
+    tmp_path: Path, broker: LocalBroker, rooms_mlp: Any, fmt: str
+) -> None:
+    host = rooms_mlp
+    assert host.meta.metrics["accuracy"] > 0.85
+    bundle = export_keras(host, tmp_path / fmt, KerasExportOptions(fmt, "none"))
+    spec = bundle.manifest.input
+    assert bundle.manifest.parity.passed and bundle.manifest.parity.label_agreement == 1.0
+    zone = next(f for f in spec.features if f.name == "zone")
+    assert zone.categories == ("", "attic", "north", "south")  # missing is its own category
+    assert spec.shape == (None, 7) and spec.impute is not None
+    instances = [
+        {"temp c": 27.0, "zone": "attic", "humidity": None, "power": 96.0},
+        {"temp c": 17.5, "zone": None, "humidity": 40.0, "power": 52.0},
+        {"temp c": 21.0, "zone": "basement", "humidity": None, "power": 63.0},  # unseen zone
+    ]
+    device = new_device("mixed")
+    with serving(broker, [bundle.path], device), answers_peer(broker, device) as peer:
+        peer.request(f"edgewise/{device}/rooms-mlp/in", {"id": 1, "instances": instances})
+        answers = peer.expect_json("/out")["predictions"]
+    # What Keras answers for the same rows encoded by hand: one-hot zone (an unseen value
+    # is all zeros), a missing humidity as the training mean.
+    hum = spec.impute[5]
+    encoded = np.array(
+        [[27.0, 0, 1, 0, 0, hum, 96.0], [17.5, 1, 0, 0, 0, 40.0, 52.0],
+         [21.0, 0, 0, 0, 0, hum, 63.0]], np.float32,
+    )  # fmt: skip
+    expected = host.model.predict(encoded, verbose=0)
+    got = np.array([[a["probabilities"][str(c)] for c in host.labels] for a in answers])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert [a["label"] for a in answers] == [host.labels[k] for k in expected.argmax(1)]
+    assert answers[0]["label"] == "alarm" and answers[1]["label"] == "ok"
