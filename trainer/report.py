@@ -15,7 +15,11 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 MID = 'text-anchor="middle"'
 STYLE = """body{font-family:sans-serif;max-width:960px;margin:2em auto}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-#recommendation{background:#eef6ee;padding:1em} svg text{font-size:12px}"""
+td.reason{text-align:left;white-space:normal}
+#recommendation{background:#eef6ee;padding:1em} svg{width:100%;height:auto}
+svg text{font-size:12px;font-family:sans-serif}"""
+CHAR_PX = 7.0  # a generous width of one 12 px sans-serif character, for label layout
+LINE_PX = 14.0
 NEAR = {"accuracy": 0.01, "rmse": 0.05}  # "as good": within 1 point / within 5 % RMSE
 
 
@@ -135,7 +139,7 @@ def table_rows(report: CompareReport) -> list[list[str]]:
     rows = []
     for r in report.candidates:
         if r.skipped:
-            rows.append([r.name, r.family, "skipped: " + r.skipped[:60]] + [""] * 9)
+            rows.append([r.name, r.family, "skipped: " + r.skipped] + [""] * 9)
             continue
         rows.append([
             r.name, r.family, r.artifact,
@@ -159,7 +163,8 @@ def headers(report: CompareReport) -> list[str]:
 
 def render_table(report: CompareReport) -> str:
     """A plain-text table for the terminal, the recommendation above it."""
-    head, rows = headers(report), table_rows(report)
+    head = headers(report)
+    rows = [[row[0], row[1], _cut(row[2], 60), *row[3:]] for row in table_rows(report)]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = [report.recommendation.get("text", ""), ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
@@ -171,12 +176,44 @@ def render_table(report: CompareReport) -> str:
     return "\n".join(lines)
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, marked with …"""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
 # -- HTML ---------------------------------------------------------------------------------
 
 
+def spread(wanted: list[float], gap: float, low: float, high: float) -> list[float]:
+    """Label positions (e.g. y of end labels) at least ``gap`` apart, each as close to its
+    wanted position as the others allow, all within [low, high]; order kept."""
+    order = sorted(range(len(wanted)), key=wanted.__getitem__)
+    placed: list[float] = []
+    for k in order:  # push down past the previous label
+        y = max(wanted[k], placed[-1] + gap) if placed else max(wanted[k], low)
+        placed.append(y)
+    overflow = (placed[-1] - high) if placed else 0.0
+    if overflow > 0:  # then shift up from the bottom, keeping the gaps
+        for i in range(len(placed) - 1, -1, -1):
+            limit = high if i == len(placed) - 1 else placed[i + 1] - gap
+            placed[i] = min(placed[i], limit)
+    out = [0.0] * len(wanted)
+    for k, y in zip(order, placed, strict=True):
+        out[k] = max(y, low)
+    return out
+
+
+def _free(box: tuple[float, float, float, float], taken: list[tuple[float, ...]]) -> bool:
+    x0, y0, x1, y1 = box
+    return all(x1 <= a or x0 >= c or y1 <= b or y0 >= d for a, b, c, d in taken)
+
+
 def _svg(width: int, height: int, body: list[str], title: str) -> str:
+    # A viewBox and width 100 %: the chart scales to the page's width, text with it.
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
         + "".join(body) + "</svg>"
     )  # fmt: skip
@@ -209,6 +246,8 @@ def _scatter(report: CompareReport) -> str:
     for k in range(5):
         v = y0 + (y1 - y0) * k / 4
         body.append(f'<text x="{pad - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+    taken: list[tuple[float, ...]] = []
+    labels = []
     for i, (r, x, y, bar) in enumerate(zip(done, xs, ys, bars, strict=True)):
         radius = 4 + 3 * math.log10(1 + r.size_bytes / 1024)
         color = PALETTE[i % len(PALETTE)]
@@ -222,15 +261,35 @@ def _scatter(report: CompareReport) -> str:
             f'<circle class="point" data-name="{r.name}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" '
             f'r="{radius:.1f}" fill="{color}" fill-opacity="0.7"/>'
         )
-        body.append(
-            f'<text x="{sx(x) + radius + 3:.1f}" y="{sy(y) + 4:.1f}">{html.escape(r.name)}</text>'
-        )
+        labels.append((r.name, sx(x), sy(y), radius))
+        taken.append((sx(x) - radius, sy(y) - radius, sx(x) + radius, sy(y) + radius))
+    for name, px, py, radius in labels:
+        body.append(_point_label(name, px, py, radius, w, h, taken))
     return _svg(w, h, body, f"{report.primary} vs latency (circle area ~ artifact size)")
+
+
+def _point_label(
+    name: str, px: float, py: float, radius: float, w: int, h: int, taken: list[tuple[float, ...]]
+) -> str:
+    """A point's label right (or left) of it, moved up or down until it overlaps nothing."""
+    width = CHAR_PX * len(name)
+    for dy in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5):
+        y = py + 4 + dy * LINE_PX
+        for right in (True, False):
+            x0 = px + radius + 3 if right else px - radius - 3 - width
+            box = (x0, y - 11, x0 + width, y + 3)
+            if x0 >= 2 and x0 + width <= w - 2 and 12 <= y <= h - 2 and _free(box, taken):
+                taken.append(box)
+                return f'<text class="label" x="{x0:.1f}" y="{y:.1f}">{html.escape(name)}</text>'
+    x0 = min(px + radius + 3, w - 2 - width)
+    taken.append((x0, py - 7, x0 + width, py + 7))
+    return f'<text class="label" x="{x0:.1f}" y="{py + 4:.1f}">{html.escape(name)}</text>'
 
 
 def _curves(report: CompareReport) -> str:
     done = [r for r in report.candidates if not r.skipped and r.learning_curve]
-    w, h, pad = 640, 320, 60
+    w, h, pad = 760, 320, 60
+    right = 200  # room for the end labels
     values = [v for r in done for v in r.learning_curve.values() if v is not None]
     values += [v for r in done for band in r.learning_band.values() for v in band]
     if not values:
@@ -238,12 +297,19 @@ def _curves(report: CompareReport) -> str:
     y0, y1 = min(values), max(values)
     if y1 - y0 < 1e-9:
         y0, y1 = y0 - 0.05, y1 + 0.05
-    sx = lambda f: pad + f * (w - 2 * pad)  # noqa: E731
+    sx = lambda f: pad + f * (w - pad - right)  # noqa: E731
     sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - 2 * pad)  # noqa: E731
     body = [
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>',
-        f'<text x="{w / 2}" y="{h - 15}" {MID}>fraction of the training set</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - right}" y2="{h - pad}" stroke="#333"/>',
+        f'<text x="{(w - right + pad) / 2}" y="{h - 15}" {MID}>fraction of the training set</text>',
     ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        body.append(
+            f'<line x1="{sx(tick):.1f}" y1="{h - pad}" x2="{sx(tick):.1f}" y2="{h - pad + 4}" '
+            'stroke="#333"/>'
+            f'<text class="tick" x="{sx(tick):.1f}" y="{h - pad + 17}" {MID}>{tick:g}</text>'
+        )
+    ends: list[tuple[str, str, float, float]] = []
     for k in range(5):
         v = y0 + (y1 - y0) * k / 4
         body.append(f'<text x="{pad - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
@@ -265,10 +331,13 @@ def _curves(report: CompareReport) -> str:
         )
         if pts:
             f, v = pts[-1]
-            body.append(
-                f'<text x="{sx(f) + 4:.1f}" y="{sy(v) + 4 + 12 * (i % 3 - 1):.1f}" '
-                f'fill="{color}">{html.escape(r.name)}</text>'
-            )
+            ends.append((r.name, color, sx(f) + 6, sy(v) + 4))
+    # End labels in the right margin, moved apart so that none overlaps another.
+    ys = spread([y for *_, y in ends], LINE_PX, 12, h - pad)
+    for (name, color, x, _), y in zip(ends, ys, strict=True):
+        body.append(
+            f'<text class="label" x="{x:.1f}" y="{y:.1f}" fill="{color}">{html.escape(name)}</text>'
+        )
     return _svg(w, h, body, f"learning curves ({report.primary} on the test split)")
 
 
@@ -276,13 +345,13 @@ def _bars(r: CandidateResult, top: int = 8) -> str:
     items = list(r.importance.items())[:top]
     if not items:
         return ""
-    w, row = 460, 22
+    w, row = 560, 22
     h = row * len(items) + 10
     peak = max(max(v for _, v in items), 1e-9)
     body = []
     for i, (name, v) in enumerate(items):
         length = max(0.0, v) / peak * 200
-        body.append(f'<text x="0" y="{i * row + 15}">{html.escape(name[:28])}</text>')
+        body.append(f'<text x="0" y="{i * row + 15}">{html.escape(_cut(name, 30))}</text>')
         body.append(
             f'<rect class="bar" x="220" y="{i * row + 4}" width="{length:.1f}" height="14" '
             'fill="#1f77b4"/>'
@@ -316,7 +385,14 @@ def render_html(report: CompareReport) -> str:
         + "</tr>"
     )
     for row in rows:
-        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        cells = [
+            f'<td class="reason" colspan="10">{html.escape(c)}</td>'
+            if c.startswith("skipped: ")
+            else f"<td>{html.escape(c)}</td>"
+            for c in row
+            if c or not row[2].startswith("skipped: ")
+        ]
+        table += "<tr>" + "".join(cells) + "</tr>"
     table += "</table>"
     details = []
     for r in report.candidates:

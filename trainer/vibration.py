@@ -12,11 +12,17 @@ class adds the vibration signature a maintenance engineer looks for:
   BPFO = n/2 * (1 - d/D cos(phi)) * f_shaft, each ringing the housing's resonance
   (a decaying burst at a few hundred Hz), with a little slip jitter.
 
+Machines differ (``Machine``): their speed range, the housing's resonance, and where and
+how the sensor is mounted (which recorded channel sees which axis, with what gain).
+``fleet`` draws many machines for a transfer-learning base; a new machine is another draw.
+
 Everything comes from one seeded ``numpy.random.Generator``: the same seed gives the same
 bytes. No file is read or downloaded.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,10 +46,41 @@ def _harmonic(
     return np.cos(angle), np.sin(angle)
 
 
-def _bearing_impacts(t: np.ndarray, f_shaft: float, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class Machine:
+    """One machine and its sensor: the default is the built-in data set's."""
+
+    shaft_hz: tuple[float, float] = (20.0, 50.0)
+    resonance_hz: tuple[float, float] = (550.0, 800.0)
+    axes: tuple[int, int, int] = (0, 1, 2)  # recorded channel k holds axis axes[k]
+    gains: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per recorded channel
+    noise: float = 0.05
+    severity: float = 1.0  # fault amplitudes: below 1, early faults that noise half hides
+
+
+def random_machine(rng: np.random.Generator) -> Machine:
+    """Another machine: slower or faster, another housing, the sensor mounted otherwise."""
+    low = float(rng.uniform(12.0, 40.0))
+    centre = float(rng.uniform(300.0, 1000.0))
+    return Machine(
+        shaft_hz=(low, low + float(rng.uniform(8.0, 20.0))),
+        resonance_hz=(0.85 * centre, 1.15 * centre),
+        axes=tuple(int(a) for a in rng.permutation(3)),  # type: ignore[arg-type]
+        gains=tuple(float(g) for g in rng.uniform(0.5, 2.0, 3)),  # type: ignore[arg-type]
+        noise=float(rng.uniform(0.05, 0.4)),
+        severity=float(rng.uniform(0.25, 1.0)),
+    )
+
+
+def _bearing_impacts(
+    t: np.ndarray,
+    f_shaft: float,
+    rng: np.random.Generator,
+    resonance_hz: tuple[float, float] = (550.0, 800.0),
+) -> np.ndarray:
     """Decaying resonance bursts at the outer-race ball-pass frequency."""
     bpfo = BPFO_FACTOR * f_shaft
-    resonance = rng.uniform(550.0, 800.0)
+    resonance = rng.uniform(*resonance_hz)
     decay = rng.uniform(120.0, 250.0)  # 1/s
     period = 1.0 / bpfo
     start = rng.uniform(0, period)
@@ -66,11 +103,10 @@ def _window(
     label: str,
     rng: np.random.Generator,
     window: int,
-    noise: float,
-    shaft_hz: tuple[float, float] = (20.0, 50.0),
+    machine: Machine,
 ) -> np.ndarray:
     t = np.arange(window) / SAMPLE_RATE_HZ
-    f = rng.uniform(*shaft_hz)  # shaft speed, by default 1,200-3,000 rpm
+    f = rng.uniform(*machine.shaft_hz)  # shaft speed, by default 1,200-3,000 rpm
     drift = rng.uniform(-0.02, 0.02)
     phase = rng.uniform(0, 2 * np.pi)
     c1, s1 = _harmonic(t, f, drift, 1, phase)
@@ -80,18 +116,22 @@ def _window(
     y = rng.uniform(0.05, 0.15) * s1 + rng.uniform(0.0, 0.05) * s2
     z = rng.uniform(0.0, 0.05) * c1
     if label == "imbalance":
-        a = rng.uniform(0.4, 1.0) * speed2
+        a = rng.uniform(0.4, 1.0) * speed2 * machine.severity
         x, y = x + a * c1, y + a * s1
     elif label == "misalignment":
-        a1, a2 = rng.uniform(0.2, 0.4), rng.uniform(0.3, 0.7)
+        a1, a2 = machine.severity * rng.uniform(0.2, 0.4), machine.severity * rng.uniform(0.3, 0.7)
         x, y = x + a1 * c1 + a2 * c2, y + a1 * s1 + a2 * s2
         z = z + rng.uniform(0.5, 1.0) * (a1 * c1 + a2 * c2)
     elif label == "bearing_fault":
-        burst = rng.uniform(0.3, 0.8) * _bearing_impacts(t, f, rng)
+        burst = (
+            machine.severity
+            * rng.uniform(0.3, 0.8)
+            * _bearing_impacts(t, f, rng, machine.resonance_hz)
+        )
         x, y, z = x + burst, y + 0.6 * burst, z + 0.2 * burst
-    signals = np.stack([x, y, z], axis=-1)
+    signals = np.stack([x, y, z], axis=-1)[:, list(machine.axes)] * np.asarray(machine.gains)
     # Sensor noise, and a per-window mounting gain of +-10 %.
-    signals = signals * rng.uniform(0.9, 1.1) + rng.normal(0, noise, size=signals.shape)
+    signals = signals * rng.uniform(0.9, 1.1) + rng.normal(0, machine.noise, size=signals.shape)
     return signals.astype(np.float32)
 
 
@@ -101,18 +141,32 @@ def generate(
     noise: float = 0.05,
     seed: int = 0,
     shaft_hz: tuple[float, float] = (20.0, 50.0),
+    machine: Machine | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` windows of each class: X (N, window, 3) float32 in g, y (N,) class names.
 
     Rows are shuffled with the same seed, so any prefix holds all classes. ``shaft_hz``
-    is the range of shaft speeds (another machine, or the same one run faster: drift).
+    is the range of shaft speeds (another machine, or the same one run faster: drift);
+    ``machine``, when given, replaces ``shaft_hz`` and ``noise``.
     """
     if per_class < 1 or window < 16:
         raise ValueError(f"per_class must be >= 1 and window >= 16, got {per_class}, {window}")
+    machine = machine or Machine(shaft_hz=shaft_hz, noise=noise)
     rng = np.random.default_rng(seed)
-    X = np.stack(
-        [_window(c, rng, window, noise, shaft_hz) for c in CLASSES for _ in range(per_class)]
-    )
+    X = np.stack([_window(c, rng, window, machine) for c in CLASSES for _ in range(per_class)])
     y = np.repeat(np.asarray(CLASSES), per_class)
+    order = rng.permutation(len(y))
+    return X[order], y[order]
+
+
+def fleet(machines: int, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Windows from ``machines`` random machines (``random_machine``), shuffled together:
+    a varied base for transfer learning."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        generate(per_class, machine=random_machine(rng), seed=int(rng.integers(2**31)))
+        for _ in range(machines)
+    ]
+    X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     order = rng.permutation(len(y))
     return X[order], y[order]

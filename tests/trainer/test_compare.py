@@ -4,6 +4,7 @@ report renders, its figures match the JSON, and the exported bundle serves over 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -261,3 +262,67 @@ def test_table_says_why_int8_is_missing() -> None:
     assert "refused" in mlp_row
     assert "mlp: int8 refused: tflite quantize int8: accuracy drops 28.95 points" in text
     assert "logistic-regression:" not in text
+
+
+LAYOUT_JS = """() => {
+  const inside = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1
+                        && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+  const overlap = (a, b) => !(a.right <= b.left || a.left >= b.right
+                              || a.bottom <= b.top || a.top >= b.bottom);
+  const body = document.body.getBoundingClientRect().width;
+  return [...document.querySelectorAll("svg")].map((svg) => {
+    const box = svg.getBoundingClientRect();
+    const texts = [...svg.querySelectorAll("text")].map((t) => [t.textContent,
+                                                                t.getBoundingClientRect()]);
+    const labels = [...svg.querySelectorAll("text.label")].map((t) => t.getBoundingClientRect());
+    const clashes = [];
+    labels.forEach((a, i) => labels.slice(i + 1).forEach((b) => {
+      if (overlap(a, b)) clashes.push(i);
+    }));
+    return {title: svg.getAttribute("aria-label"), share: box.width / body,
+            outside: texts.filter(([, r]) => !inside(r, box)).map(([t]) => t),
+            ticks: svg.querySelectorAll("text.tick").length, clashes: clashes.length};
+  });
+}"""
+
+
+def test_report_reads_at_a_glance_in_chromium(iris_compare: Path) -> None:
+    """Opened in headless Chromium: every label inside its chart, no two point or curve
+    labels on top of each other, tick labels on the learning curves' x axis, charts as
+    wide as the page; the screenshot is kept in .artifacts/ (or $EDGEWISE_ARTIFACTS)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import ROOT
+
+    page_file = iris_compare / "report" / "compare.html"
+    artifacts = Path(os.environ.get("EDGEWISE_ARTIFACTS", ROOT / ".artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(page_file.as_uri())
+            charts = page.evaluate(LAYOUT_JS)
+            page.screenshot(path=str(artifacts / "compare.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(charts) >= 4  # scatter, learning curves, an importance chart per candidate
+    for chart in charts:
+        assert chart["outside"] == [], chart
+        assert chart["clashes"] == 0, chart
+    scatter, curves = charts[0], charts[1]
+    assert scatter["share"] > 0.9 and curves["share"] > 0.9  # not a third of the page
+    assert curves["ticks"] == 5
+    assert (artifacts / "compare.png").stat().st_size > 10_000
+
+
+def test_long_reasons_are_cut_at_a_word() -> None:
+    from edgewise.trainer.report import _cut, spread
+
+    reason = "mlp takes numbers and categories; rooms.csv has free text 'note'"
+    assert _cut(reason, 30) == "mlp takes numbers and…"
+    assert spread([100.0, 101.0, 102.0, 10.0], 14, 12, 300) == [100.0, 114.0, 128.0, 12.0]
+    assert spread([295.0, 296.0], 14, 12, 300) == [286.0, 300.0]
