@@ -15,7 +15,7 @@ baseline for the vibration case:
   fine-tune   --base: the base's layers, all trainable, with a new head
   frozen      --base --freeze-base: only the new head trains
 It prints mean ± standard deviation over the seeds and the fine-tune - scratch gap, and
-names the smallest N from which scratch comes within one standard deviation.
+names the smallest N at which fine-tuning is no better than scratch on the mean.
 """
 
 from __future__ import annotations
@@ -90,13 +90,13 @@ def main() -> None:
                   f"{[round(x, 3) for x in a]}")  # fmt: skip
         gap = statistics.mean(accs["fine-tune"]) - statistics.mean(accs["scratch"])
         spread = max(statistics.pstdev(accs["fine-tune"]), statistics.pstdev(accs["scratch"]))
-        print(f"{n:9d} fine-tune - scratch: {gap:+.4f}")
-        if stops is None and gap <= spread:
+        print(f"{n:9d} fine-tune - scratch: {gap:+.4f} (largest sd {spread:.4f})")
+        if stops is None and gap <= 0:
             stops = n
     if stops is None:
         print(f"transfer helps at every size measured (up to {max(args.per_class)} per class)")
     else:
-        print(f"transfer stops helping at {stops} per class (gap within one standard deviation)")
+        print(f"transfer stops helping at {stops} per class (fine-tune no better than scratch)")
 
 
 if __name__ == "__main__":
