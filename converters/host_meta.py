@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import (
+    Feature,
     Label,
     Marginal,
     Reference,
@@ -33,6 +34,10 @@ class HostFeature(BaseModel):
     dtype: Literal["float32", "string"]
     # Networks on mixed tables: the training categories of a string column (one-hot).
     categories: tuple[StrictStr, ...] | None = None
+
+    def device_feature(self) -> Feature:
+        """The manifest feature of a network's raw input (nullable: imputed on the device)."""
+        return Feature(name=self.name, dtype=self.dtype, nullable=True, categories=self.categories)
 
 
 class AnomalySpec(BaseModel):

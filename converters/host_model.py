@@ -53,11 +53,12 @@ class HostModel:
         return X.to_numpy(dtype=np.float32) if self.layout == "tensor" else X
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """A value as JSON holds it: NaN as null, numpy scalars as Python ones."""
     if isinstance(v, float) and math.isnan(v):
         return None
     if isinstance(v, np.generic):
-        return _json_value(v.item())
+        return json_value(v.item())
     return v
 
 
@@ -71,8 +72,8 @@ def save_host_model(path: str | Path, model: HostModel) -> Path:
     (root / META_FILE).write_text(model.meta.to_json())
     heldout = {
         "columns": list(model.X_heldout.columns),
-        "rows": [[_json_value(v) for v in row] for row in model.X_heldout.itertuples(index=False)],
-        "target": [_json_value(v) for v in model.y_heldout.tolist()],
+        "rows": [[json_value(v) for v in row] for row in model.X_heldout.itertuples(index=False)],
+        "target": [json_value(v) for v in model.y_heldout.tolist()],
     }
     (root / HELDOUT_FILE).write_text(json.dumps(heldout) + "\n")
     return root

@@ -158,10 +158,7 @@ def build_manifest(
     nullable = len(shape) == 1 and meta.impute is not None
     features = tuple(Feature(name=c, dtype="float32", nullable=nullable) for c in meta.channels)
     if meta.features:  # a mixed table: the agent one-hot encodes the string features
-        features = tuple(
-            Feature(name=f.name, dtype=f.dtype, nullable=True, categories=f.categories)
-            for f in meta.features
-        )
+        features = tuple(f.device_feature() for f in meta.features)
     window = meta.window_features
     in_quant, out_quant = _quantization(io, "input"), _quantization(io, "output")
     task = meta.task

@@ -148,6 +148,11 @@ class Occlusion:
         # Averaging over a feature's values only while it stays within the budget.
         self._average = kind == "rows" and cost <= budget
         self._variants = self._plan(spec.baseline, width)
+        # Windows and images: each region is set to the per-channel means.
+        self._channels = np.asarray(
+            [0.0 if kind == "rows" else b.single() if isinstance(b, Marginal) else b
+             for b in spec.baseline], np.float32,
+        )  # fmt: skip
 
     def _plan(self, baseline: Sequence[Any], width: int) -> list[Variant]:
         """Every occluded copy of an instance: its group, weight, and the values it gets.
@@ -156,10 +161,7 @@ class Occlusion:
         over the budget, it takes one value.
         """
         if self.kind != "rows":
-            channels = np.asarray(
-                [b.single() if isinstance(b, Marginal) else b for b in baseline], np.float32
-            )
-            return [(g, 1.0, {"channels": channels}) for g in range(len(self.groups))]
+            return [(g, 1.0, {}) for g in range(len(self.groups))]
         variants: list[Variant] = []
         for g, group in enumerate(self.groups):
             cols = range(width)[group.index[0]] if group.feature is None else [group.feature]
@@ -180,17 +182,16 @@ class Occlusion:
         n_var = len(self._variants)
         copies = np.repeat(matrix, n_var, axis=0)
         for v, (g, _, values) in enumerate(self._variants):
-            part = copies[v::n_var]
+            part = copies[v::n_var]  # a view: writing to it writes to copies
             if self.kind == "rows":
                 for j, value in values.items():
                     part[:, j] = value
             elif self.kind == "window":
                 steps, channel = self.groups[g].index
-                part[:, steps, channel] = values["channels"][channel]
+                part[:, steps, channel] = self._channels[channel]
             else:
                 rows, cols = self.groups[g].index
-                part[:, rows, cols, :] = values["channels"]
-            copies[v::n_var] = part
+                part[:, rows, cols, :] = self._channels
         return copies
 
     def explain(

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from edgewise.converters.host_meta import HostFeature, HostMeta
+from edgewise.converters.host_model import json_value
 from edgewise.converters.keras_host import KerasHostModel, load_keras_model
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.manifest import MISSING_CATEGORY, Feature, TrainingData
+from edgewise.edge.manifest import MISSING_CATEGORY, TrainingData
 from edgewise.edge.one_hot import OneHotRows
 from edgewise.trainer.reference import (
     array_baseline,
@@ -189,8 +190,7 @@ def train_deep(
         baseline = table_baseline(frame, data.categorical)
         features = tuple(_host_feature(c, data.X[train_idx, j], data.categorical)
                          for j, c in enumerate(data.channels))  # fmt: skip
-        encoder = OneHotRows([Feature(name=f.name, dtype=f.dtype, nullable=True,
-                                      categories=f.categories) for f in features])  # fmt: skip
+        encoder = OneHotRows([f.device_feature() for f in features])
         X_train, X_test = encoder.encode(data.X[train_idx]), encoder.encode(data.X[test_idx])
     else:
         X_train, X_test = data.X[train_idx], data.X[test_idx]
@@ -294,6 +294,4 @@ def _host_feature(name: str, column: np.ndarray, categorical: Sequence[str]) -> 
 
 def _instances(raw: np.ndarray) -> list[list[Any]]:
     """Raw rows as a client sends them: missing numbers as null."""
-    return [
-        [None if isinstance(v, float) and np.isnan(v) else v for v in row] for row in raw.tolist()
-    ]
+    return [[json_value(v) for v in row] for row in raw.tolist()]

@@ -38,11 +38,12 @@ def table_reference(X: pd.DataFrame, strings: Sequence[str], text: Sequence[str]
         Feature(name=str(c), dtype="string" if c in strings else "float32", nullable=True)
         for c in X.columns
     ]
-    rows = [[None if _missing(v) else v for v in row] for row in X.itertuples(index=False)]
+    rows = [[None if is_missing(v) else v for v in row] for row in X.itertuples(index=False)]
     return fit_reference("tabular", tabular_columns(rows, features), len(X))
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None or a float NaN: a missing table value."""
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 

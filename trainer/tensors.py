@@ -20,6 +20,7 @@ from edgewise.edge.features import DEFAULT_BANDS, feature_names, window_features
 from edgewise.edge.features import VERSION as FEATURES_VERSION
 from edgewise.edge.manifest import WindowFeatures
 from edgewise.trainer.datasets import Dataset
+from edgewise.trainer.reference import is_missing
 from edgewise.trainer.vibration import CHANNELS, SAMPLE_RATE_HZ
 from edgewise.trainer.vibration import generate as generate_vibration
 
@@ -194,17 +195,13 @@ def from_tabular(data: Dataset) -> TensorData:
     raw = np.empty(data.X.shape, dtype=object)
     for j, c in enumerate(data.X.columns):
         if c in data.categorical:
-            raw[:, j] = [None if _missing(v) else str(v) for v in data.X[c]]
+            raw[:, j] = [None if is_missing(v) else str(v) for v in data.X[c]]
         else:
             raw[:, j] = data.X[c].to_numpy(dtype=np.float64)
     return TensorData(
         raw, y, "tabular", names, data.source,
         categorical=tuple(str(c) for c in data.categorical), digest=data.sha256,
     )  # fmt: skip
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def window_feature_dataset(
