@@ -29,7 +29,7 @@ from edgewise.edge.model import ServedModel
 from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.models import MODELS, build_pipeline
 from edgewise.trainer.train import evaluate, split_indices, train
-from edgewise.trainer.uncertainty import REPEATS, band, interval, repeated
+from edgewise.trainer.uncertainty import REPEATS, band, interval, repeated, seeded_splits
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ def compare(
             else:
                 heldout = _deep(data, name, work, seed, epochs, fractions, result)
                 fit_on = _network_on_split(data, name, seed, epochs)
-                scores = repeated(data, seed, repeats, fit_on, result.quality["accuracy"],
-                                  deep_budget_s)  # fmt: skip
+                splits = seeded_splits(data, seed, repeats)
+                scores = repeated(splits, fit_on, result.quality["accuracy"], deep_budget_s)
                 _set_interval(result, scores)
         except (EdgewiseError, ParityError) as exc:
             result.skipped = str(exc)
@@ -310,7 +310,8 @@ def _classical(
         curves.append(learning_curve(fractions, train, data.y, seed, lambda s: score(s, test)))
         return curves[-1][f"{max(fractions):g}"] or float("nan")
 
-    _set_interval(result, repeated(data, seed, repeats, split_score, result.quality[metric]))
+    splits = seeded_splits(data, seed, repeats)
+    _set_interval(result, repeated(splits, split_score, result.quality[metric]))
     result.learning_band = band(curves) if len(curves) > 1 else {}
     return train_idx, test_idx
 

@@ -130,7 +130,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
         report = compare_tensors(
             windows, root / "bundles", names, sample_rate=sample_rate_of(windows, args.sample_rate),
-            seed=args.seed, epochs=args.epochs, progress=progress,
+            seed=args.seed, epochs=args.epochs, repeats=args.repeats,
+            deep_budget_s=args.deep_budget, progress=progress,
         )  # fmt: skip
     else:
         report = compare(

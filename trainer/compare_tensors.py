@@ -27,12 +27,14 @@ from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import WindowFeatures
 from edgewise.edge.model import ServedModel
 from edgewise.trainer.compare import (
+    DEEP_BUDGET_S,
     FRACTIONS,
     LATENCY_CALLS,
     READABLE,
     CandidateResult,
     CompareReport,
     _confusion,
+    _set_interval,
     deep_score,
     export_network,
     learning_curve,
@@ -42,6 +44,14 @@ from edgewise.trainer.compare import (
 from edgewise.trainer.models import MODELS, build_pipeline
 from edgewise.trainer.tensors import TensorData, pixel_dataset, window_feature_dataset
 from edgewise.trainer.train import evaluate, split_indices, train
+from edgewise.trainer.uncertainty import (
+    REPEATS,
+    Split,
+    band,
+    blocked_splits,
+    repeated,
+    seeded_splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +137,13 @@ def compare_tensors(
     seed: int = 0,
     epochs: int = 60,
     fractions: Sequence[float] = FRACTIONS,
+    repeats: int = REPEATS,
+    deep_budget_s: float = DEEP_BUDGET_S,
     progress: Callable[[str], None] = lambda step: None,
 ) -> CompareReport:
     """Train, convert and measure every candidate on ``windows`` (sensor windows or images;
-    bundles under ``work``)."""
+    bundles under ``work``); score each on ``repeats`` splits (networks: while
+    ``deep_budget_s`` lasts) for its 95 % interval."""
     kind = windows.kind
     default = WINDOW_CANDIDATES if kind == "window" else IMAGE_CANDIDATES
     names = check_tensor_candidates(candidates or default, kind)
@@ -139,6 +152,7 @@ def compare_tensors(
     else:
         table, spec = pixel_dataset(windows), None
     train_idx, test_idx = split_indices(table, 0.2, seed, windows.test_index)
+    splits = _splits(windows, table, (train_idx, test_idx), seed, repeats)
     X_test, y_test = windows.X[test_idx], np.asarray(windows.y)[test_idx]
     labels = sorted(np.unique(windows.y).tolist())
     groups = _groups(windows)
@@ -152,11 +166,9 @@ def compare_tensors(
         result = CandidateResult(name, "deep" if deep else "classical", name in READABLE)
         try:
             if deep:
-                _cnn(windows, name, train_idx, test_idx, work, seed, epochs, fractions, result)
+                _cnn(windows, name, splits, work, seed, epochs, fractions, result, deep_budget_s)
             else:
-                _features_model(
-                    table, spec, train_idx, test_idx, name, work, seed, fractions, result
-                )
+                _features_model(table, spec, splits, name, work, seed, fractions, result)
             result.memory_kib = measure_memory(result.bundle)
             served = ServedModel.load(load_bundle(result.bundle))
             _measure(served, X_test, y_test, labels, seed, result, groups)
@@ -167,10 +179,23 @@ def compare_tensors(
     return report
 
 
+def _splits(windows: TensorData, table: Any, first: Split, seed: int, repeats: int) -> list[Split]:
+    """compare's own split first, then: blocks of each run for windows cut from a
+    time-ordered CSV (random rows would put overlapping windows on both sides), else
+    seeded stratified splits."""
+    if windows.test_index is None:
+        return seeded_splits(table, seed, repeats)
+    if windows.runs is None or windows.starts is None:
+        return [first]  # a loader's split we cannot vary: no interval
+    window = windows.X.shape[1]
+    return [first, *blocked_splits(windows.runs, windows.starts, window, repeats)[1:]]
+
+
 def _features_model(
-    table: Any, spec: WindowFeatures | None, train_idx: np.ndarray, test_idx: np.ndarray, name: str,
+    table: Any, spec: WindowFeatures | None, splits: Sequence[Split], name: str,
     work: Path, seed: int, fractions: Sequence[float], result: CandidateResult,
 ) -> None:  # fmt: skip
+    test_idx = splits[0][1]
     host = train(table, name, name, seed=seed, test_index=test_idx, window_features=spec)
     result.fit_seconds = float(host.meta.metrics["fit_seconds"])
     result.quality = {k: v for k, v in host.meta.metrics.items() if k != "fit_seconds"}
@@ -181,18 +206,27 @@ def _features_model(
     result.size_bytes = bundle.manifest.model.size_bytes
     X, y = table.X.to_numpy(dtype=np.float32), table.y
 
-    def score(sub: np.ndarray) -> float:
+    def score(sub: np.ndarray, test: np.ndarray) -> float:
         pipe = build_pipeline(name, "classification", table.numeric, [], seed)
         pipe.fit(X[sub], y[sub])
-        return evaluate("classification", y[test_idx], pipe.predict(X[test_idx]))["accuracy"]
+        return float(evaluate("classification", y[test], pipe.predict(X[test]))["accuracy"])
 
-    result.learning_curve = learning_curve(fractions, train_idx, y, seed, score)
+    # Each split gives a learning curve; the full-data point is the split's score.
+    curves = [
+        learning_curve(fractions, tr, y, seed, lambda s, t=te: score(s, t)) for tr, te in splits
+    ]
+    result.learning_curve = curves[0]
+    top = f"{max(fractions):g}"
+    later = [c[top] for c in curves[1:]]
+    _set_interval(result, [result.quality["accuracy"], *[v for v in later if v is not None]])
+    result.learning_band = band(curves) if len(curves) > 1 else {}
 
 
 def _cnn(
-    windows: TensorData, network: str, train_idx: np.ndarray, test_idx: np.ndarray,
-    work: Path, seed: int, epochs: int, fractions: Sequence[float], result: CandidateResult,
+    windows: TensorData, network: str, splits: Sequence[Split], work: Path, seed: int,
+    epochs: int, fractions: Sequence[float], result: CandidateResult, budget_s: float,
 ) -> None:  # fmt: skip
+    train_idx, test_idx = splits[0]
     fit = network_trainer(windows, network, test_idx, seed, epochs)
     host = fit(train_idx)
     y_test = np.asarray(windows.y)[test_idx]
@@ -201,3 +235,9 @@ def _cnn(
         fractions, train_idx, np.asarray(windows.y), seed,
         lambda sub: deep_score(fit, host, sub, train_idx),
     )  # fmt: skip
+
+    def split_score(train: np.ndarray, test: np.ndarray) -> float:
+        trained = network_trainer(windows, network, test, seed, epochs)(train)
+        return float(trained.meta.metrics["accuracy"])
+
+    _set_interval(result, repeated(splits, split_score, result.quality["accuracy"], budget_s))

@@ -45,6 +45,10 @@ class TensorData:
     # NaN, strings, None) that the trainer one-hot encodes with the training categories.
     categorical: tuple[str, ...] = ()
     digest: str | None = None  # the source table's hash, when X is not a float array
+    # Windows cut from a time-ordered CSV: the run (one label) each came from and its first
+    # sample, so repeated splits can hold out blocks without overlap (uncertainty).
+    runs: np.ndarray | None = None
+    starts: np.ndarray | None = None
 
     @property
     def sha256(self) -> str:
@@ -60,7 +64,14 @@ class TensorData:
 
     def subset(self, index: np.ndarray, test_index: np.ndarray | None = None) -> TensorData:
         """The rows at ``index`` (provenance kept), optionally with held-out positions."""
-        return replace(self, X=self.X[index], y=np.asarray(self.y)[index], test_index=test_index)
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return replace(
+            self, X=self.X[index], y=np.asarray(self.y)[index], test_index=test_index,
+            runs=pick(self.runs), starts=pick(self.starts),
+        )  # fmt: skip
 
 
 def load_vibration(per_class: int = 200, seed: int = 0) -> TensorData:
@@ -151,9 +162,9 @@ def load_window_csv(
     values = df.to_numpy(dtype=np.float32)
     if not np.isfinite(values).all():
         raise EdgewiseError(f"CSV file {p}: sensor channels have missing or infinite values")
-    starts, labels, held_out = [], [], []
+    starts, labels, held_out, runs = [], [], [], []
     run_edges = np.flatnonzero(y_all[1:] != y_all[:-1]) + 1
-    for lo, hi in zip(np.r_[0, run_edges], np.r_[run_edges, len(y_all)]):
+    for run_id, (lo, hi) in enumerate(zip(np.r_[0, run_edges], np.r_[run_edges, len(y_all)])):
         run = list(range(lo, hi - window + 1, stride))
         n_test = round(len(run) * test_size)
         test_from = run[-n_test] if n_test else hi
@@ -162,6 +173,7 @@ def load_window_csv(
             if not is_test and s + window > test_from:
                 continue  # overlaps a held-out window
             starts.append(s)
+            runs.append(run_id)
             labels.append(y_all[lo])
             held_out.append(is_test)
     if not starts:
@@ -174,6 +186,8 @@ def load_window_csv(
         [str(c) for c in df.columns],
         f"csv:{p.name}(window={window},stride={stride})",
         test_index=np.flatnonzero(held_out),
+        runs=np.asarray(runs),
+        starts=np.asarray(starts),
     )
 
 

@@ -76,29 +76,60 @@ def split_seeds(seed: int, repeats: int) -> list[int]:
     return [seed + k for k in range(repeats)]
 
 
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def seeded_splits(data: Dataset, seed: int, repeats: int) -> list[Split]:
+    """``repeats`` stratified (train rows, test rows) splits, seeds ``seed``, ``seed + 1``..."""
+    return [split_indices(data, TEST_SIZE, s, None) for s in split_seeds(seed, repeats)]
+
+
 def repeated(
-    data: Dataset,
-    seed: int,
-    repeats: int,
+    splits: Sequence[Split],
     score: Callable[[np.ndarray, np.ndarray], float],
     first: float | None = None,
     budget_s: float | None = None,
 ) -> list[float]:
-    """``score(train rows, test rows)`` on each seeded split. ``first``: the score already
-    measured on the first split. With ``budget_s``, no new split starts once that many
-    seconds have gone (networks: each split is a training run)."""
+    """``score(train rows, test rows)`` on each split. ``first``: the score already measured
+    on the first split. With ``budget_s``, no new split starts once that many seconds have
+    gone (networks: each split is a training run)."""
     started = time.monotonic()
     scores = [] if first is None else [first]
-    for split_seed in split_seeds(seed, repeats)[len(scores) :]:
+    for k, (train_idx, test_idx) in enumerate(splits[len(scores) :], len(scores)):
         if budget_s is not None and time.monotonic() - started > budget_s:
             log.info("repeated splits: budget of %.0f s spent after %d", budget_s, len(scores))
             break
-        train_idx, test_idx = split_indices(data, TEST_SIZE, split_seed, None)
         try:
             scores.append(float(score(train_idx, test_idx)))
         except ValueError as exc:  # e.g. a class missing from a tiny training split
-            log.info("split with seed %d not scored: %s", split_seed, exc)
+            log.info("split %d not scored: %s", k, exc)
     return scores
+
+
+def blocked_splits(
+    runs: np.ndarray, starts: np.ndarray, window: int, repeats: int, test_size: float = TEST_SIZE
+) -> list[Split]:
+    """Time-ordered windows (run id and first sample of each): ``repeats`` splits that each
+    hold out one block of every run, the last block first (the loader's own split), and
+    drop the training windows that overlap a held-out one, so overlapping windows never
+    leak. Blocks are ``test_size`` of each run's span, walking back from its end."""
+    out: list[Split] = []
+    blocks = max(2, round(1 / test_size))
+    for k in range(min(repeats, blocks)):
+        test = np.zeros(len(starts), bool)
+        for run in np.unique(runs):
+            member = runs == run
+            lo, hi = starts[member].min(), starts[member].max() + 1
+            edges = lo + (hi - lo) * np.arange(blocks + 1) / blocks
+            b = blocks - 1 - k
+            test |= member & (starts >= edges[b]) & (starts < edges[b + 1])
+        train = ~test
+        for run in np.unique(runs[test]):
+            held = starts[test & (runs == run)]
+            near = np.abs(starts[:, None] - held[None, :]).min(axis=1) < window
+            train &= ~((runs == run) & near)
+        out.append((np.flatnonzero(train), np.flatnonzero(test)))
+    return out
 
 
 def band(curves: Sequence[dict[str, float | None]]) -> dict[str, list[float]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
@@ -203,7 +204,7 @@ def test_windows_features_vs_cnn(tmp_path: Path) -> None:
     windows = load_vibration(per_class=30, seed=3)
     report = compare_tensors(
         windows, tmp_path, ["logistic-regression", "cnn1d"], sample_rate=2560.0, epochs=6,
-        fractions=(0.5, 1.0),
+        fractions=(0.5, 1.0), repeats=3,
     )  # fmt: skip
     rec = recommend(report)
     by = {r.name: r for r in report.candidates}
@@ -213,10 +214,38 @@ def test_windows_features_vs_cnn(tmp_path: Path) -> None:
         assert r.latency_us["p50"] > 0 and r.size_bytes > 0
         assert sum(map(sum, r.confusion or [])) == report.test_rows
         assert set(r.learning_curve) == {"0.5", "1"}
+        # Three seeded splits each, the first being the one everything else is measured on.
+        assert r.interval is not None and r.interval["n"] == 3, r.interval
+        assert r.interval["scores"][0] == r.quality["accuracy"]
+        assert r.interval["low"] <= r.interval["mean"] <= r.interval["high"]
     lr = by["logistic-regression"]
+    assert set(lr.learning_band) == {"0.5", "1"}
     assert lr.quality_edge["accuracy"] == lr.quality["accuracy"]  # features on device == host
     assert json.loads(Path(lr.bundle, "manifest.json").read_text())["input"]["kind"] == "window"
     assert rec["choice"] in by
+
+
+def test_time_ordered_windows_get_blocked_splits(tmp_path: Path) -> None:
+    """Windows cut from a CSV: the first split is the loader's (last fifth of each run), the
+    others hold out earlier blocks, never random rows, so the interval is honest."""
+    from edgewise.trainer.compare_tensors import compare_tensors
+    from edgewise.trainer.tensors import load_window_csv
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["idle", "run", "idle", "run"], [300, 300, 200, 200])
+    scale = np.where(labels == "run", 2.0, 1.0)
+    frame = {"ax": rng.normal(size=len(labels)) * scale, "ay": rng.normal(size=len(labels))}
+    pd.DataFrame({**frame, "label": labels}).to_csv(tmp_path / "s.csv", index=False)
+    windows = load_window_csv(tmp_path / "s.csv", 20, 10)
+    report = compare_tensors(
+        windows, tmp_path / "b", ["logistic-regression"], sample_rate=100.0, fractions=(1.0,)
+    )
+    (lr,) = report.candidates
+    assert not lr.skipped, lr.skipped
+    assert windows.test_index is not None and report.test_rows == len(windows.test_index)
+    assert lr.interval is not None and lr.interval["n"] == 5
+    assert lr.interval["scores"][0] == lr.quality["accuracy"]
+    assert lr.interval["mean"] > 0.8  # amplitude separates the classes in every block
 
 
 def test_images_pixels_vs_cnn2d(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from edgewise.edge.errors import EdgewiseError
-from edgewise.trainer.datasets import load_builtin, load_csv
+from edgewise.trainer.datasets import load_builtin, load_csv, load_text_csv
 from edgewise.trainer.tensors import from_tabular, load_image_folder, load_window_csv
 
 
@@ -46,6 +46,9 @@ def test_windows_stay_inside_one_label_and_held_out_does_not_overlap(
         s = int(np.flatnonzero((values[:, 0] == x[0, 0]) & (values[:, 1] == x[0, 1]))[0])
         assert set(labels[s : s + window]) == {label}
         starts.append(s)
+    assert data.starts is not None and data.starts.tolist() == starts
+    assert data.runs is not None and data.runs.tolist() == sorted(data.runs.tolist())
+    assert len(np.unique(data.runs)) == 3  # idle, run, idle: three runs, two labels
     assert data.test_index is not None and len(data.test_index) > 0
     test = set(data.test_index.tolist())
     spans = [(s, s + window, i in test) for i, s in enumerate(starts)]
@@ -105,9 +108,17 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         load_image_folder(root)
 
 
-def test_tabular_takes_numeric_classification_only(mixed_csv: Path) -> None:
+def test_tabular_takes_numbers_and_categories_not_text(mixed_csv: Path, tmp_path: Path) -> None:
     assert from_tabular(load_builtin("iris")).X.shape == (150, 4)
-    with pytest.raises(EdgewiseError, match="categorical"):
-        from_tabular(load_csv(mixed_csv, "status"))
+    mixed = load_csv(mixed_csv, "status")
+    tensors = from_tabular(mixed)
+    assert tensors.X.dtype == object and tensors.X.shape == mixed.X.shape
+    assert tensors.categorical == tuple(map(str, mixed.categorical))
+    sms = tmp_path / "sms.csv"
+    sms.write_text(
+        "message,label\n" + "".join(f"free words number {i},{i % 2}\n" for i in range(20))
+    )
+    with pytest.raises(EdgewiseError, match="free text 'message'"):
+        from_tabular(load_text_csv(sms, "label", "message"))
     with pytest.raises(EdgewiseError, match="classification"):
         from_tabular(load_builtin("diabetes"))

@@ -12,7 +12,7 @@ from scipy import stats
 from edgewise.trainer.compare import CandidateResult, CompareReport, compare
 from edgewise.trainer.datasets import load_builtin
 from edgewise.trainer.report import recommend, render_table
-from edgewise.trainer.uncertainty import interval
+from edgewise.trainer.uncertainty import blocked_splits, interval
 
 
 def test_interval_is_the_corrected_resampled_t() -> None:
@@ -75,3 +75,28 @@ def test_report_draws_the_intervals(tmp_path: Path) -> None:
     for name in ("decision-tree", "naive-bayes"):
         assert f'class="interval" data-name="{name}"' in page
         assert f'class="band" data-name="{name}"' in page
+
+
+@pytest.mark.parametrize("repeats", [1, 3, 5, 9])
+def test_blocked_splits_hold_out_a_block_of_every_run_without_overlap(repeats: int) -> None:
+    """Pure logic: windows of 16 samples every 4 from three runs of different lengths. Each
+    split holds out one block of every run (the last block first, as the loader does), its
+    blocks are disjoint from the other splits', and no training window shares a sample
+    with a held-out window of its run."""
+    window = 16
+    runs = np.repeat([0, 1, 2], [40, 25, 60])
+    starts = np.concatenate([np.arange(0, 160, 4), np.arange(500, 600, 4), np.arange(900, 1140, 4)])
+    splits = blocked_splits(runs, starts, window, repeats)
+    assert len(splits) == min(repeats, 5)
+    seen = np.zeros(len(runs), bool)
+    for k, (train, test) in enumerate(splits):
+        assert set(runs[test]) == {0, 1, 2} and not seen[test].any()
+        seen[test] = True
+        for run in (0, 1, 2):
+            held = starts[test][runs[test] == run]
+            kept = starts[train][runs[train] == run]
+            assert np.abs(kept[:, None] - held[None, :]).min() >= window
+            if k == 0:  # the last fifth of the run
+                assert held.max() == starts[runs == run].max()
+    if repeats >= 5:
+        assert seen.all()  # five blocks cover every window once
