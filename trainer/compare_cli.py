@@ -40,15 +40,15 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
         "--repeats",
         type=int,
         default=5,
-        help="tables: seeded splits each candidate is scored on, for the 95 %% intervals "
-        "(default 5; 1: one split, no intervals)",
+        help="splits each candidate is scored on, for the 95 %% intervals (default 5; 1: one "
+        "split, no intervals; CSV windows: blocks of each run, at most 5)",
     )
     p.add_argument(
         "--deep-budget",
         type=float,
         default=120.0,
         metavar="SECONDS",
-        help="tables: no new split of a network starts after this long (default 120)",
+        help="no new split of a network starts after this long (default 120)",
     )
     p.add_argument("--max-latency-ms", type=float, help="constraint: p50 per sample on device")
     p.add_argument("--max-size-kb", type=float, help="constraint: artifact size")
@@ -96,7 +96,8 @@ def run_compare(args: argparse.Namespace) -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from edgewise.edge.errors import EdgewiseError
     from edgewise.trainer.compare import DEFAULT_CANDIDATES, check_candidates, compare
-    from edgewise.trainer.report import recommend, render_html, render_table
+    from edgewise.trainer.report import recommend, render_table
+    from edgewise.trainer.report_html import render_html
 
     given = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else []
     windows = None

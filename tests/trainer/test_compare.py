@@ -349,9 +349,10 @@ def test_report_reads_at_a_glance_in_chromium(iris_compare: Path) -> None:
 
 
 def test_long_reasons_are_cut_at_a_word() -> None:
-    from edgewise.trainer.report import _cut, spread
+    from edgewise.trainer.report import cut_at_word
+    from edgewise.trainer.report_html import spread
 
     reason = "mlp takes numbers and categories; rooms.csv has free text 'note'"
-    assert _cut(reason, 30) == "mlp takes numbers and…"
+    assert cut_at_word(reason, 30) == "mlp takes numbers and…"
     assert spread([100.0, 101.0, 102.0, 10.0], 14, 12, 300) == [100.0, 114.0, 128.0, 12.0]
     assert spread([295.0, 296.0], 14, 12, 300) == [286.0, 300.0]

@@ -93,7 +93,7 @@ def test_a_readable_tie_wins_within_run_to_run_latency_noise(
 
 
 def test_report_draws_the_intervals(tmp_path: Path) -> None:
-    from edgewise.trainer.report import render_html
+    from edgewise.trainer.report_html import render_html
 
     report = compare(load_builtin("iris"), tmp_path, ["decision-tree", "naive-bayes"], repeats=3)
     recommend(report)
@@ -108,7 +108,7 @@ def test_report_draws_the_intervals(tmp_path: Path) -> None:
     [("accuracy", 1.008, 1.0), ("accuracy", 0.95, 0.95), ("rmse", -0.3, 0.0), ("rmse", 7.5, 7.5)],
 )
 def test_drawn_intervals_stop_where_the_score_does(metric: str, value: float, drawn: float) -> None:
-    from edgewise.trainer.report import _clip
+    from edgewise.trainer.report_html import _clip
 
     assert _clip(metric)(value) == drawn
 
