@@ -134,7 +134,9 @@ def compare(
                 heldout = _classical(data, name, work, seed, fractions, result, repeats)
             else:
                 heldout = _deep(data, name, work, seed, epochs, fractions, result)
-                fit_on = _network_on_split(data, name, seed, epochs)
+                from edgewise.trainer.tensors import from_tabular
+
+                fit_on = network_split_score(from_tabular(data), name, seed, epochs)
                 splits = seeded_splits(data, seed, repeats)
                 scores = repeated(splits, fit_on, result.quality["accuracy"], deep_budget_s)
                 _set_interval(result, scores)
@@ -321,16 +323,14 @@ def _set_interval(result: CandidateResult, scores: list[float]) -> None:
     result.interval = got.to_json() if got is not None else None
 
 
-def _network_on_split(
-    data: Dataset, name: str, seed: int, epochs: int
+def network_split_score(
+    tensors: Any, name: str, seed: int, epochs: int
 ) -> Callable[[np.ndarray, np.ndarray], float]:
-    """``score(train rows, test rows)``: held-out accuracy of a network trained on them."""
-    from edgewise.trainer.tensors import from_tabular
-
-    tensor = from_tabular(data)
+    """``score(train rows, test rows)``: held-out accuracy of a network trained on those
+    rows of ``tensors`` (TensorData)."""
 
     def score(train_idx: np.ndarray, test_idx: np.ndarray) -> float:
-        host = network_trainer(tensor, name, test_idx, seed, epochs)(train_idx)
+        host = network_trainer(tensors, name, test_idx, seed, epochs)(train_idx)
         return float(host.meta.metrics["accuracy"])
 
     return score

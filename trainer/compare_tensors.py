@@ -39,6 +39,7 @@ from edgewise.trainer.compare import (
     export_network,
     learning_curve,
     measure_memory,
+    network_split_score,
     network_trainer,
 )
 from edgewise.trainer.models import MODELS, build_pipeline
@@ -235,9 +236,5 @@ def _cnn(
         fractions, train_idx, np.asarray(windows.y), seed,
         lambda sub: deep_score(fit, host, sub, train_idx),
     )  # fmt: skip
-
-    def split_score(train: np.ndarray, test: np.ndarray) -> float:
-        trained = network_trainer(windows, network, test, seed, epochs)(train)
-        return float(trained.meta.metrics["accuracy"])
-
+    split_score = network_split_score(windows, network, seed, epochs)
     _set_interval(result, repeated(splits, split_score, result.quality["accuracy"], budget_s))
