@@ -171,3 +171,35 @@ def onnx_io(model_bytes: bytes) -> dict[str, Any]:
         "input": {"name": session.get_inputs()[0].name, "dtype": "float32"},
         "output": {"name": session.get_outputs()[0].name, "dtype": "float32"},
     }
+
+
+def without_standardize(
+    model: Any, check_rows: np.ndarray
+) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """A table network without its first ``standardize`` layer, and that layer's per-column
+    scale and offset (for the agent to apply), or None when ``model`` is not a chain that
+    starts with one. The cut model must answer ``check_rows`` as the whole one does."""
+    import keras
+
+    layers = model.layers
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2 or len(layers) < 3:
+        return None
+    if layers[1].name != "standardize" or not isinstance(layers[1], keras.layers.Rescaling):
+        return None
+    width = int(model.inputs[0].shape[1])
+    scale = np.broadcast_to(np.asarray(layers[1].scale, np.float64), (width,)).copy()
+    offset = np.broadcast_to(np.asarray(layers[1].offset, np.float64), (width,)).copy()
+    inputs = keras.Input(shape=(width,), name=INPUT_NAME)
+    x = inputs
+    try:
+        for layer in layers[2:]:  # a chain: every layer takes the previous one's output
+            x = layer(x)
+    except (ValueError, TypeError):
+        return None
+    cut = keras.Model(inputs, x, name=f"{model.name}-scaled")
+    rows = check_rows.astype(np.float32)
+    whole = np.asarray(model(rows, training=False))
+    part = np.asarray(cut((rows * scale + offset).astype(np.float32), training=False))
+    if whole.shape != part.shape or not np.allclose(whole, part, atol=1e-4):
+        return None  # not a chain after all (a branch or a skip connection)
+    return cut, scale, offset

@@ -39,6 +39,7 @@ from edgewise.converters.keras_convert import (
     tflite_io,
     to_onnx,
     to_tflite,
+    without_standardize,
 )
 from edgewise.converters.keras_host import KerasHostModel
 from edgewise.converters.parity import (
@@ -60,6 +61,7 @@ from edgewise.edge.manifest import (
     Parity,
     Preprocessing,
     Quantization,
+    Scaling,
 )
 from edgewise.edge.topics import check_segment
 
@@ -73,6 +75,9 @@ NEXT_MODE = {
     ("onnx", "int8"): "dynamic",
     ("onnx", "dynamic"): "none",
 }
+
+
+SCALED_BY_AGENT = "standardized by the agent (input.scaling)"
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,10 @@ def build_manifest(
     name: str,
     version: str,
     calibration_rows: int,
+    scaling: Scaling | None = None,
 ) -> Manifest:
-    """The bundle's manifest, its parity still to be measured."""
+    """The bundle's manifest, its parity still to be measured. ``scaling``: the network's
+    standardization, done by the agent (an int8 table network cut after that layer)."""
     meta = host.meta
     shape = host.input_shape
     # Tabular: one feature per column; windows / images: the features name the channels.
@@ -179,10 +186,14 @@ def build_manifest(
             quantization=out_quant,
         )
     outside: list[str] = []
+    if scaling is not None:
+        inside = inside[1:]
     if meta.features:
         outside.append("string features one-hot encoded (input.features[].categories)")
     if meta.impute:
         outside.append("missing values -> training mean (input.impute)")
+    if scaling is not None:
+        outside.append(SCALED_BY_AGENT)
     for where, q in (("input", in_quant), ("output", out_quant)):
         if q is not None:
             verb = "quantized to" if where == "input" else "dequantized from"
@@ -214,6 +225,7 @@ def build_manifest(
             quantization=in_quant,
             impute=meta.impute or None,
             window_features=window,
+            scaling=scaling,
         ),
         output=head,
         preprocessing=Preprocessing(inside_graph=tuple(inside), outside_graph=tuple(outside)),
@@ -242,29 +254,23 @@ def export_keras(
         raise EdgewiseError("version must be 1 to 64 characters")
     n_cal = min(options.calibration_samples, len(host.X_calibration))
     calibration = host.X_calibration[:n_cal]
-    if options.format == "tflite":
-        model_bytes = to_tflite(host.model, host.input_shape, options.quantize, calibration)
-        io = tflite_io(model_bytes)
-    else:
-        model_bytes = to_onnx(host.model, host.input_shape, options.quantize, calibration)
-        io = onnx_io(model_bytes)
-    manifest = build_manifest(host, options, model_bytes, io, name, version, n_cal)
     ref = np.asarray(host.model.predict(host.X_heldout, batch_size=256, verbose=0), np.float64)
-    answers, backend = serve_staged(model_bytes, manifest, host.client_inputs)
-    y = host.y_heldout
-    if isinstance(manifest.output, AnomalyHead):
-        # "Accuracy" of a detector's conversion: how many alarms it keeps as they were.
-        new = np.asarray([[a["score"]] for a in answers], np.float64)
-        limit = manifest.output.threshold
-        acc_ref, acc_new = 1.0, float(((ref > limit) == (new > limit)).mean())
-        max_diff = float((np.abs(ref - new) / np.maximum(np.abs(ref), 1.0)).max())
-        agreement = acc_new
-    else:
-        new = probabilities(answers, manifest.labels)
-        acc_ref = float((ref.argmax(1) == y).mean())
-        acc_new = float((new.argmax(1) == y).mean())
-        max_diff = float(np.abs(ref - new).max())
-        agreement = float((ref.argmax(1) == new.argmax(1)).mean())
+    checked = [
+        _checked(host, options, variant, build, ref, name, version, n_cal)
+        for variant, build in _variants(host, options, calibration)
+    ]
+    # The gate's choice: the variant whose labels agree most with the float network (then
+    # the smaller difference); the held-out labels judge it below, as every conversion.
+    chosen = max(checked, key=lambda c: (c.agreement, -c.max_diff))
+    if len(checked) > 1:
+        log.info(
+            "int8 variants (label agreement with Keras): %s; kept %s",
+            ", ".join(f"{c.variant} {c.agreement:.4f}" for c in checked),
+            chosen.variant,
+        )
+    manifest, model_bytes, answers = chosen.manifest, chosen.model_bytes, chosen.answers
+    acc_ref, acc_new, max_diff = chosen.acc_ref, chosen.acc_new, chosen.max_diff
+    agreement, backend, y = chosen.agreement, chosen.backend, host.y_heldout
     metric = "alarm agreement" if manifest.task == "anomaly" else "accuracy"
     gate(options, acc_ref, acc_new, max_diff, metric)
     report = Parity(
@@ -293,3 +299,75 @@ def export_keras(
     instances = inputs.tolist() if isinstance(inputs, np.ndarray) else inputs
     final, files = with_selftest(final, instances, answers, tolerance, p99_budget_ms)
     return write_bundle(out_dir, model_bytes, final, files)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """One converted variant, run through the device's code on the held-out inputs."""
+
+    variant: str
+    manifest: Manifest
+    model_bytes: bytes
+    answers: list[dict[str, Any]]
+    backend: str
+    acc_ref: float
+    acc_new: float
+    max_diff: float
+    agreement: float
+
+
+def _variants(
+    host: KerasHostModel, options: KerasExportOptions, calibration: np.ndarray
+) -> list[tuple[str, Any]]:
+    """What to convert: the whole network; for int8 on a table also the network without
+    its standardization (the agent standardizes, so the int8 input holds comparable
+    columns). Each is ``(variant, build)`` with ``build() -> (bytes, io, scaling)``."""
+
+    def convert(model: Any, rows: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+        if options.format == "tflite":
+            data = to_tflite(model, host.input_shape, options.quantize, rows)
+            return data, tflite_io(data)
+        data = to_onnx(model, host.input_shape, options.quantize, rows)
+        return data, onnx_io(data)
+
+    out: list[tuple[str, Any]] = [("in graph", lambda: (*convert(host.model, calibration), None))]
+    if options.quantize == "int8" and host.meta.kind in (None, "tabular"):
+        cut = without_standardize(host.model, calibration[:64])
+        if cut is not None:
+            model, scale, offset = cut
+            scaled = (calibration * scale + offset).astype(np.float32)
+            scaling = Scaling(scale=tuple(scale.tolist()), offset=tuple(offset.tolist()))
+            out.append(("by the agent", lambda: (*convert(model, scaled), scaling)))
+    return out
+
+
+def _checked(
+    host: KerasHostModel,
+    options: KerasExportOptions,
+    variant: str,
+    build: Any,
+    ref: np.ndarray,
+    name: str,
+    version: str,
+    n_cal: int,
+) -> _Checked:
+    model_bytes, io, scaling = build()
+    manifest = build_manifest(host, options, model_bytes, io, name, version, n_cal, scaling)
+    answers, backend = serve_staged(model_bytes, manifest, host.client_inputs)
+    y = host.y_heldout
+    if isinstance(manifest.output, AnomalyHead):
+        # "Accuracy" of a detector's conversion: how many alarms it keeps as they were.
+        new = np.asarray([[a["score"]] for a in answers], np.float64)
+        limit = manifest.output.threshold
+        acc_ref, acc_new = 1.0, float(((ref > limit) == (new > limit)).mean())
+        max_diff = float((np.abs(ref - new) / np.maximum(np.abs(ref), 1.0)).max())
+        agreement = acc_new
+    else:
+        new = probabilities(answers, manifest.labels)
+        acc_ref = float((ref.argmax(1) == y).mean())
+        acc_new = float((new.argmax(1) == y).mean())
+        max_diff = float(np.abs(ref - new).max())
+        agreement = float((ref.argmax(1) == new.argmax(1)).mean())
+    return _Checked(
+        variant, manifest, model_bytes, answers, backend, acc_ref, acc_new, max_diff, agreement
+    )

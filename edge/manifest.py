@@ -73,6 +73,17 @@ class Quantization(_Part):
     zero_point: StrictInt
 
 
+class Scaling(_Part):
+    """A per-column affine map the agent applies to a network's input, ``x * scale +
+    offset``, after one-hot encoding and imputation and before any input quantization.
+    It is the network's standardization moved out of the graph, so that an int8 input
+    tensor holds standardized values (one quantization scale cannot serve raw columns
+    whose ranges differ by 1,000x)."""
+
+    scale: Annotated[tuple[Number, ...], Field(min_length=1)]
+    offset: Annotated[tuple[Number, ...], Field(min_length=1)]
+
+
 class WindowFeatures(_Part):
     """Sensor windows whose features the agent computes (edge.features, same code as training)."""
 
@@ -97,9 +108,18 @@ class InputSpec(_Part):
     impute: tuple[Number, ...] | None = None
     window_features: WindowFeatures | None = None
     lowercase: StrictBool = False
+    scaling: Scaling | None = None
 
     @model_validator(mode="after")
     def _layout_fields(self) -> InputSpec:
+        if self.scaling is not None:
+            width = None if self.shape is None or len(self.shape) != 2 else self.shape[1]
+            sizes = {len(self.scaling.scale), len(self.scaling.offset)}
+            if self.layout != "tensor" or self.kind != "tabular" or sizes != {width}:
+                raise ValueError(
+                    "scaling belongs to a tabular tensor input and needs one scale and one "
+                    f"offset per column ({width}); got {sorted(sizes)}"
+                )
         if self.layout == "tensor" and (self.tensor_name is None or self.shape is None):
             raise ValueError("a tensor layout needs tensor_name and shape")
         if self.layout == "columns":

@@ -56,6 +56,12 @@ class ServedModel:
         self._window = spec.window_features
         self._in_quant = spec.quantization
         self._impute = np.asarray(spec.impute, dtype=np.float32) if spec.impute else None
+        # int8 networks on tables: the standardization the graph no longer holds.
+        scaling = spec.scaling
+        self._scaling = (
+            None if scaling is None else (np.asarray(scaling.scale, np.float32),
+                                          np.asarray(scaling.offset, np.float32))
+        )  # fmt: skip
         # Text models: an instance may be the bare string; text is lowercased as in training.
         self._text = spec.kind == "text"
         self._lowercase = spec.lowercase
@@ -218,6 +224,8 @@ class ServedModel:
             array = self._one_hot.encode(array)
         if self._impute is not None:
             array = np.where(np.isnan(array), self._impute, array)
+        if self._scaling is not None:
+            array = array * self._scaling[0] + self._scaling[1]
         if self._in_quant:
             # int8 models: real values in, quantized with the manifest's scale / zero point.
             q = self._in_quant

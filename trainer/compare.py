@@ -29,7 +29,14 @@ from edgewise.edge.model import ServedModel
 from edgewise.trainer.datasets import Dataset
 from edgewise.trainer.models import MODELS, build_pipeline
 from edgewise.trainer.train import evaluate, split_indices, train
-from edgewise.trainer.uncertainty import REPEATS, band, interval, repeated, seeded_splits
+from edgewise.trainer.uncertainty import (
+    REPEATS,
+    band,
+    held_out_rows,
+    interval,
+    repeated,
+    seeded_splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +146,7 @@ def compare(
                 fit_on = network_split_score(from_tabular(data), name, seed, epochs)
                 splits = seeded_splits(data, seed, repeats)
                 scores = repeated(splits, fit_on, result.quality["accuracy"], deep_budget_s)
-                _set_interval(result, scores)
+                _set_interval(result, scores, held_out_rows(splits))
         except (EdgewiseError, ParityError) as exc:
             result.skipped = str(exc)
             log.warning("%s skipped: %s", name, exc)
@@ -313,13 +320,17 @@ def _classical(
         return curves[-1][f"{max(fractions):g}"] or float("nan")
 
     splits = seeded_splits(data, seed, repeats)
-    _set_interval(result, repeated(splits, split_score, result.quality[metric]))
+    rows = held_out_rows(splits) if metric == "accuracy" else None
+    _set_interval(result, repeated(splits, split_score, result.quality[metric]), rows)
     result.learning_band = band(curves) if len(curves) > 1 else {}
     return train_idx, test_idx
 
 
-def _set_interval(result: CandidateResult, scores: list[float]) -> None:
-    got = interval(scores)
+def _set_interval(
+    result: CandidateResult, scores: Sequence[float | None], test_rows: int | None
+) -> None:
+    """The candidate's interval over its splits; ``test_rows`` for an accuracy's floor."""
+    got = interval(scores, test_rows=test_rows)
     result.interval = got.to_json() if got is not None else None
 
 

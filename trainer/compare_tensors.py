@@ -50,6 +50,7 @@ from edgewise.trainer.uncertainty import (
     Split,
     band,
     blocked_splits,
+    held_out_rows,
     repeated,
     seeded_splits,
 )
@@ -219,7 +220,7 @@ def _features_model(
     result.learning_curve = curves[0]
     top = f"{max(fractions):g}"
     later = [c[top] for c in curves[1:]]
-    _set_interval(result, [result.quality["accuracy"], *[v for v in later if v is not None]])
+    _set_interval(result, [result.quality["accuracy"], *later], held_out_rows(splits))
     result.learning_band = band(curves) if len(curves) > 1 else {}
 
 
@@ -237,4 +238,5 @@ def _cnn(
         lambda sub: deep_score(fit, host, sub, train_idx),
     )  # fmt: skip
     split_score = network_split_score(windows, network, seed, epochs)
-    _set_interval(result, repeated(splits, split_score, result.quality["accuracy"], budget_s))
+    scores = repeated(splits, split_score, result.quality["accuracy"], budget_s)
+    _set_interval(result, scores, held_out_rows(splits))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.trainer.compare import CandidateResult, CompareReport
-from edgewise.trainer.uncertainty import Interval
+from edgewise.trainer.uncertainty import Interval, paired
 
 NEAR = {"accuracy": 0.01, "rmse": 0.05}  # "as good": within 1 point / within 5 % RMSE
 # A readable candidate counts as fast as the fastest within 1.2x or 10 µs of its p50: the
@@ -69,8 +69,10 @@ def recommend(
     rank = (lambda r: intervals[r.name].mean) if noise else (lambda r: edge_score(r, metric))
     best = max(ok, key=lambda r: rank(r) if higher else -rank(r))
     b = rank(best)
-    if noise:  # tied: 95 % intervals overlapping the best's
-        near = [r for r in ok if intervals[r.name].overlaps(intervals[best.name])]
+    ties: dict[str, str] = {}
+    if noise:  # tied: the paired difference with the best is within noise
+        ties = tie_rules(intervals, best.name)
+        near = [r for r in ok if r is best or r.name in ties]
     else:
         near = [
             r for r in ok
@@ -89,7 +91,7 @@ def recommend(
     elif noise:
         parts.append(
             f"tied within noise with the best ({best.name}): {intervals[choice.name].text()} "
-            f"vs {intervals[best.name].text()}, 95 % intervals over {n} seeded splits overlap"
+            f"vs {intervals[best.name].text()} over {n} seeded splits, {ties[choice.name]}"
         )
     else:
         gap = (b - c) * 100 if higher else (c / b - 1) * 100
@@ -109,7 +111,9 @@ def recommend(
         f"{READABLE_SLACK_US:g} µs of its latency)"
     )
     rule = (
-        f"rule: candidates whose 95 % intervals overlap the best's are tied; of the tied, {fast}"
+        "rule: a candidate is tied with the best when the 95 % interval of their paired "
+        "per-split difference contains 0 (where they share fewer than two scored splits: "
+        f"when their 95 % intervals overlap); of the tied, {fast}"
         if noise
         else f"rule: within {NEAR[metric]:g} of the best is as good; of those, {fast}"
     )
@@ -117,12 +121,33 @@ def recommend(
         "choice": choice.name,
         "best_quality": best.name,
         "tied": others,
+        "tie_rules": ties,
         "rule": rule,
         "text": ": ".join(parts[:2]) + ", " + ", ".join(parts[2:])
         + (f". Tied with it: {', '.join(others)}" if others else "") + f". ({rule})",
         "excluded": excluded,
     }  # fmt: skip
     return report.recommendation
+
+
+def tie_rules(intervals: dict[str, Interval], best: str) -> dict[str, str]:
+    """The candidates tied with ``best``, each with the rule that decided it: the paired
+    per-split difference's 95 % interval contains 0 (the splits are shared, so their noise
+    is too), or, below two shared splits, their intervals overlap."""
+    out: dict[str, str] = {}
+    for name, got in intervals.items():
+        if name == best:
+            continue
+        diff = paired(intervals[best], got)
+        if diff is not None:
+            if diff.low <= 0 <= diff.high:
+                out[name] = (
+                    f"paired difference ({best} - {name}) {diff.text()} over {diff.n} "
+                    "splits contains 0"
+                )
+        elif got.overlaps(intervals[best]):
+            out[name] = "95 % intervals overlap (fewer than two shared splits)"
+    return out
 
 
 def _quality(r: CandidateResult, intervals: dict[str, Interval], value: float) -> str:
@@ -170,8 +195,11 @@ def render_table(report: CompareReport) -> str:
     lines = [report.recommendation.get("text", ""), ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    # Why an int8 twin is missing belongs next to the table, not only in the HTML.
-    notes = [f"{r.name}: {r.int8_note}" for r in report.candidates if r.int8_note]
+    # Why a candidate was excluded or an int8 twin is missing belongs next to the table,
+    # not only in compare.json and the HTML.
+    excluded = report.recommendation.get("excluded") or {}
+    notes = [f"{name}: excluded by the constraints: {why}" for name, why in excluded.items()]
+    notes += [f"{r.name}: {r.int8_note}" for r in report.candidates if r.int8_note]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)

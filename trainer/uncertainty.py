@@ -6,8 +6,18 @@ splits (seeds ``seed``, ``seed + 1``, ...; the first is the split it measures ev
 else on) and gives the mean and a 95 % interval. The splits share most training rows, so
 their scores are correlated and the plain standard error is too small: the interval uses
 the corrected resampled t statistic of Nadeau and Bengio (2003), variance
-``s^2 * (1/n + n_test/n_train)``. Two candidates whose intervals overlap are tied within
-noise (``edgewise.trainer.report.recommend``).
+``s^2 * (1/n + n_test/n_train)``.
+
+Two floors keep a few identical split scores from claiming certainty they cannot have
+(five splits that each get 50 of 52 rows right have ``s^2 = 0``, yet one row is 1.9
+points): for an accuracy on ``m`` held-out rows, ``s^2`` is never taken below the binomial
+variance of one split's score, ``p(1 - p) / m`` with ``p`` smoothed as Agresti and Coull do
+(``(k + 2) / (m + 4)``, so 52 of 52 is not certain either). Candidates are scored on the
+same splits, so a tie is judged on their paired per-split differences (``paired``); the
+floor there is the variance of a difference of ``d`` on ``m`` rows when the fewest
+possible rows disagree (``|d| m``, all one way): ``(|d| - d^2) / m``, McNemar's view.
+``edgewise.trainer.report.recommend`` calls a candidate tied with the best when the 95 %
+interval of that difference contains 0.
 """
 
 from __future__ import annotations
@@ -33,13 +43,21 @@ TEST_SIZE = 0.2
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean and 95 % interval of a score over ``n`` seeded splits (``scores``)."""
+    """Mean and 95 % interval of a score over ``n`` seeded splits (``scores``).
+
+    ``per_split``: the score of every split in order, None where it was not scored, so
+    two candidates' scores pair up by split. ``test_rows``: held-out rows per split when
+    the score is an accuracy (the binomial floor applies); ``floored``: the floor, not the
+    spread of the scores, set the width."""
 
     mean: float
     low: float
     high: float
     n: int
     scores: tuple[float, ...]
+    per_split: tuple[float | None, ...] = ()
+    test_rows: int | None = None
+    floored: bool = False
 
     @property
     def half(self) -> float:
@@ -52,23 +70,69 @@ class Interval:
         return f"{self.mean:.{digits}f} ± {self.half:.{digits}f}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "scores": list(self.scores), "half": self.half}
+        doc = asdict(self)
+        return {**doc, "scores": list(self.scores), "per_split": list(self.per_split),
+                "half": self.half}  # fmt: skip
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Interval:
-        return cls(doc["mean"], doc["low"], doc["high"], doc["n"], tuple(doc["scores"]))
+        return cls(
+            doc["mean"], doc["low"], doc["high"], doc["n"], tuple(doc["scores"]),
+            tuple(doc.get("per_split") or doc["scores"]), doc.get("test_rows"),
+            bool(doc.get("floored", False)),
+        )  # fmt: skip
 
 
-def interval(scores: Sequence[float], test_size: float = TEST_SIZE) -> Interval | None:
-    """The corrected resampled-t 95 % interval of ``scores`` (None below two scores)."""
-    values = np.asarray([s for s in scores if s is not None and math.isfinite(s)], float)
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _t_interval(values: np.ndarray, floor: float, test_size: float) -> tuple[float, float, bool]:
+    """Mean, half width and whether ``floor`` set the variance: corrected resampled t."""
     n = len(values)
-    if n < 2:
+    spread = float(values.var(ddof=1))
+    s2 = max(spread, floor)
+    var = s2 * (1 / n + test_size / (1 - test_size))
+    return float(values.mean()), float(stats.t.ppf(0.975, n - 1)) * math.sqrt(var), floor > spread
+
+
+def interval(
+    scores: Sequence[float | None], test_size: float = TEST_SIZE, test_rows: int | None = None
+) -> Interval | None:
+    """The corrected resampled-t 95 % interval of ``scores`` (one per split in order, None or
+    NaN where a split was not scored; None below two scores). ``test_rows``: the held-out
+    rows of a split when the score is an accuracy, for the binomial floor."""
+    per_split = tuple(float(s) if _finite(s) else None for s in scores)  # type: ignore[arg-type]
+    values = np.asarray([s for s in per_split if s is not None], float)
+    if len(values) < 2:
         return None
-    mean = float(values.mean())
-    var = float(values.var(ddof=1)) * (1 / n + test_size / (1 - test_size))
-    half = float(stats.t.ppf(0.975, n - 1)) * math.sqrt(var)
-    return Interval(mean, mean - half, mean + half, n, tuple(float(v) for v in values))
+    floor = 0.0
+    if test_rows:
+        smoothed = (float(values.mean()) * test_rows + 2) / (test_rows + 4)
+        floor = smoothed * (1 - smoothed) / test_rows
+    mean, half, floored = _t_interval(values, floor, test_size)
+    return Interval(
+        mean, mean - half, mean + half, len(values), tuple(float(v) for v in values),
+        per_split, test_rows, floored,
+    )  # fmt: skip
+
+
+def paired(best: Interval, other: Interval, test_size: float = TEST_SIZE) -> Interval | None:
+    """The 95 % interval of ``best - other`` per split, over the splits both were scored on
+    (None below two). With ``test_rows``, the variance is at least McNemar's floor: a
+    difference ``d`` on ``m`` rows means at least ``|d| m`` rows disagree."""
+    pairs = [
+        (b, o) for b, o in zip(best.per_split, other.per_split, strict=False)
+        if b is not None and o is not None
+    ]  # fmt: skip
+    if len(pairs) < 2:
+        return None
+    diffs = np.asarray([b - o for b, o in pairs], float)
+    rows = best.test_rows or other.test_rows
+    floor = float(np.mean((np.abs(diffs) - diffs**2) / rows)) if rows else 0.0
+    mean, half, floored = _t_interval(diffs, max(floor, 0.0), test_size)
+    per_split = tuple(float(d) for d in diffs)
+    return Interval(mean, mean - half, mean + half, len(diffs), per_split, per_split, rows, floored)
 
 
 def split_seeds(seed: int, repeats: int) -> list[int]:
@@ -103,7 +167,13 @@ def repeated(
             scores.append(float(score(train_idx, test_idx)))
         except ValueError as exc:  # e.g. a class missing from a tiny training split
             log.info("split %d not scored: %s", k, exc)
+            scores.append(math.nan)  # kept in place: scores pair up by split
     return scores
+
+
+def held_out_rows(splits: Sequence[Split]) -> int:
+    """Held-out rows per split (the mean, rounded: blocked splits differ by a few)."""
+    return max(1, round(float(np.mean([len(test) for _, test in splits]))))
 
 
 def blocked_splits(

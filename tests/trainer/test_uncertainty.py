@@ -12,7 +12,7 @@ from scipy import stats
 from edgewise.trainer.compare import CandidateResult, CompareReport, compare
 from edgewise.trainer.datasets import load_builtin
 from edgewise.trainer.report import recommend, render_table
-from edgewise.trainer.uncertainty import blocked_splits, interval
+from edgewise.trainer.uncertainty import blocked_splits, interval, paired
 
 
 def test_interval_is_the_corrected_resampled_t() -> None:
@@ -27,6 +27,80 @@ def test_interval_is_the_corrected_resampled_t() -> None:
     assert interval([0.9]) is None
 
 
+def _candidate(name: str, got: object, p50: float, readable: bool = False) -> CandidateResult:
+    assert got is not None
+    mean = got.mean  # type: ignore[attr-defined]
+    return CandidateResult(
+        name, "classical", readable, "onnx", {"accuracy": mean}, {"accuracy": mean},
+        latency_us={"p50": p50, "p99": p50}, size_bytes=1024, interval=got.to_json(),  # type: ignore[attr-defined]
+    )  # fmt: skip
+
+
+def test_identical_split_scores_on_few_rows_are_not_certain() -> None:
+    """50 of 52 held-out rows on all five splits: the spread is 0, but one row is 1.9
+    points, so the interval takes the binomial floor (Agresti-Coull smoothed), and a
+    candidate one row better on every split is tied with it."""
+    m, t = 52, stats.t.ppf(0.975, 4)
+    worse = interval([50 / m] * 5, test_rows=m)
+    better = interval([51 / m] * 5, test_rows=m)
+    assert worse is not None and better is not None and worse.floored
+    p = (50 + 2) / (m + 4)
+    assert worse.half == pytest.approx(t * math.sqrt(p * (1 - p) / m * (1 / 5 + 0.25)))
+    assert worse.half > 1 / m  # wider than one row: identical scores say nothing more
+    assert interval([50 / m] * 5).half < 1e-12  # type: ignore[union-attr]  # the old width
+    report = CompareReport(
+        "t", "classification", 258, m, ["a"], [0, 1], "accuracy",
+        [_candidate("slow-better", better, 500.0), _candidate("fast-worse", worse, 5.0)],
+    )  # fmt: skip
+    rec = recommend(report)
+    assert rec["best_quality"] == "slow-better" and rec["choice"] == "fast-worse"
+    assert rec["tied"] == ["slow-better"]
+    assert "contains 0" in rec["tie_rules"]["fast-worse"]
+
+
+def test_paired_rule_against_hand_computed_differences() -> None:
+    """Two candidates on the same five splits of 500 rows: their per-split differences,
+    corrected resampled t, McNemar's floor when the differences barely vary."""
+    a = interval([0.95, 0.90, 0.97, 0.92, 0.94], test_rows=500)
+    b = interval([0.93, 0.89, 0.94, 0.90, 0.93], test_rows=500)
+    assert a is not None and b is not None
+    d = np.array([0.02, 0.01, 0.03, 0.02, 0.01])
+    s2 = max(d.var(ddof=1), float(np.mean((np.abs(d) - d**2) / 500)))
+    half = stats.t.ppf(0.975, 4) * math.sqrt(s2 * (1 / 5 + 0.25))
+    diff = paired(a, b)
+    assert diff is not None
+    assert diff.mean == pytest.approx(d.mean()) and diff.half == pytest.approx(half)
+    # The intervals of a and b overlap widely, yet b is below a on every split: paired,
+    # the difference's interval excludes 0, so b is not tied.
+    assert a.overlaps(b) and diff.low > 0
+    # On 100 rows the same differences are a few rows each: McNemar's floor makes it a tie.
+    a100, b100 = (interval(x.scores, test_rows=100) for x in (a, b))
+    near = paired(a100, b100)  # type: ignore[arg-type]
+    assert near is not None and near.floored and near.low < 0 < near.high
+    report = CompareReport(
+        "t", "classification", 500, 100, ["a"], [0, 1], "accuracy",
+        [_candidate("a", a, 500.0), _candidate("b", b, 5.0)],
+    )  # fmt: skip
+    rec = recommend(report)
+    assert rec["choice"] == "a" and rec["tied"] == [] and rec["tie_rules"] == {}
+    # A split that one candidate did not score pairs nothing: the rest still pair.
+    c = interval([0.93, None, 0.94, 0.90, 0.93], test_rows=500)
+    assert c is not None and c.per_split[1] is None
+    assert paired(a, c).n == 4  # type: ignore[union-attr]
+
+
+def test_the_table_says_why_a_candidate_was_excluded() -> None:
+    fast = interval([0.95, 0.96, 0.97, 0.96, 0.95], test_rows=100)
+    report = CompareReport(
+        "t", "classification", 500, 100, ["a"], [0, 1], "accuracy",
+        [_candidate("slow", fast, 5000.0), _candidate("quick", fast, 5.0)],
+    )  # fmt: skip
+    recommend(report, max_latency_ms=1.0)
+    assert "slow: excluded by the constraints: p50 latency 5.000 ms > 1.0 ms" in render_table(
+        report
+    )
+
+
 def test_one_held_out_row_apart_is_a_tie(tmp_path: Path) -> None:
     """iris, seed 0: knn beats the forest by one of 30 held-out rows. On that split alone
     knn (10x slower) wins; over five seeded splits the two are tied, and the rule says so."""
@@ -38,7 +112,8 @@ def test_one_held_out_row_apart_is_a_tie(tmp_path: Path) -> None:
     rec = recommend(report)
     assert rec["choice"] == "random-forest" and rec["tied"] == ["knn"]
     assert "tied within noise with the best (knn)" in rec["text"]
-    assert "95 % intervals overlap" in rec["rule"] and rec["rule"] in rec["text"]
+    assert "paired per-split difference contains 0" in rec["rule"] and rec["rule"] in rec["text"]
+    assert "paired difference (knn - random-forest)" in rec["tie_rules"]["random-forest"]
     assert knn.interval is not None and knn.interval["n"] == 5
     # The learning curves have bands, and the table shows the intervals.
     assert set(forest.learning_band) == set(forest.learning_curve)
