@@ -113,11 +113,14 @@ def fit_distribution(
             proportions=_shares(counts),
         )
     x = np.asarray(values, dtype=np.float64)
-    present = x[~np.isnan(x)]
+    present = x[~np.isnan(x)].astype(np.float32)
     if len(present):
-        edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1]))
+        quantiles = np.quantile(present.astype(np.float64), np.linspace(0, 1, BINS + 1)[1:-1])
+        edges = np.unique(quantiles.astype(np.float32))
     else:
-        edges = np.zeros(0)
+        edges = np.zeros(0, np.float32)
+    # float32 edges are exact in JSON (a float64 holds every float32), so the device
+    # compares the very numbers the trainer did.
     edges_t = tuple(float(e) for e in edges)
     counts = np.bincount(numeric_bins(x, np.asarray(edges_t)), minlength=len(edges_t) + 2)
     return Distribution(name=name, kind="numeric", edges=edges_t, proportions=_shares(counts))
@@ -131,9 +134,14 @@ def _shares(counts: np.ndarray[Any, Any]) -> tuple[float, ...]:
 
 
 def numeric_bins(x: Column, edges: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Bin index of each value: quantile bins, then one for missing (NaN)."""
-    idx = np.searchsorted(edges, x, side="right")
-    idx[np.isnan(x)] = len(edges) + 1
+    """Bin index of each value: quantile bins, then one for missing (NaN).
+
+    Values and edges are compared as float32 on both sides: the model sees float32, and a
+    value on a fixed-resolution grid (2.2 from JSON) must land where its float32 training
+    twin (2.2000000477) did, not below an edge that is that same float32."""
+    values = np.asarray(x, np.float64).astype(np.float32)
+    idx = np.searchsorted(np.asarray(edges, np.float64).astype(np.float32), values, side="right")
+    idx[np.isnan(values)] = len(edges) + 1
     return idx
 
 
