@@ -246,11 +246,12 @@ class Agent:
         )
         if self.workers is not None:
             stopping.join(max(0.1, deadline - time.monotonic()))
-        self.field.close()
+        self.field.flush()
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         if self.helper is None:
             publish_health(self)
+        self.field.close()  # after the final health, which reports the capture store
         self.connection.stop(final_status="offline", timeout=max(1.0, deadline - time.monotonic()))
         self.delivery.close()
         self.notifier.close()

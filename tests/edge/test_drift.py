@@ -407,3 +407,30 @@ def test_fixed_resolution_rows_land_in_their_training_bins(
     doc = monitor.document()
     assert doc["status"] == "ok", doc
     assert max(doc["features"].values()) < 0.1, doc["features"]
+
+
+def test_the_final_health_reports_the_capture_store(
+    broker: Any, iris_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM's path (Agent.stop): the capture database stays open until the final health
+    document is published, and that document counts the rows captured last."""
+    device = new_device("capture")
+    peer = Peer(broker.port)
+    peer.subscribe(f"edgewise/{device}/health", f"edgewise/{device}/iris-rf/out")
+    try:
+        with serving(
+            broker, [iris_bundle], device, state_dir=tmp_path, capture={"sample_rate": 1.0}
+        ):
+            rows = [[5.1, 3.5, 1.4, 0.2]] * 3
+            peer.request(f"edgewise/{device}/iris-rf/in", {"id": 1, "instances": rows})
+            assert peer.expect_json("/out")["id"] == 1
+        final = None
+        while True:  # the last health document published, the one sent while stopping
+            try:
+                final = json.loads(peer.expect("/health", timeout=2.0).payload)
+            except AssertionError:
+                break
+    finally:
+        peer.close()
+    assert "could not build the health report" not in caplog.text
+    assert final is not None and final["capture"]["captured"] == 3, final
