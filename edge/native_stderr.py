@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,3 +52,49 @@ def quiet_native_stderr(what: str) -> Iterator[None]:
                 print(text, file=sys.stderr)
             elif text:
                 log.debug("%s printed: %s", what, text)
+
+
+# What TensorFlow's C++ side prints at import and while building graphs, whatever
+# TF_CPP_MIN_LOG_LEVEL says (TF 2.21 logs through absl): absl's "before InitializeLog"
+# notice and glog-style lines such as "I0000 00:00:1796446995.18 28139 port.cc:153] oneDNN".
+NATIVE_BANNER = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.+-]+:\d+\] )"
+)
+
+
+@contextmanager
+def without_native_banners() -> Iterator[None]:
+    """Drop native libraries' log banners from fd 2 for the whole block (a CLI command);
+    every other line, Python's own errors included, passes through as it comes."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError):
+        yield
+        return
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = b"".join(ln + b"\n" for ln in lines if not NATIVE_BANNER.match(ln))
+                if out:
+                    os.write(saved, out)
+            if pending and not NATIVE_BANNER.match(pending):
+                os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the pump drains and ends
+        thread.join(timeout=2.0)
+        os.close(saved)

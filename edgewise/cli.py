@@ -93,15 +93,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status. Errors are one line on stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    # TensorFlow reads its C++ log level once, at import, and a command's parser may import
+    # it: set it before any parser is built. `--verbose` / `--log-level debug` keep its
+    # banners (absl, oneDNN, XLA) for whoever is chasing a problem in them.
+    command = _command_in(argv)
+    if command in HOST_COMMANDS and not {"-v", "--verbose", "debug"} & set(argv):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from edgewise.edge.native_stderr import without_native_banners
+
+        with without_native_banners():
+            return _run(argv, command)
+    return _run(argv, command)
+
+
+def _run(argv: list[str], command: str | None) -> int:
+    args = build_parser(command).parse_args(argv)
     level = "info" if args.command == "agent" and args.log_level == "warning" else args.log_level
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from edgewise.edge.errors import EdgewiseError
 
-    # TensorFlow reads its C++ log level once, at import: keep its banners off the terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.run(args))
     except EdgewiseError as exc:  # library options are named as the flags the user typed
