@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +48,7 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task", choices=["classification", "regression"], help="override the inferred task"
     )
+    add_drop_argument(p)
     p.add_argument(
         "--model",
         required=True,
@@ -125,6 +129,25 @@ def default_name(out: str) -> str:
     return name or "model"
 
 
+def add_drop_argument(p: argparse.ArgumentParser) -> None:
+    """``--drop COLUMN`` (repeatable): CSV columns that are not features."""
+    p.add_argument(
+        "--drop", action="append", metavar="COLUMN", help="--csv: leave this column out "
+        "(an id, a note); repeat for more",
+    )  # fmt: skip
+
+
+@contextmanager
+def removed_on_failure(host_dir: Path) -> Iterator[None]:
+    """A host model written for a conversion that then fails (a parity gate) is removed,
+    so the rerun is not refused for a half-written output."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(host_dir, ignore_errors=True)
+        raise
+
+
 def load_tensor_data(args: argparse.Namespace) -> TensorData:
     """The deep-learning data the arguments name, filtered by --classes."""
     import numpy as np
@@ -177,7 +200,8 @@ def run_train_deep(args: argparse.Namespace) -> int:
         f"{list(data.X.shape[1:])}): {shown}"
     )
     print(f"host model {host_dir} (model.keras, history.json; stays on the host)")
-    bundle = export(host, args.out, export_options(args, name))
+    with removed_on_failure(host_dir):
+        bundle = export(host, args.out, export_options(args, name))
     print_bundle(bundle.path, bundle.manifest)
     return 0
 
@@ -256,7 +280,8 @@ def run_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}
     print(f"trained {args.model} on {data.source} ({host.task}, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (stays on the host)")
-    bundle = export(host, args.out, export_options(args, name))
+    with removed_on_failure(host_dir):
+        bundle = export(host, args.out, export_options(args, name))
     print_bundle(bundle.path, bundle.manifest)
     return 0
 
@@ -292,7 +317,8 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in host.meta.metrics.items()}
     print(f"trained autoencoder on {data.source} (anomaly, {len(data.X)} rows): {shown}")
     print(f"host model {host_dir} (model.keras; stays on the host)")
-    bundle = export(host, args.out, export_options(args, name))
+    with removed_on_failure(host_dir):
+        bundle = export(host, args.out, export_options(args, name))
     print_bundle(bundle.path, bundle.manifest)
     return 0
 

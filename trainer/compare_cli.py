@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from edgewise.trainer.cli import add_drop_argument
 from edgewise.trainer.registry import DATASETS
 from edgewise.trainer.sources import DataSource
 
@@ -24,6 +25,7 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=32, help="--images: resize to N x N")
     p.add_argument("--grayscale", action="store_true", help="--images: one channel")
     p.add_argument("--target", help="label column of the CSV")
+    add_drop_argument(p)
     p.add_argument("--task", choices=["classification", "regression"], help="override the task")
     p.add_argument(
         "--candidates",

@@ -8,6 +8,8 @@ scikit-learn model saw); categorical columns become strings, with missing values
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from edgewise.edge.capture_store import CAPTURE_COLUMNS
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import MISSING_CATEGORY
+
+log = logging.getLogger(__name__)
 
 # name -> (scikit-learn loader, task)
 BUILTIN: dict[str, tuple[str, str]] = {
@@ -89,8 +93,16 @@ def infer_task(y: pd.Series) -> str:
     return "regression"
 
 
-def load_csv(path: str | Path, target: str, task: str | None = None) -> Dataset:
-    """A user's CSV: ``target`` is the label column, every other column is a feature."""
+def load_csv(
+    path: str | Path,
+    target: str,
+    task: str | None = None,
+    drop: Sequence[str] = (),
+    warn: bool = True,
+) -> Dataset:
+    """A user's CSV: ``target`` is the label column, every other column but ``drop`` is a
+    feature. With ``warn``, a column a model cannot learn from (an id, free text taken as
+    categories) gets one warning line naming it and the flag that fixes it."""
     p = Path(path)
     if task is not None and task not in TASKS:
         raise EdgewiseError(f"task {task!r}: use one of {', '.join(TASKS)}")
@@ -110,6 +122,13 @@ def load_csv(path: str | Path, target: str, task: str | None = None) -> Dataset:
         # Samples pulled from a device (edgewise capture pull): what the model said about
         # them is not a feature to learn from.
         df = df.drop(columns=list(CAPTURE_COLUMNS[:-1]))
+    unknown = [c for c in drop if c not in df.columns or c == target]
+    if unknown:
+        raise EdgewiseError(
+            f"--drop {unknown[0]!r}: no such feature column; columns: "
+            + ", ".join(c for c in df.columns if c != target)
+        )
+    df = df.drop(columns=list(drop))
     y_raw = df.pop(target)
     if df.shape[1] == 0:
         raise EdgewiseError(f"CSV file {p} has no feature columns besides {target!r}")
@@ -138,8 +157,52 @@ def load_csv(path: str | Path, target: str, task: str | None = None) -> Dataset:
             df[c] = df[c].astype(np.float32)
     if task == "classification" and len(np.unique(y)) < 2:
         raise EdgewiseError(f"target {target!r} has fewer than two classes")
+    if warn:
+        for line in column_warnings(df, categorical):
+            log.warning("%s", line)
     digest = hashlib.sha256(raw).hexdigest()
     return Dataset(df, y, task, f"csv:{p.name}", digest, categorical)
+
+
+MIN_ROWS_TO_JUDGE = 20  # below this, every column may be unique by chance
+TEXT_SHARE = 0.9  # distinct values per row above which a string column is not categories
+
+
+def column_warnings(df: pd.DataFrame, categorical: Sequence[str]) -> list[str]:
+    """One line per feature column no model can learn from, with the flag that fixes it:
+    a string column with a value per row that reads like prose (use ``--text``), or a
+    column that numbers the rows, like an id (``--drop``)."""
+    n = len(df)
+    if n < MIN_ROWS_TO_JUDGE:
+        return []
+    out = []
+    for c in df.columns:
+        values = df[c]
+        distinct = int(values.nunique())
+        if c in categorical:
+            words = values.astype(str).str.contains(" ").mean()
+            if distinct >= TEXT_SHARE * n and words >= 0.5:
+                out.append(
+                    f"column {c!r} looks like free text ({distinct} distinct values in {n} "
+                    f"rows): as categories it teaches nothing; train on it with --text {c}, "
+                    f"or leave it out with --drop {c}"
+                )
+            elif distinct == n:
+                out.append(
+                    f"column {c!r} has a different value in every row, like an id: a model "
+                    f"cannot learn from it; leave it out with --drop {c}"
+                )
+            continue
+        x = values.to_numpy(dtype=np.float64)
+        if distinct == n and np.all(np.mod(x, 1) == 0):
+            steps = np.diff(x)
+            if np.all(steps > 0) or np.all(steps < 0) or x.max() - x.min() == n - 1:
+                out.append(
+                    f"column {c!r} numbers the rows (a different whole number in every row, "
+                    f"like an id): a model learns their order, not your data; leave it out "
+                    f"with --drop {c}"
+                )
+    return out
 
 
 def load_text_csv(path: str | Path, target: str, text: str) -> Dataset:
@@ -148,7 +211,7 @@ def load_text_csv(path: str | Path, target: str, text: str) -> Dataset:
     Text is lowercased here and by the agent before the graph (the ONNX string normalizer
     needs a locale many devices lack, so it is kept out of the graph).
     """
-    data = load_csv(path, target, "classification")
+    data = load_csv(path, target, "classification", warn=False)  # only ``text`` is used
     if text not in data.X.columns:
         raise EdgewiseError(
             f"--text {text!r}: no such column; columns: {', '.join(map(str, data.X.columns))}"

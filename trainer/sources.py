@@ -33,6 +33,7 @@ class DataSource:
     image_size: int = 32
     grayscale: bool = False
     seed: int = 0
+    drop: tuple[str, ...] = ()  # CSV columns that are not features (ids, notes)
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.dataset, self.csv, self.images)) != 1:
@@ -43,6 +44,8 @@ class DataSource:
                 raise EdgewiseError(
                     "--target goes with --csv; built-in data sets know their target"
                 )
+        if self.drop and (self.csv is None or self.window is not None):
+            raise EdgewiseError("--drop goes with --csv FILE --target LABEL (a table)")
         if self.window is not None and self.csv is None:
             raise EdgewiseError("--window goes with --csv FILE (raw samples, a column per channel)")
 
@@ -60,6 +63,7 @@ class DataSource:
             image_size=getattr(args, "image_size", 32),
             grayscale=getattr(args, "grayscale", False),
             seed=getattr(args, "seed", 0),
+            drop=tuple(getattr(args, "drop", None) or ()),
         )
 
     @property
@@ -77,7 +81,7 @@ class DataSource:
             raise EdgewiseError("this source holds windows or images, not rows")
         if not self.target:
             raise EdgewiseError("--csv needs --target COLUMN (the label to learn)")
-        return load_csv(self.csv, self.target, self.task)
+        return load_csv(self.csv, self.target, self.task, self.drop)
 
     def tensors(self, digits_as_images: bool = True) -> TensorData:
         """Windows, images, or (for the MLP) rows as a float matrix."""
