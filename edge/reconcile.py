@@ -107,10 +107,11 @@ class Fleet:
 
         trusted = trusted_public_keys(self.agent.config.trusted_keys)
         for name, entry in self.store.active().items():
-            if entry is None:
-                models.pop(name, None)
-                continue
             current = models.get(name)
+            if entry is None:
+                if models.pop(name, None) is not None:
+                    self._overridden(name, "stays removed (edgewise undeploy)", current)
+                continue
             if current is not None and str(current.bundle.path) == entry.path:
                 continue
             try:
@@ -118,6 +119,20 @@ class Fleet:
             except EdgewiseError as exc:
                 log.error("fleet: %s v%s from %s cannot serve: %s", name, entry.version,
                           entry.path, exc)  # fmt: skip
+                continue
+            if current is not None:
+                self._overridden(name, f"serves v{entry.version} from a roll-out", current)
+
+    def _overridden(self, name: str, what: str, configured: ServedModel | None) -> None:
+        """One line when the remembered roll-out state wins over a configured bundle."""
+        device = self.agent.config.device
+        given = f"v{configured.version} at {configured.bundle.path}" if configured else "a bundle"
+        log.warning(
+            "fleet: model %s %s, not %s that --bundle/--config names: roll-outs are "
+            "remembered in %s/state.json; `edgewise deploy BUNDLE --device %s` (or `edgewise rollback "
+            "--device %s --model %s`) changes it",
+            name, what, given, self.store.root, device, device, name,
+        )  # fmt: skip
 
     def sha_of(self, model: ServedModel) -> str:
         path = str(model.bundle.path)

@@ -305,6 +305,7 @@ def test_an_offline_device_converges_and_keeps_its_version_over_restarts(
     keys: tuple[Path, Path],
     watcher: Watcher,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = {"prefix": prefix, "trusted_keys": (str(keys[1]),), "groups": ("g",)}
     state = tmp_path / "state"
@@ -315,8 +316,13 @@ def test_an_offline_device_converges_and_keeps_its_version_over_restarts(
         assert watcher.deployment(prefix, "late", want.id)["state"] == "active"
         assert watcher.ask(prefix, "late", "second")["version"] == "2"
     watcher.clear(f"{prefix}/fleet/groups/g/{MODEL}")  # no desired state any more
+    caplog.clear()
     with serving(broker, [versions["1"]], "late", state, **settings):
         assert watcher.ask(prefix, "late", "third")["version"] == "2"  # from its own record
+    # The flags named v1: one line says that the remembered roll-out wins, and what resets it.
+    said = [m for r in caplog.records if "--bundle/--config names" in (m := r.getMessage())]
+    assert len(said) == 1 and f"model {MODEL} serves v2 from a roll-out, not v1" in said[0]
+    assert "`edgewise deploy BUNDLE --device late`" in said[0]
 
 
 def test_shadow_then_promote(
@@ -376,6 +382,7 @@ def test_undeploy_and_bundles_gc(
     versions: dict[str, Path],
     keys: tuple[Path, Path],
     watcher: Watcher,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     stale = roll_out(broker, prefix, versions["2"], Target("devices", "nobody", MODEL))
     watcher.clear(f"{prefix}/fleet/devices/nobody/{MODEL}")  # nothing names it now
@@ -391,6 +398,11 @@ def test_undeploy_and_bundles_gc(
         assert err[0]["code"] == "unknown_model"
         for kind in ("info", "deployment"):
             assert watcher.latest[f"{prefix}/u/{MODEL}/{kind}"] is None
+    caplog.clear()
+    with serving(broker, [versions["1"]], "u", prefix=prefix, trusted_keys=(str(keys[1]),)):
+        pass  # the flags name v1, the remembered undeploy wins: one line says so
+    said = [m for r in caplog.records if "--bundle/--config names" in (m := r.getMessage())]
+    assert len(said) == 1 and f"model {MODEL} stays removed (edgewise undeploy)" in said[0]
     peer = Peer(broker.port)
     try:
         peer.subscribe(f"{prefix}/fleet/bundles/{stale.bundle}/+")
