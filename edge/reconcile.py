@@ -129,8 +129,8 @@ class Fleet:
         given = f"v{configured.version} at {configured.bundle.path}" if configured else "a bundle"
         log.warning(
             "fleet: model %s %s, not %s that --bundle/--config names: roll-outs are "
-            "remembered in %s/state.json; `edgewise deploy BUNDLE --device %s` (or `edgewise rollback "
-            "--device %s --model %s`) changes it",
+            "remembered in %s/state.json; `edgewise deploy BUNDLE --device %s` (or "
+            "`edgewise rollback --device %s --model %s`) changes it",
             name, what, given, self.store.root, device, device, name,
         )  # fmt: skip
 
