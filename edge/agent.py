@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 64  # requests answered per outbox commit at most
 PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this small
+# Two agents with one device id take each other's session about twice a second for ever:
+# after this many connections in a row taken over, one of them stops and says why.
+MAX_TAKEOVERS = 6
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
 EXPLAIN_TOP = 3  # features per explanation
 
@@ -169,6 +172,7 @@ class Agent:
             session=config.session,
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
+            max_takeovers=MAX_TAKEOVERS,
         )
         self.connection = (transport or mqtt_transport)(spec)
         self._direct = DirectDelivery(self.connection)  # for what must not wait on disk
@@ -214,10 +218,11 @@ class Agent:
         self.connection.start()
         self.notifier.notify("READY=1")
         log.info(
-            "serving %s on %s as device %r (%s)",
+            "serving %s on %s as device %r (%s; %s)",
             ", ".join(f"{m.name} v{m.version}" for m in self.models.values()),
             self.connection.broker,
             self.config.device,
+            self.config.device_source,
             f"outbox {self.config.outbox_path}" if self.config.durable else "no outbox",
         )
 

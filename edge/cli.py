@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -222,7 +221,11 @@ def run_send(args: argparse.Namespace) -> int:
         plan = csv_rows(args.csv, args.target)
     if args.pool and args.device:
         raise EdgewiseError("--pool and --device: send to one or the other")
-    topics = Topics(args.prefix or DEFAULT_PREFIX, args.device or socket.gethostname(), args.pool)
+    from edgewise.edge.config import default_state_dir
+    from edgewise.edge.device_id import default_device
+
+    device = args.device or default_device(default_state_dir())[0]  # the local agent's default
+    topics = Topics(args.prefix or DEFAULT_PREFIX, device, args.pool)
     result = send(
         endpoint_from_args(args),
         topics,

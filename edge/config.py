@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,11 +18,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from edgewise.edge.device_id import default_device
 from edgewise.edge.endpoint import Endpoint, redact_url
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import check_group
@@ -32,7 +33,6 @@ from edgewise.edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
 from edgewise.edge.topics import (
     DEFAULT_BROKER,
     DEFAULT_PREFIX,
-    MAX_DEVICE_LENGTH,
     Topics,
     check_device,
     check_pool,
@@ -54,11 +54,6 @@ def default_state_dir() -> str:
         os.path.expanduser("~"), ".local", "state"
     )
     return os.path.join(base, "edgewise")
-
-
-def _default_device() -> str:
-    # A host name is printable; clip it to the device id limit.
-    return socket.gethostname()[:MAX_DEVICE_LENGTH] or "edgewise"
 
 
 def _path_list(value: Any) -> Any:
@@ -110,6 +105,7 @@ class AgentConfig(BaseModel):
     """Everything the agent needs; validated once, immutable afterwards."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    _device_source: str = PrivateAttr("given")
 
     bundles: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
@@ -128,7 +124,8 @@ class AgentConfig(BaseModel):
     trusted_keys: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_path_list)
     ] = ()
-    device: str = Field(default_factory=_default_device)
+    # Empty: the default, unique per machine (edge/device_id.py), set once validated.
+    device: str = ""
     prefix: str = DEFAULT_PREFIX
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     qos: Literal[0, 1] = 1
@@ -196,6 +193,21 @@ class AgentConfig(BaseModel):
         except EdgewiseError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _default_device(self) -> AgentConfig:
+        if not self.device:
+            device, source = default_device(self.state_dir)
+            object.__setattr__(
+                self, "device", self._device(device)
+            )  # frozen: set once, while validating
+            self._device_source = f"default: {source}"
+        return self
+
+    @property
+    def device_source(self) -> str:
+        """Where the device id came from: the config or flags, or how the default was made."""
+        return self._device_source
 
     @model_validator(mode="after")
     def _workers(self) -> AgentConfig:

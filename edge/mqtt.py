@@ -99,6 +99,7 @@ class MqttConnection:
         on_published: Callable[[int], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
         quiet: bool = False,
+        max_takeovers: int | None = None,
     ) -> None:
         if protocol not in ("auto", *PROTOCOLS):
             raise EdgewiseError(f"MQTT protocol {protocol!r}: use auto, 5 or 3.1.1")
@@ -129,6 +130,10 @@ class MqttConnection:
         self._ever_connected = False
         self._connected_at = 0.0  # time.monotonic() of the last CONNACK
         self._short = 0  # connections in a row lost within SHORT_CONNECTION_S
+        self._taken = False  # the broker said SESSION_TAKEN_OVER for this connection
+        # After this many connections in a row taken over (or closed right after CONNACK),
+        # give up: a twin with the same client id holds the session (None: never).
+        self._max_takeovers = max_takeovers
         self._last_error = "not connected yet"
         self._thread: threading.Thread | None = None
         self.reconnects = 0
@@ -316,16 +321,27 @@ class MqttConnection:
             properties=props,
         )
 
-    def _note_short_connection(self) -> None:
+    def _note_short_connection(self) -> bool:
         """Connections the broker keeps closing right after accepting them: most often a
         second client with the same id (Mosquitto 2.0 closes the older one without a
-        DISCONNECT reason). Said once, after three in a row."""
-        if time.monotonic() - self._connected_at >= SHORT_CONNECTION_S:
+        DISCONNECT reason). Said once, after three in a row. True when ``max_takeovers``
+        in a row are reached: the twin keeps the session, this client gives up."""
+        taken, self._taken = self._taken, False
+        if not taken and time.monotonic() - self._connected_at >= SHORT_CONNECTION_S:
             self._short = 0
-            return
+            return False
         self._short += 1
         if self._short == 3:
             self._taken_over()
+        if self._max_takeovers is None or self._short < self._max_takeovers:
+            return False
+        if self._on_failure is not None:
+            self._on_failure(
+                f"twin: another client keeps taking client id {self.client_id} at "
+                f"{self.broker} ({self._short} connections in a row): two agents with one "
+                "device id (a cloned SD card?); give each its own --device"
+            )
+        return True
 
     def _taken_over(self) -> None:
         log.error(
@@ -379,7 +395,8 @@ class MqttConnection:
                 continue
             self.reconnects += 1
             delay = self._backoff.next()
-            self._note_short_connection()
+            if self._note_short_connection():
+                return  # no more fighting over the session: the owner stops (on_failure)
             if self._refusal is None:
                 log.log(
                     self._log_level,
@@ -471,7 +488,7 @@ class MqttConnection:
     ) -> None:
         self._connected.clear()
         if reason.is_failure and int(reason.value) == SESSION_TAKEN_OVER:
-            self._taken_over()
+            self._taken = True
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message is None:

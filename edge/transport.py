@@ -85,6 +85,8 @@ class TransportSpec:
     session: Session | None = None
     on_published: Callable[[int], None] | None = None
     on_failure: Callable[[str], None] | None = None
+    # Connections in a row taken over by a client with the same id before giving up.
+    max_takeovers: int | None = None
 
 
 TransportFactory = Callable[[TransportSpec], Transport]
@@ -105,4 +107,5 @@ def mqtt_transport(spec: TransportSpec) -> Transport:
         session=spec.session,
         on_published=spec.on_published,
         on_failure=spec.on_failure,
+        max_takeovers=spec.max_takeovers,
     )
