@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 1.0
+# A helper whose reports (one a second) stopped this long ago is frozen (SIGSTOP, a hung
+# runtime, a swapping board): it holds its share of the requests, so it is killed and
+# started again; the broker redelivers what it had not acknowledged to the new run.
+STALL_S = 10.0
+QUIET_S = 3.0  # health calls a helper stalled from here (missed reports), before the kill
+START_GRACE_S = 30.0  # a new run has this long to send its first report (imports, models)
 STEADY_S = 30.0  # a helper that ran this long restarts without back-off
 MAXED = ("peak_queued", "largest_batch")  # counters that combine by max, not sum
 RETIRE_QUIET_S = 2.0  # a retiring helper stops after this long with nothing to answer
@@ -68,6 +74,16 @@ class Helper:
     report: dict[str, Any] = field(default_factory=dict)  # the latest line it wrote
     carried: dict[str, Any] = field(default_factory=dict)  # earlier runs' last counters
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, cap=10.0))
+    heard_at: float = 0.0  # time.monotonic() of its latest report
+    stalls: int = 0  # runs killed because their reports stopped
+
+    def stalled(self, now: float, limit: float = QUIET_S) -> bool:
+        """Running, but no report for ``limit`` seconds (or none within the start grace)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        if self.heard_at > self.started_at:
+            return now - self.heard_at > limit
+        return now - self.started_at > START_GRACE_S
 
 
 class Workers:
@@ -108,7 +124,22 @@ class Workers:
                         self._start(helper)
                 elif process.poll() is not None:
                     self._ended(helper, process.returncode, now)
+                elif helper.stalled(now, STALL_S):
+                    self._kill_stalled(helper, process, now)
             stop.wait(0.2)
+
+    def _kill_stalled(self, helper: Helper, process: subprocess.Popen[bytes], now: float) -> None:
+        quiet = now - max(helper.heard_at, helper.started_at)
+        log.error(
+            "worker %d (pid %d) sent no report for %.0f s: frozen; killing it and starting "
+            "it again (its unacknowledged requests come back from the broker)",
+            helper.index, process.pid, quiet,
+        )  # fmt: skip
+        process.kill()  # SIGKILL ends a stopped process too; SIGTERM would wait for SIGCONT
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        helper.stalls += 1
+        self._ended(helper, process.returncode, now)
 
     def _start(self, helper: Helper) -> None:
         cmd = [sys.executable, "-m", "edgewise.edge.workers", str(helper.index)]
@@ -141,6 +172,7 @@ class Workers:
                 if isinstance(report, dict):
                     with self._lock:
                         helper.report = report
+                        helper.heard_at = time.monotonic()
         except Exception:  # the reader must not die silently; the helper is watched anyway
             log.exception("worker %d: reading its reports failed", helper.index)
 
@@ -208,15 +240,20 @@ class Workers:
                             tallies[name] = _combined(tallies[name], counts)
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per helper: index, pid, whether it runs and is connected, restarts, answered."""
+        """Per helper: index, pid, whether it runs (and is not stalled: its reports come)
+        and is connected, seconds since its last report, restarts, stalls, answered."""
+        now = time.monotonic()
         with self._lock:
             return [
                 {
                     "index": h.index,
                     "pid": h.process.pid if h.process is not None else None,
                     "running": h.process is not None and h.process.poll() is None,
-                    "connected": bool(h.report.get("connected", False)),
+                    "stalled": h.stalled(now),
+                    "report_age_s": round(now - h.heard_at, 1) if h.heard_at else None,
+                    "connected": bool(h.report.get("connected", False)) and not h.stalled(now),
                     "restarts": h.restarts,
+                    "stalls": h.stalls,
                     "answered": int(h.report.get("counters", {}).get("answered", 0))
                     + int(h.carried.get("answered", 0)),
                 }

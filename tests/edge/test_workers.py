@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -123,6 +124,40 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(
         assert set(ids) == set(range(4000)), 4000 - len(ids)
         summary = agent.health()["workers"][0]
         assert summary["restarts"] == 1 and summary["pid"] not in (None, killed[0])
+
+
+@pytest.mark.slow  # waits out the stall limit (10 s)
+def test_a_frozen_worker_is_restarted_and_every_request_answered(
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path, answers: tuple[str, Peer]
+) -> None:
+    """SIGSTOP: the helper's process lives but answers nothing and reports nothing. Health
+    says it is stalled, the supervisor kills and restarts it, and the requests it held
+    come back from the broker to the new run."""
+    device, peer = answers
+    frozen: list[int] = []
+    seen_stalled: list[dict[str, Any]] = []
+    with two_workers(broker, iris_bundle, device, tmp_path) as agent:
+        helper = agent.workers.helpers[0]  # type: ignore[union-attr]
+
+        assert helper.process is not None
+        frozen.append(helper.process.pid)
+        os.kill(frozen[0], signal.SIGSTOP)  # frozen before the stream: it gets its share
+
+        try:
+            # Health tells it from a running one (3 s without a report), before the kill.
+            wait_for(lambda: agent.health()["workers"][0]["stalled"], 8, "not marked stalled")
+            seen_stalled.append(agent.health()["workers"][0])
+            ids = collect(peer, device, 400, timeout=60)
+        finally:  # never leave a stopped process behind, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen[0], signal.SIGCONT)
+        assert set(ids) == set(range(400)), 400 - len(ids)
+        summary = agent.health()["workers"][0]
+        assert summary["stalls"] == 1 and summary["restarts"] == 1
+        assert summary["pid"] not in (None, frozen[0]) and not summary["stalled"]
+    stalled = seen_stalled[0]
+    assert stalled["connected"] is False and stalled["running"] is True
+    assert stalled["report_age_s"] > 3 and stalled["stalls"] == 0
 
 
 def test_workers_need_mqtt5() -> None:
