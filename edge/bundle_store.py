@@ -18,12 +18,19 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgewise.edge.errors import BundleError
-from edgewise.edge.transfer import BundleIndex, check_chunk, pack, unpack
+from edgewise.edge.transfer import (
+    STAGING_PREFIX,
+    BundleIndex,
+    check_chunk,
+    pack,
+    unpack_stream,
+)
 
 KEEP_VERSIONS = 3  # versions before the active one kept for rollback
 MAX_REFUSED = 200
@@ -53,6 +60,9 @@ class BundleStore:
         self._lock = threading.RLock()
         self._pending: set[str] = set()  # installed, not yet recorded: never pruned
         self._state = self._load()
+        # No unpack runs yet: a staging folder here is a crash's (kill -9 mid-unpack).
+        for d in self.root.glob(f"bundles/{STAGING_PREFIX}*"):
+            shutil.rmtree(d, ignore_errors=True)
 
     # -- state.json ---------------------------------------------------------------------
 
@@ -194,15 +204,45 @@ class BundleStore:
         os.replace(tmp, part / str(i))
 
     def install(self, index: BundleIndex) -> Path:
-        """Assemble the chunks, verify, unpack into ``bundles/{sha256}``; drop the chunks."""
+        """Verify and unpack the stored chunks into ``bundles/{sha256}``, reading one chunk
+        at a time (memory holds a chunk, not the bundle); drop the chunks. An OSError
+        (a full disk) leaves no staging folder; the chunks stay for a retry."""
         with self._lock:
             self._pending.add(index.sha256)
         part = self._partial(index.sha256)
-        blob = b"".join((part / str(i)).read_bytes() for i in range(len(index.chunks)))
+        chunks = ((part / str(i)).read_bytes() for i in range(len(index.chunks)))
         try:
-            return unpack(index, blob, self.bundle_dir(index.sha256))
-        finally:
-            shutil.rmtree(part, ignore_errors=True)
+            path = unpack_stream(index, chunks, self.bundle_dir(index.sha256))
+        except BundleError:
+            shutil.rmtree(part, ignore_errors=True)  # torn on disk: fetch it again
+            raise
+        except BaseException:
+            with self._lock:
+                self._pending.discard(index.sha256)
+            raise
+        shutil.rmtree(part, ignore_errors=True)
+        return path
+
+    def prune_leftovers(self, keep: Collection[str] = ()) -> list[str]:
+        """Remove what no download or version needs: chunks of downloads other than
+        ``keep`` (superseded, or refused before a restart), staging folders and partly
+        written chunk files left by a crash. The names removed, for the log."""
+        removed = []
+        partial = self.root / "partial"
+        if partial.is_dir():
+            for d in partial.iterdir():
+                if d.name not in keep:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(f"partial/{d.name}")
+                elif d.is_dir():
+                    for tmp in d.glob(".*.tmp"):
+                        tmp.unlink(missing_ok=True)
+        bundles = self.root / "bundles"
+        if bundles.is_dir():
+            for d in bundles.glob(f"{STAGING_PREFIX}*"):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(f"bundles/{d.name}")
+        return removed
 
     def discard(self, sha256: str) -> None:
         """Forget a refused download: its chunks, and its files unless a version uses them."""

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 1.0  # "downloading" documents per model at most this often
+# A roll-out that failed for want of disk or memory is not refused for good: it runs again
+# this long after (or at once on a new desired state), when space may have been freed.
+RETRY_S = 60.0
+LEFTOVERS_AFTER_S = 30.0  # after start, chunks no download resumed are removed
+RESOURCES = (OSError, MemoryError)  # failures of the device, not of the bundle
 
 
 @dataclass
@@ -68,6 +73,9 @@ class Fleet:
         self._applied: dict[str, str] = {}  # model -> deployment id handled
         self._shas: dict[str, str] = {}  # bundle dir -> pack sha256 (computed once)
         self._warned = False
+        self._retry_at: dict[str, float] = {}  # model -> when a resource failure retries
+        self._started = time.monotonic()
+        self._leftovers_checked = False
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -95,7 +103,29 @@ class Fleet:
                 continue
 
     def run(self, stop: threading.Event) -> None:
-        serve_inbox(self._inbox, stop, self._handle, self.agent.connection.ack, "fleet")
+        serve_inbox(
+            self._inbox, stop, self._handle, self.agent.connection.ack, "fleet", idle=self._tick
+        )
+
+    def _tick(self) -> None:
+        """Fleet thread, when idle: retry roll-outs that lacked disk or memory; once after
+        start, remove chunks that no download resumed."""
+        now = time.monotonic()
+        for name, due in list(self._retry_at.items()):
+            if now >= due:
+                del self._retry_at[name]
+                log.info("fleet: %s: trying the roll-out again", name)
+                self._reconcile(name)
+        if not self._leftovers_checked and now - self._started >= LEFTOVERS_AFTER_S:
+            self._leftovers_checked = True
+            self._prune_leftovers()
+
+    def _prune_leftovers(self) -> None:
+        keep = {dl.want.bundle for dl in self._downloads.values() if dl.want.bundle}
+        removed = self.store.prune_leftovers(keep)
+        if removed:
+            log.info("fleet: removed %d leftover download(s): %s", len(removed),
+                     ", ".join(removed[:5]))  # fmt: skip
 
     # -- start-up and bookkeeping -------------------------------------------------------
 
@@ -228,6 +258,8 @@ class Fleet:
             return
         if old is not None:
             self._stop_download(old)
+            self._prune_leftovers()  # the superseded download's chunks go
+        self._retry_at.pop(name, None)
         agent = self.agent
         current, shadow = agent.models.get(name), agent.shadows.model(name)
         if want.bundle is None:
@@ -283,7 +315,8 @@ class Fleet:
             try:
                 if i is None:
                     self._on_index(name, dl, payload)
-                elif dl.index is not None and i not in dl.have:
+                elif dl.index is not None and i not in dl.have and payload:
+                    # (An empty retained chunk is a chunk being republished: wait for it.)
                     self.store.put_chunk(dl.index, i, payload)
                     dl.have.add(i)
                     self._progress(name)
@@ -291,6 +324,8 @@ class Fleet:
                     self._finish(name, dl)
             except EdgewiseError as exc:
                 self._fail(name, dl.want, str(exc))
+            except RESOURCES as exc:
+                self._fail(name, dl.want, _resource_reason("storing the download", exc), True)
 
     def _on_index(self, name: str, dl: Download, payload: bytes) -> None:
         if dl.index is not None or not payload:
@@ -311,18 +346,33 @@ class Fleet:
         self._stop_download(dl)
         assert dl.index is not None
         publish_deployment(self.agent, name, self._doc("verifying", dl.want))
-        self._verify_and_apply(dl.want, self.store.install(dl.index))
+        try:
+            path = self.store.install(dl.index)
+        except EdgewiseError as exc:
+            self._fail(name, dl.want, str(exc))
+            return
+        except RESOURCES as exc:
+            self._fail(name, dl.want, _resource_reason("unpacking the bundle", exc), True)
+            return
+        self._verify_and_apply(dl.want, path)
 
-    def _fail(self, name: str, want: Desired, reason: str) -> None:
+    def _fail(self, name: str, want: Desired, reason: str, transient: bool = False) -> None:
+        """Report the roll-out failed and clean up after it. The bundle's fault: refused
+        for good. ``transient`` (the device lacked disk or memory): tried again after
+        ``RETRY_S`` or on the next desired state."""
         dl = self._downloads.pop(name, None)
         if dl is not None:
             self._stop_download(dl)
-        log.error("fleet: %s v%s refused, the active version keeps serving: %s",
+        if transient:
+            self._retry_at[name] = time.monotonic() + RETRY_S
+            reason = f"{reason}; trying again in {RETRY_S:.0f} s"
+        else:
+            self.store.mark_refused(want.id)
+            self._applied[name] = want.id
+        log.error("fleet: %s v%s failed, the active version keeps serving: %s",
                   name, want.version, reason)  # fmt: skip
-        self.store.mark_refused(want.id)
-        self._applied[name] = want.id
         if want.bundle is not None:
-            self.store.discard(want.bundle)
+            self.store.discard(want.bundle)  # its chunks and staging files go
         publish_deployment(self.agent, name, self._doc("failed", want, reason))
 
     def _doc(self, state: str, want: Desired, reason: str | None = None) -> dict[str, object]:
@@ -350,6 +400,9 @@ class Fleet:
         except EdgewiseError as exc:
             self._fail(name, want, str(exc))
             return
+        except RESOURCES as exc:
+            self._fail(name, want, _resource_reason("loading the bundle", exc), True)
+            return
         self._applied[name] = want.id
         if want.mode == "shadow":
             try:
@@ -367,3 +420,14 @@ class Fleet:
     def _shadow_doc(self, model: ServedModel, want: Desired) -> dict[str, object]:
         doc = self._doc("shadow", want)
         return doc | {"shadow_version": model.version, "shadow_bundle": want.bundle}
+
+
+def _resource_reason(step: str, exc: BaseException) -> str:
+    """What the device lacked, in one line (a full disk says so by name)."""
+    import errno
+
+    if isinstance(exc, MemoryError):
+        return f"out of memory while {step}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full while {step} ({exc.strerror})"
+    return f"{type(exc).__name__} while {step}: {exc}"

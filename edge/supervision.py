@@ -33,13 +33,20 @@ def serve_inbox(
     handle: Callable[[Message], None],
     ack: Callable[[Message], None],
     what: str,
+    idle: Callable[[], None] | None = None,
 ) -> None:
     """A helper thread's loop: handle each message inside its own boundary (one bad
-    message must not end the thread), then acknowledge it; every wait has a timeout."""
+    message must not end the thread), then acknowledge it; every wait has a timeout.
+    ``idle`` runs (inside the same boundary) after half a second without a message."""
     while not stop.is_set():
         try:
             msg = inbox.get(timeout=0.5)
         except queue.Empty:
+            if idle is not None:
+                try:
+                    idle()
+                except Exception:
+                    log.exception("%s: idle work failed", what)
             continue
         try:
             handle(msg)

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -130,25 +131,49 @@ def check_chunk(index: BundleIndex, i: int, data: bytes) -> None:
         raise BundleError(f"chunk {i} does not match its sha256 in the index (tampered or torn)")
 
 
+STAGING_PREFIX = ".unpack-"  # an unpack in progress; one left by a crash is pruned
+
+
 def unpack(index: BundleIndex, blob: bytes, dest: Path) -> Path:
     """Write the verified files into ``dest`` (created whole, by one rename, or not at all)."""
-    if sha256(blob) != index.sha256 or len(blob) != index.size:
-        raise BundleError("the assembled bundle does not match its sha256")
+    return unpack_stream(index, iter([blob]), dest)
+
+
+def unpack_stream(index: BundleIndex, parts: Iterator[bytes], dest: Path) -> Path:
+    """``unpack`` from the pack's bytes in pieces (the stored chunks, read one at a time),
+    so memory holds a chunk, not the bundle. Every file's hash and the pack's are checked
+    before the one rename that makes ``dest``."""
     if dest.exists():
         return dest  # content-addressed: the same sha256 is the same files
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest.parent))
+    whole = hashlib.sha256()
+    pending, size = b"", 0
     try:
-        offset = 0
         for f in index.files:
-            data = blob[offset : offset + f.size]
-            offset += f.size
-            if sha256(data) != f.sha256:
-                raise BundleError(f"file {f.name} does not match its sha256 in the index")
+            digest = hashlib.sha256()
             with open(staging / f.name, "xb") as fh:
-                fh.write(data)
+                left = f.size
+                while left:
+                    if not pending:
+                        pending = next(parts, b"")
+                        if not pending:
+                            raise BundleError("the assembled bundle is shorter than its index")
+                        whole.update(pending)
+                        size += len(pending)
+                    piece, pending = pending[:left], pending[left:]
+                    digest.update(piece)
+                    fh.write(piece)
+                    left -= len(piece)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if digest.hexdigest() != f.sha256:
+                raise BundleError(f"file {f.name} does not match its sha256 in the index")
+        for rest in parts:  # bytes past the last file: the pack's hash will say so
+            whole.update(rest)
+            size += len(rest)
+        if whole.hexdigest() != index.sha256 or size != index.size:
+            raise BundleError("the assembled bundle does not match its sha256")
         os.replace(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
