@@ -9,8 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,6 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 MODEL = "iris-rf"
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return generate_keys(tmp_path_factory.mktemp("fleet-keys"))
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A topic prefix of its own: retained fleet state of other tests stays out of sight."""
-    return f"t{uuid.uuid4().hex[:8]}"
-
-
 def signed_copy(
     src: Path, dest: Path, version: str, key: Path, change: Callable[[Path], None] | None = None
 ) -> Path:
@@ -52,11 +40,6 @@ def signed_copy(
         change(bundle)
     sign_bundle(bundle, load_private_key(key))
     return bundle
-
-
-@pytest.fixture
-def versions(iris_bundle: Path, keys: tuple[Path, Path], tmp_path: Path) -> dict[str, Path]:
-    return {v: signed_copy(iris_bundle, tmp_path / f"v{v}", v, keys[0]) for v in ("1", "2")}
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -130,13 +113,6 @@ class Watcher(Peer):
         self.until(f"{prefix}/{device}/status", lambda s: s == b"online")  # subscribed by then
         self.request(f"{prefix}/{device}/{MODEL}/in", {"id": rid, "instances": [ROW]})
         return self.wait(lambda: self.answers.get(rid), 20, f"the answer to {rid}")
-
-
-@pytest.fixture
-def watcher(broker: LocalBroker, prefix: str) -> Iterator[Watcher]:
-    w = Watcher(broker, prefix)
-    yield w
-    w.close()
 
 
 def roll_out(

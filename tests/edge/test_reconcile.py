@@ -24,15 +24,7 @@ from edgewise.edge.fleet_client import FleetLink, set_desired
 from edgewise.edge.fleet_topics import Target
 from edgewise.edge.transfer import BundleIndex, pack
 from tests.agents import serving
-from tests.edge.test_fleet import (  # noqa: F401 - fixtures
-    MODEL,
-    Watcher,
-    keys,
-    prefix,
-    roll_out,
-    versions,
-    watcher,
-)
+from tests.edge.test_fleet import MODEL, Watcher, roll_out
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
