@@ -13,7 +13,7 @@ from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
 from edgewise.edge.topics import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
-    from edgewise.edge.fleet_client import FleetLink
+    from edgewise.edge.fleet_client import FleetLink, Why
 
 
 def _targets(p: argparse.ArgumentParser) -> None:
@@ -60,6 +60,15 @@ def configure_undeploy(p: argparse.ArgumentParser) -> None:
 
 def configure_fleet(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise fleet``."""
+    p.add_argument(
+        "action", nargs="?", default="show", choices=["show", "unpin", "forget"],
+        help="show (default): desired vs reported per device and model; unpin DEVICE "
+        "--model M: clear a device-level desired state so its groups' applies; forget "
+        "DEVICE: clear a decommissioned device's retained topics",
+    )  # fmt: skip
+    p.add_argument("device", nargs="?", metavar="DEVICE", help="with unpin and forget")
+    p.add_argument("--model", help="with unpin: the model whose pin goes")
+    p.add_argument("--force", action="store_true", help="forget a device that reads online")
     add_broker_arguments(p, with_device=False)
     p.set_defaults(run=run_fleet)
 
@@ -84,7 +93,17 @@ def _link(args: argparse.Namespace, filters: list[str]) -> FleetLink:
 
 
 def _watch_filters(prefix: str, model: str) -> list[str]:
-    return [f"{prefix}/+/health", f"{prefix}/+/{model}/deployment"]
+    # Status, health and pins too: to say why a device does not follow.
+    return [f"{prefix}/+/health", f"{prefix}/+/status", f"{prefix}/+/{model}/deployment",
+            f"{prefix}/fleet/devices/+/{model}"]  # fmt: skip
+
+
+def _why(link: FleetLink, model: str, deployment: str, group: str | None) -> Why:
+    from edgewise.edge.fleet_status import waiting_reason
+
+    return lambda device: waiting_reason(
+        link.retained, link.prefix, device, model, deployment, group
+    )
 
 
 def _devices(link: FleetLink, args: argparse.Namespace) -> list[str]:
@@ -108,7 +127,8 @@ def _follow_if_asked(link: FleetLink, args: argparse.Namespace, deployment: str,
     if not args.wait:
         return 0
     progress = Progress(deployment, model, _devices(link, args))
-    return 0 if follow(link, progress, args.timeout, _say) else 1
+    why = _why(link, model, deployment, args.group)
+    return 0 if follow(link, progress, args.timeout, _say, why) else 1
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -260,29 +280,80 @@ def run_rollback(args: argparse.Namespace) -> int:
         want = Desired.new(args.model, pick[0]["bundle"], pick[0]["version"])
         set_desired(link, [Target("devices", device, args.model)], want)
         _say(f"{device}: rolling {args.model} back to v{want.version}; deployment {want.id}")
-        ok = follow(link, Progress(want.id, args.model, [device]), args.timeout, _say)
+        progress = Progress(want.id, args.model, [device])
+        ok = follow(link, progress, args.timeout, _say, _why(link, args.model, want.id, None))
         return 0 if ok else 1
     finally:
         link.close()
 
 
 def run_fleet(args: argparse.Namespace) -> int:
-    from edgewise.edge.fleet_client import fleet_rows
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_status import FLEET_HEAD, fleet_rows
 
+    if args.action != "show" and not args.device:
+        raise EdgewiseError(f"fleet {args.action} needs a DEVICE")
+    if args.action == "unpin" and not args.model:
+        raise EdgewiseError("fleet unpin DEVICE needs --model NAME")
     prefix = args.prefix or DEFAULT_PREFIX
+    if args.action == "unpin":
+        return _unpin(args, prefix)
+    if args.action == "forget":
+        return _forget(args, prefix)
     filters = [f"{prefix}/+/status", f"{prefix}/+/health", f"{prefix}/+/+/deployment",
-               f"{prefix}/+/+/shadow"]  # fmt: skip
+               f"{prefix}/+/+/shadow", f"{prefix}/fleet/devices/+/+",
+               f"{prefix}/fleet/groups/+/+"]  # fmt: skip
     link = _link(args, filters)
     try:
         rows = fleet_rows(link.settle(), prefix)
     finally:
         link.close()
-    head = ["DEVICE", "STATUS", "GROUPS", "MODEL", "VERSION", "DEPLOYMENT", "SHADOW", "HEALTH"]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for row in [head, *rows]:
+    widths = [max(len(r[i]) for r in [FLEET_HEAD, *rows]) for i in range(len(FLEET_HEAD))]
+    for row in [FLEET_HEAD, *rows]:
         sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
     if not rows:
         print(f"no device has reported under {prefix}/")
+    return 0
+
+
+def _unpin(args: argparse.Namespace, prefix: str) -> int:
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import clear
+    from edgewise.edge.fleet_topics import Target
+
+    link = _link(args, [f"{prefix}/fleet/devices/{args.device}/{args.model}"])
+    try:
+        topic = link.fleet.desired(Target("devices", args.device, args.model))
+        if topic not in link.settle():
+            raise EdgewiseError(f"{args.device} has no device-level desired state for {args.model}")
+        clear(link, [topic])
+    finally:
+        link.close()
+    _say(f"{args.device}: {args.model} follows its groups' desired state again")
+    return 0
+
+
+def _forget(args: argparse.Namespace, prefix: str) -> int:
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import clear
+    from edgewise.edge.fleet_status import device_topics
+
+    link = _link(args, [f"{prefix}/{args.device}/#", f"{prefix}/fleet/devices/{args.device}/+"])
+    try:
+        retained = link.settle()
+        status = retained.get(f"{prefix}/{args.device}/status", b"").decode("utf-8", "replace")
+        if status == "online" and not args.force:
+            raise EdgewiseError(
+                f"{args.device} reads online: stop its agent first (it would publish its "
+                "topics again), or pass --force"
+            )
+        topics = device_topics(retained, prefix, args.device)
+        if not topics:
+            raise EdgewiseError(f"nothing is retained for {args.device} under {prefix}/")
+        clear(link, topics)
+    finally:
+        link.close()
+    _say(f"{args.device}: cleared {len(topics)} retained topic(s); monitors drop it")
     return 0
 
 

@@ -158,25 +158,49 @@ def describe(doc: dict[str, Any]) -> str:
     return state
 
 
-def follow(link: FleetLink, progress: Progress, timeout: float, say: Callable[[str], None]) -> bool:
-    """Print each device's state as it changes until all are done; True if none failed."""
+Why = Callable[[str], "tuple[bool, str] | None"]
+
+
+def follow(
+    link: FleetLink,
+    progress: Progress,
+    timeout: float,
+    say: Callable[[str], None],
+    why: Why | None = None,
+) -> bool:
+    """Print each device's state as it changes until all are done; True if none failed.
+    ``why(device)``: the device's own reason for not following, from its retained state
+    (``fleet_status.waiting_reason``); a reason that needs the operator ends the wait for
+    that device at once, and every device still waiting at the timeout gets its reason."""
     topic_model = f"/{progress.model}/deployment"
     for topic, payload in list(link.retained.items()):
         _note(link, progress, topic, payload, topic_model, say)
+    blocked: dict[str, str] = {}
     deadline = time.monotonic() + timeout
-    while not all(progress.done(d) for d in progress.devices):
+    while not all(progress.done(d) or d in blocked for d in progress.devices):
+        for device in progress.devices:
+            if why is None or progress.done(device) or device in blocked:
+                continue
+            found = why(device)
+            if found is not None and found[0]:
+                blocked[device] = found[1]
+                say(f"{device}: not following: {found[1]}")
         left = deadline - time.monotonic()
         if left <= 0:
-            waiting = [d for d in progress.devices if not progress.done(d)]
+            waiting = [d for d in progress.devices if not progress.done(d) and d not in blocked]
             say(f"timed out after {timeout:g}s waiting for {', '.join(waiting)}")
+            for device in waiting:
+                found = why(device) if why is not None else None
+                if found is not None:
+                    say(f"{device}: {found[1]}")
             return False
         msg = link.next(min(left, 0.5))
         if msg is not None:
             _note(link, progress, msg.topic, msg.payload, topic_model, say)
     failed = progress.failed()
-    for device, why in failed.items():
-        say(f"{device}: {why}")
-    return not failed
+    for device, reason in failed.items():
+        say(f"{device}: {reason}")
+    return not failed and not blocked
 
 
 def _note(
@@ -208,46 +232,6 @@ def set_desired(link: FleetLink, targets: list[Target], want: Desired) -> None:
 
 def clear(link: FleetLink, topics: list[str]) -> None:
     link.publish([(t, b"") for t in topics])
-
-
-def fleet_rows(retained: dict[str, bytes], prefix: str) -> list[list[str]]:
-    """The ``edgewise fleet`` table: one row per device and model."""
-    devices: dict[str, dict[str, Any]] = {}
-    for topic, payload in retained.items():
-        parts = topic.split("/")
-        if parts[0] != prefix or len(parts) not in (3, 4) or parts[1] == "fleet":
-            continue
-        dev = devices.setdefault(parts[1], {"models": {}})
-        if len(parts) == 3 and parts[2] == "status":
-            dev["status"] = payload.decode("utf-8", "replace")[:20]
-        elif len(parts) == 3 and parts[2] == "health":
-            dev["health"] = _json(payload) or {}
-        elif len(parts) == 4 and parts[3] in ("deployment", "shadow"):
-            dev["models"].setdefault(parts[2], {})[parts[3]] = _json(payload) or {}
-    rows = []
-    now = time.time()
-    for name in sorted(devices):
-        dev = devices[name]
-        health = dev.get("health", {})
-        age = now - float(health["time"]) if isinstance(health.get("time"), (int, float)) else None
-        groups = ",".join(str(g) for g in health.get("groups") or []) or "-"
-        served = health.get("models") or {}
-        models = sorted(set(dev["models"]) | set(served)) or ["-"]
-        for model in models:
-            dep = dev["models"].get(model, {}).get("deployment", {})
-            shadow = dev["models"].get(model, {}).get("shadow", {})
-            version = (served.get(model) or {}).get("version") or dep.get("version") or "-"
-            rows.append([
-                name,
-                dev.get("status", "?"),
-                groups,
-                model,
-                str(version),
-                str(dep.get("state", "-")),
-                f"v{shadow['version']} agree {shadow.get('agreement')}" if shadow else "-",
-                f"{age:.0f}s ago" if age is not None else "-",
-            ])  # fmt: skip
-    return rows
 
 
 def unreferenced_bundles(retained: dict[str, bytes], fleet: FleetTopics) -> list[BundleIndex]:

@@ -223,8 +223,11 @@ class Fleet:
             return
         slot = self._device_docs if kind == "devices" else self._group_docs[name]
         if not payload:
-            slot.pop(model, None)
-            return  # a cleared desired state changes nothing on the device
+            # A cleared desired state changes nothing on the device by itself; a cleared
+            # pin (`fleet unpin`) lets the groups' desired state apply.
+            if slot.pop(model, None) is not None and kind == "devices":
+                self._reconcile(model)
+            return
         try:
             want = Desired.parse(payload)
             if want.model != model:

@@ -85,6 +85,10 @@ class FleetView:
         if parts[0] != self.prefix or len(parts) not in (3, 4) or parts[1] == "fleet":
             return
         with self._lock:
+            if len(parts) == 3 and parts[2] == "status" and not msg.payload:
+                self._forget(parts[1])  # `edgewise fleet forget`: its retained topics cleared
+                self.version += 1
+                return
             device = self._device(parts[1])
             if device is None:
                 return
@@ -93,6 +97,11 @@ class FleetView:
             else:
                 self._model_topic(parts[1], device, parts[2], parts[3], msg.payload)
             self.version += 1
+
+    def _forget(self, name: str) -> None:
+        self._devices.pop(name, None)
+        for key in [k for k in self._history if k[0] == name]:
+            del self._history[key]
 
     def _device(self, name: str) -> dict[str, Any] | None:
         if name not in self._devices:

@@ -85,7 +85,9 @@ class FleetState:
                 if len(self._devices) >= MAX_DEVICES:
                     return
                 self._devices.add(rest[0])
-            if len(rest) == 2 and rest[1] == "status":
+            if len(rest) == 2 and rest[1] == "status" and not msg.payload:
+                self._forget(rest[0])  # `edgewise fleet forget`: its retained topics cleared
+            elif len(rest) == 2 and rest[1] == "status":
                 self.status[rest[0]] = msg.payload.decode("utf-8", "replace")[:20]
             elif len(rest) == 2 and rest[1] == "health":
                 doc = _json(msg.payload)
@@ -95,6 +97,13 @@ class FleetState:
                 doc = _json(msg.payload)
                 if doc is not None:
                     self.deployments[(rest[0], rest[1])] = doc
+
+    def _forget(self, device: str) -> None:
+        self._devices.discard(device)
+        self.status.pop(device, None)
+        self.health.pop(device, None)
+        for key in [k for k in self.deployments if k[0] == device]:
+            del self.deployments[key]
 
     def snapshot(
         self,
