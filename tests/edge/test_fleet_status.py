@@ -110,6 +110,7 @@ def test_a_pin_overrides_the_group_until_unpinned(
         time.sleep(1.5)
         rc, out, took = _deploy(broker, prefix, versions["2"], "--group", "g")
         assert rc == 1 and "overrides group g's" in out and "fleet unpin pinned" in out, out
+        assert took < 30 and "timed out" not in out
         table = cli("fleet", "--broker", broker.url, "--prefix", prefix).stdout
         assert "v1 active (pin)" in table, table
         done = cli("fleet", "unpin", "pinned", "--model", MODEL, "--broker", broker.url,
