@@ -67,6 +67,9 @@ def run(dataset: str, model: str, broker_url: str, device: str, workdir: str | N
             protocols = "MQTT 5 and 3.1.1" if local.kind == "mosquitto" else "MQTT 3.1.1 only"
             print(f"[3/4] no broker at {address}; started {local.kind} ({protocols}) at {url}")
 
+        # Runs after the agent stopped (callbacks run last first): a demo leaves no
+        # retained `demo` device on the user's broker.
+        stack.callback(_forget_device, url, device)
         log_path = root / "agent.log"
         with log_path.open("wb") as log:
             agent = subprocess.Popen(
@@ -120,3 +123,20 @@ def _stop_agent(agent: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.wait()
+
+
+def _forget_device(url: str, device: str) -> None:
+    """Clear the retained topics the demo's agent left (status, info, deployment)."""
+    from edgewise.edge.fleet_client import FleetLink, clear
+    from edgewise.edge.fleet_status import device_topics
+
+    prefix = DEFAULT_PREFIX
+    try:
+        link = FleetLink(Endpoint.parse(url), prefix, "auto", [f"{prefix}/{device}/#"])
+    except EdgewiseError as exc:
+        print(f"could not clear the demo's retained topics: {exc}")
+        return
+    try:
+        clear(link, device_topics(link.settle(limit=3.0), prefix, device))
+    finally:
+        link.close()

@@ -297,7 +297,7 @@ def test_agent_exits_zero_on_sigterm(
 
 @pytest.mark.parametrize("run", ["first", "again"])
 def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path, run: str) -> None:
-    # The second run finds the first run's retained info and offline status on the broker.
+    # Twice on one broker: the first run clears its retained topics, the second starts clean.
     result = edgewise(
         "demo",
         "--broker",
@@ -315,6 +315,16 @@ def test_demo_against_given_broker(broker: LocalBroker, tmp_path: Path, run: str
     line = next(x for x in result.stdout.splitlines() if x.startswith("accuracy on device"))
     device_acc, host_acc = float(line.split()[3]), float(line.split()[-1])
     assert device_acc == host_acc > 0.9
+    # It leaves no retained `demo` device behind on the user's broker.
+    from tests.mqtt_peer import Peer
+
+    peer = Peer(broker.port)
+    try:
+        peer.subscribe("edgewise/demo/#")
+        with pytest.raises(AssertionError):
+            peer.expect("", timeout=1.5)
+    finally:
+        peer.close()
 
 
 def test_deep_train_then_convert(tmp_path: Path) -> None:
