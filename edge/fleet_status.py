@@ -59,9 +59,13 @@ class DeviceView:
 
     def health_age(self, now: float) -> float | None:
         t = self.health.get("time")
-        if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
-            return now - float(t)
-        return None
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
+            return None
+        try:
+            value = float(t)  # a 400-digit integer overflows: not a time
+        except OverflowError:
+            return None
+        return now - value if math.isfinite(value) else None
 
     def state(self, now: float, interval: float = DEFAULT_INTERVAL_S) -> str:
         """online / offline / stale (online, but no health for STALE_AFTER intervals)."""

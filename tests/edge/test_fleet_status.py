@@ -33,6 +33,8 @@ def _retained(prefix: str, now: float) -> dict[str, bytes]:
         ).encode(),
         f"{prefix}/fleet/devices/pi-a/{MODEL}": pin.to_json(),
         f"{prefix}/fleet/groups/g/{MODEL}": group.to_json(),
+        f"{prefix}/pi-c/status": b"offline",
+        f"{prefix}/pi-c/health": b'{"time": ' + b"9" * 400 + b', "groups": ["g"]}',
         f"{prefix}/pi-b/status": b"online",
         f"{prefix}/pi-b/health": json.dumps(
             {"time": "400-digit", "groups": 5, "remote_deploy": False, "models": "abc"}
@@ -48,6 +50,7 @@ def test_the_table_shows_desired_vs_reported_pins_and_stale_devices() -> None:
     assert a[4] == "v1 active (pin)" and a[5] == "active v1"
     b = rows[("pi-b", "-")]
     assert b[1] == "stale" and b[2] == "-"
+    assert rows[("pi-c", "-")][7] == "-"  # a 400-digit time is no time
 
 
 def test_why_a_device_does_not_follow() -> None:
@@ -57,7 +60,7 @@ def test_why_a_device_does_not_follow() -> None:
     assert blocked and "overrides group g's" in why and "fleet unpin pi-a" in why
     blocked, why = waiting_reason(retained, "p", "pi-b", MODEL, group.id, "g")  # type: ignore[misc]
     assert blocked and "--trusted-key" in why
-    blocked, why = waiting_reason(retained, "p", "pi-c", MODEL, group.id, None)  # type: ignore[misc]
+    blocked, why = waiting_reason(retained, "p", "pi-x", MODEL, group.id, None)  # type: ignore[misc]
     assert not blocked and why.startswith("?")  # never seen: may still come
     assert device_topics(retained, "p", "pi-a") == sorted(
         [f"p/fleet/devices/pi-a/{MODEL}", f"p/pi-a/{MODEL}/deployment", "p/pi-a/health",
