@@ -77,6 +77,16 @@ PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this
 # Two agents with one device id take each other's session about twice a second for ever:
 # after this many connections in a row taken over, one of them stops and says why.
 MAX_TAKEOVERS = 6
+# Room in a packet beyond its payload: topic (up to 64 KiB) and MQTT 5 properties.
+PACKET_HEADROOM = 1 << 17
+
+
+def receive_limit(max_payload: int) -> int:
+    """The Maximum Packet Size the agent announces: its largest request (max_payload) or
+    a roll-out chunk, whichever is larger, plus headroom for topic and properties."""
+    from edgewise.edge.transfer import CHUNK_SIZE
+
+    return max(max_payload, CHUNK_SIZE) + PACKET_HEADROOM
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
 EXPLAIN_TOP = 3  # features per explanation
 
@@ -173,6 +183,7 @@ class Agent:
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
             max_takeovers=MAX_TAKEOVERS,
+            receive_limit=receive_limit(config.max_payload),
         )
         self.connection = (transport or mqtt_transport)(spec)
         self._direct = DirectDelivery(self.connection)  # for what must not wait on disk

@@ -31,7 +31,7 @@ import numpy as np
 from edgewise.edge.capture_store import Capture
 from edgewise.edge.drift import Drift
 from edgewise.edge.mqtt import Message
-from edgewise.edge.payload import encode, error_doc
+from edgewise.edge.payload import MAX_DEPTH, encode, error_doc, nesting_depth
 from edgewise.edge.supervision import serve_inbox
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ class FieldData:
         """The answer to one capture request (ValueError: a bad request)."""
         if len(payload) > MAX_REQUEST:
             raise ValueError(f"a capture request is at most {MAX_REQUEST} bytes")
+        if (depth := nesting_depth(payload)) > MAX_DEPTH:  # before the parser recurses
+            raise ValueError(f"JSON nests {depth} levels deep; at most {MAX_DEPTH} are allowed")
         try:
             doc = json.loads(payload)
         except (ValueError, UnicodeDecodeError):

@@ -21,6 +21,18 @@ STALE_AFTER = 3  # health intervals without a report before a device reads "stal
 DEFAULT_INTERVAL_S = 30.0  # the agent's default health interval
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number as a float, or None: booleans, strings, NaN, infinities and integers
+    too large for a float (a 400-digit one from a hostile document) are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _json(payload: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(payload) if len(payload) <= 1 << 20 else None
@@ -58,14 +70,8 @@ class DeviceView:
         return [_text(g) for g in groups] if isinstance(groups, list) else []
 
     def health_age(self, now: float) -> float | None:
-        t = self.health.get("time")
-        if not isinstance(t, (int, float)) or isinstance(t, bool):
-            return None
-        try:
-            value = float(t)  # a 400-digit integer overflows: not a time
-        except OverflowError:
-            return None
-        return now - value if math.isfinite(value) else None
+        t = finite_number(self.health.get("time"))
+        return None if t is None else now - t
 
     def state(self, now: float, interval: float = DEFAULT_INTERVAL_S) -> str:
         """online / offline / stale (online, but no health for STALE_AFTER intervals)."""

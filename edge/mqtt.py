@@ -100,6 +100,7 @@ class MqttConnection:
         on_failure: Callable[[str], None] | None = None,
         quiet: bool = False,
         max_takeovers: int | None = None,
+        receive_limit: int | None = None,
     ) -> None:
         if protocol not in ("auto", *PROTOCOLS):
             raise EdgewiseError(f"MQTT protocol {protocol!r}: use auto, 5 or 3.1.1")
@@ -134,6 +135,9 @@ class MqttConnection:
         # After this many connections in a row taken over (or closed right after CONNACK),
         # give up: a twin with the same client id holds the session (None: never).
         self._max_takeovers = max_takeovers
+        # MQTT 5 Maximum Packet Size announced at CONNECT: the broker drops larger packets
+        # for this client instead of delivering them (memory under a burst stays bounded).
+        self._receive_limit = receive_limit
         self._last_error = "not connected yet"
         self._thread: threading.Thread | None = None
         self.reconnects = 0
@@ -313,6 +317,8 @@ class MqttConnection:
             clean_start = False
             props.SessionExpiryInterval = self._session.expiry
             props.ReceiveMaximum = self._session.receive_maximum
+        if self._receive_limit is not None:
+            props.MaximumPacketSize = self._receive_limit
         self._client.connect(
             self.broker.host,
             self.broker.port,

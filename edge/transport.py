@@ -87,6 +87,8 @@ class TransportSpec:
     on_failure: Callable[[str], None] | None = None
     # Connections in a row taken over by a client with the same id before giving up.
     max_takeovers: int | None = None
+    # MQTT 5 Maximum Packet Size this client accepts (the broker drops larger ones for it).
+    receive_limit: int | None = None
 
 
 TransportFactory = Callable[[TransportSpec], Transport]
@@ -108,4 +110,5 @@ def mqtt_transport(spec: TransportSpec) -> Transport:
         on_published=spec.on_published,
         on_failure=spec.on_failure,
         max_takeovers=spec.max_takeovers,
+        receive_limit=spec.receive_limit,
     )

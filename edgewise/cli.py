@@ -114,6 +114,7 @@ def _run(argv: list[str], command: str | None) -> int:
     )
     from edgewise.edge.errors import EdgewiseError
 
+    _warn_password_in_url(args)
     try:
         return int(args.run(args))
     except EdgewiseError as exc:  # library options are named as the flags the user typed
@@ -131,3 +132,23 @@ def _run(argv: list[str], command: str | None) -> int:
         raise
     except KeyboardInterrupt:
         return 130
+
+
+def _warn_password_in_url(args: argparse.Namespace) -> None:
+    """A password in --broker is on the command line, which every user of the machine
+    reads in `ps` and which lands in shell history: one warning line (never the password)."""
+    from urllib.parse import urlsplit
+
+    url = getattr(args, "broker", None)
+    try:
+        has_password = bool(isinstance(url, str) and urlsplit(url).password)
+    except ValueError:
+        return  # a malformed URL gets its own error later
+    if has_password:
+        print(
+            f"edgewise {args.command}: warning: the --broker URL holds a password, which "
+            "other users of this machine see in `ps`; use --password-file FILE or "
+            "EDGEWISE_MQTT_PASSWORD instead",
+            file=sys.stderr,
+        )
+

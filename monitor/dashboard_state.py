@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import threading
 import time
 from collections import deque
 from typing import Any
 
+from edgewise.edge.fleet_status import finite_number
 from edgewise.edge.mqtt import Message
 
 MAX_DEVICES = 1000
@@ -28,12 +28,6 @@ CLIP = 120
 def _clip(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= CLIP else text[: CLIP - 1] + "…"
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _doc(payload: bytes) -> dict[str, Any] | None:
@@ -119,12 +113,12 @@ class FleetView:
             return
         counters = doc.get("counters") if isinstance(doc.get("counters"), dict) else {}
         device["health"] = {
-            "uptime_s": _number(doc.get("uptime_s")),
-            "cpu_temp_c": _number(doc.get("cpu_temp_c")),
-            "rss_bytes": _number(doc.get("rss_bytes")),
-            "outbox_depth": _number(counters.get("outbox_depth")),
+            "uptime_s": finite_number(doc.get("uptime_s")),
+            "cpu_temp_c": finite_number(doc.get("cpu_temp_c")),
+            "rss_bytes": finite_number(doc.get("rss_bytes")),
+            "outbox_depth": finite_number(counters.get("outbox_depth")),
             "groups": [_clip(g) for g in doc.get("groups") or []][:10],
-            "time": _number(doc.get("time")),
+            "time": finite_number(doc.get("time")),
         }
         models = doc.get("models") if isinstance(doc.get("models"), dict) else {}
         now = time.time()
@@ -134,10 +128,15 @@ class FleetView:
             entry = device["models"].setdefault(_clip(model), {})
             entry["version"] = _clip(m.get("version", "?"))
             inference = m.get("inference_ms") if isinstance(m.get("inference_ms"), dict) else {}
-            answered = _number(m.get("answered")) or 0.0
+            answered = finite_number(m.get("answered")) or 0.0
             points = self._history.setdefault((name, model), deque(maxlen=HISTORY))
             points.append(
-                (now, answered, _number(inference.get("p50_ms")), _number(inference.get("p99_ms")))
+                (
+                    now,
+                    answered,
+                    finite_number(inference.get("p50_ms")),
+                    finite_number(inference.get("p99_ms")),
+                )
             )
 
     def _model_topic(

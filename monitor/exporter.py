@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edgewise.edge.fleet_status import finite_number
 from edgewise.edge.mqtt import Message
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,6 @@ DEVICE_GAUGES = {  # health counter -> gauge
     "outbox_depth": ("edgewise_outbox_depth", "Answers waiting in the outbox"),
     "queued": ("edgewise_queued_requests", "Requests waiting for the worker"),
 }
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _label(value: Any) -> str:
@@ -175,13 +169,13 @@ def _device_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         raw = doc.get("counters")
         device_counts: dict[str, Any] = raw if isinstance(raw, dict) else {}
         for key, family in counters.items():
-            if (value := _number(device_counts.get(key))) is not None:
+            if (value := finite_number(device_counts.get(key))) is not None:
                 family.add_metric(label, value)
         for key, family in gauges.items():
-            if (value := _number(device_counts.get(key))) is not None:
+            if (value := finite_number(device_counts.get(key))) is not None:
                 family.add_metric(label, value)
         for key, family in simple.items():
-            if (value := _number(doc.get(key))) is not None:
+            if (value := finite_number(doc.get(key))) is not None:
                 family.add_metric(label, value)
     yield from counters.values()
     yield from gauges.values()
@@ -224,7 +218,7 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
                 continue
             labels = [_label(device), _label(model)]
             drift_status.add_metric([*labels, _label(d.get("status", ""))], 1.0)
-            if (value := _number(d.get("psi"))) is not None:
+            if (value := finite_number(d.get("psi"))) is not None:
                 drift_psi.add_metric([*labels, _label(d.get("largest", ""))], value)
         models = doc.get("models")
         if not isinstance(models, dict):
@@ -233,18 +227,18 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
             if not isinstance(m, dict):
                 continue
             labels = [_label(device), _label(model)]
-            if (value := _number(m.get("answered"))) is not None:
+            if (value := finite_number(m.get("answered"))) is not None:
                 answers.add_metric(labels, value)
             codes = m.get("errors")
             for code, n in sorted(codes.items()) if isinstance(codes, dict) else []:
-                if (value := _number(n)) is not None:
+                if (value := finite_number(n)) is not None:
                     errors.add_metric([*labels, _label(code)], value)
             for key, family in latency.items():
                 summary = m.get(key)
                 if not isinstance(summary, dict):
                     continue
                 for quantile, field in (("0.5", "p50_ms"), ("0.99", "p99_ms")):
-                    if (value := _number(summary.get(field))) is not None:
+                    if (value := finite_number(summary.get(field))) is not None:
                         family.add_metric([*labels, quantile], value / 1000.0)
             info.add_metric(
                 [*labels, *(_label(m.get(k, "")) for k in ("version", "backend", "sha256"))], 1.0

@@ -36,6 +36,7 @@ PASSWORDS = {
     "dev-b": "s3cret-b",
     "operator": "op@/#?%-pw",
     "dashboard": "dash%board",
+    "exporter": "exp0rter",
 }
 
 
@@ -422,6 +423,13 @@ ACL_MATRIX = [
     ("dashboard", "read", "edgewise/dev-a/health", True),
     ("dashboard", "write", "edgewise/dev-a/m/in", False),
     ("dashboard", "write", "edgewise/dev-a/status", False),
+    # The exporter reads what it exports, and nothing else; it writes nothing.
+    ("exporter", "read", "edgewise/dev-a/health", True),
+    ("exporter", "read", "edgewise/dev-a/status", True),
+    ("exporter", "read", "edgewise/dev-a/m/deployment", True),
+    ("exporter", "read", "edgewise/dev-a/m/out", False),
+    ("exporter", "read", "edgewise/fleet/groups/line-3/m", False),
+    ("exporter", "write", "edgewise/dev-a/m/in", False),
     # Pools: any device serves any pool's requests and answers on its out/error topics.
     ("dev-a", "read", "edgewise/pool/line-3/m/in", True),
     ("dev-a", "write", "edgewise/pool/line-3/m/out", True),
@@ -567,3 +575,22 @@ def test_tls_insecure_connects_but_warns_at_every_start(
                 conn.stop(final_status=None)
     warnings = [r.getMessage() for r in caplog.records if "checks are OFF" in r.getMessage()]
     assert len(warnings) == 2 and PASSWORDS["dashboard"] not in warnings[0]
+
+
+def test_the_shipped_broker_takes_no_publish_over_its_size_limit(
+    tls_broker: SecureBroker, pki: Pki
+) -> None:
+    """message_size_limit: a 5 MiB publish is not forwarded; 1 MiB (the agent's default
+    max_payload) is."""
+    listener = Client(tls_broker.port, pki, "operator", PASSWORDS["operator"])
+    sender = Client(tls_broker.port, pki, "dev-a", PASSWORDS["dev-a"])
+    try:
+        topic = "edgewise/dev-a/m/out"
+        listener.subscribe(topic)
+        sender.publish(topic, b"x" * (5 << 20))
+        sender.publish(topic, b"y" * (1 << 20))
+        got = listener.got(topic, 2.0)
+        assert [len(p) for p in got] == [1 << 20]
+    finally:
+        listener.close()
+        sender.close()

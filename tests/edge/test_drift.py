@@ -252,6 +252,7 @@ def test_capture_bound_drops_the_oldest_first(
         (b'{"op": "clear"}', "through must be"),
         (b'{"op": "pull", "path": "/etc"}', "unknown key"),
         (b"{" + b" " * 2000 + b"}", "at most 1024 bytes"),
+        (b"[" * 600 + b"]" * 400, "levels deep"),  # before the parser recursed: no answer
     ],
 )
 def test_bad_capture_requests_are_answered_and_serving_goes_on(

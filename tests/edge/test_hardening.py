@@ -384,3 +384,29 @@ def test_paho_thread_survives_a_failing_message_handler(broker: LocalBroker) -> 
         assert conn.alive and conn.callback_errors == 1
     finally:
         conn.stop(final_status=None, timeout=2)
+
+
+def test_oversized_requests_are_dropped_by_the_broker(
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+) -> None:
+    """The agent announces an MQTT 5 Maximum Packet Size from max_payload: a burst of
+    8 MB requests never reaches it (memory stays bounded), and it keeps answering."""
+    from edgewise.edge.agent import receive_limit
+    from tests.agents import new_device, serving
+
+    device = new_device("mps")
+    with serving(broker, [iris_bundle], device, tmp_path, max_payload=1 << 20) as agent:
+        assert receive_limit(1 << 20) == (1 << 20) + (1 << 17)
+        peer = Peer(broker.port)
+        try:
+            peer.subscribe(f"edgewise/{device}/iris-rf/out", f"edgewise/{device}/iris-rf/error")
+            big = b'{"id": "big", "instances": [' + b"[1,2,3,4]," * 800_000 + b"[1,2,3,4]]}"
+            for _ in range(5):
+                peer.client.publish(f"edgewise/{device}/iris-rf/in", big, qos=1)
+            peer.request(
+                f"edgewise/{device}/iris-rf/in", {"id": 1, "instances": [[5.1, 3.5, 1.4, 0.2]]}
+            )
+            assert peer.expect_json("/out", timeout=20)["id"] == 1
+        finally:
+            peer.close()
+        assert agent.counters.received == 1  # the five 8 MB requests never arrived

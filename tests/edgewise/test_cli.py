@@ -449,3 +449,17 @@ def test_a_failed_gate_leaves_no_host_model_behind(mixed_csv: Path, tmp_path: Pa
     assert not out.exists() and not Path(f"{out}.host").exists()
     again = edgewise(*args, "--out", str(out))  # the rerun needs no --force
     assert again.returncode == 0, again.stderr
+
+
+def test_a_password_in_the_broker_url_is_warned_about_and_never_shown() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    got = edgewise("watch", "--broker", f"mqtt://op:s3cr3t-pw@127.0.0.1:{port}", "--timeout", "2")
+    assert got.returncode != 0
+    assert "holds a password" in got.stderr and "--password-file" in got.stderr
+    assert "s3cr3t-pw" not in got.stderr + got.stdout
+    clean = edgewise("watch", "--broker", f"mqtt://op@127.0.0.1:{port}", "--timeout", "2")
+    assert "holds a password" not in clean.stderr

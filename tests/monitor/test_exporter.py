@@ -97,6 +97,23 @@ def test_hostile_documents_do_not_break_it(broker: LocalBroker, exporter: str) -
     assert states and max(len(s) for s in states) <= 200
 
 
+def test_a_400_digit_number_blinds_nothing(broker: LocalBroker, exporter: str) -> None:
+    """One non-retained health document with a 400-digit integer once made /metrics answer
+    HTTP 500 for the whole fleet until a restart."""
+    peer = Peer(broker.port)
+    big = "9" * 400
+    try:
+        peer.publish("edgewise/good/status", "online")
+        doc = f'{{"time": {big}, "uptime_s": {big}, "counters": {{"received": {big}}}}}'
+        peer.client.publish("edgewise/big/health", doc.encode(), qos=1).wait_for_publish(5)
+        peer.publish("edgewise/big/status", "online")  # after the health: in order
+    finally:
+        peer.close()
+    got = wait_for(exporter, "edgewise_up", 1, device="big")  # the scrape answers (200)
+    assert value(got, "edgewise_up", device="good") == 1
+    assert value(got, "edgewise_uptime_seconds", device="big") is None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
