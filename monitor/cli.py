@@ -46,7 +46,7 @@ def run_exporter(args: argparse.Namespace) -> int:
     _check_port(args.port)
     return _serve_until_stopped(serve_exporter(
         endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port,
-        args.protocol or "auto",
+        args.protocol or "auto", tuple(args.allow_host),
     ))  # fmt: skip
 
 
@@ -61,6 +61,11 @@ def configure_dashboard(p: argparse.ArgumentParser) -> None:
         help="token required from browsers (also $EDGEWISE_DASHBOARD_TOKEN); needed with --bind "
         "other than loopback",
     )
+    p.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="a Host name browsers use to reach it besides --bind (repeatable), e.g. the "
+        "machine's DNS name; other Host headers are refused (DNS rebinding)",
+    )  # fmt: skip
     p.set_defaults(run=run_dashboard)
 
 

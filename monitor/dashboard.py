@@ -10,6 +10,7 @@ otherwise, and anywhere else it requires a token (``?token=`` or ``Authorization
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import threading
@@ -33,14 +34,47 @@ def is_loopback(bind: str) -> bool:
     return bind in ("127.0.0.1", "::1", "localhost")
 
 
-def build_app(view: FleetView, conn: MqttConnection, token: str | None) -> Any:
-    """The Starlette application."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def host_names(bind: str, allow: tuple[str, ...] = ()) -> frozenset[str]:
+    """The Host header names the dashboard answers: the bind address, the loopback names,
+    ``allow``, and for a wildcard bind (0.0.0.0, ::; a token is required there) this
+    machine's own names and addresses. Anything else is a DNS rebinding page: a site whose
+    name the attacker points at 127.0.0.1 after the browser loaded it."""
+    import socket
+
+    names = {bind.lower(), *LOOPBACK_NAMES, *(a.lower() for a in allow)}
+    if bind in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+        names |= {host.lower(), socket.getfqdn().lower()}
+        with contextlib.suppress(OSError):
+            names |= set(socket.gethostbyname_ex(host)[2])
+    return frozenset(names)
+
+
+def _host_of(value: str) -> str:
+    """``name`` of a Host header ``name[:port]`` (IPv6 in brackets kept)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def build_app(
+    view: FleetView, conn: MqttConnection, token: str | None, hosts: frozenset[str] | None = None
+) -> Any:
+    """The Starlette application. ``hosts``: the Host names answered (None: any)."""
+    from urllib.parse import urlsplit
+
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     def allowed(request: Request) -> bool:
+        if hosts is not None and _host_of(request.headers.get("host", "")) not in hosts:
+            return False  # DNS rebinding: attacker.example resolving to this address
         if token is None:
             return True
         given = request.query_params.get("token") or ""
@@ -50,7 +84,23 @@ def build_app(view: FleetView, conn: MqttConnection, token: str | None) -> Any:
         return hmac.compare_digest(given.encode(), token.encode())
 
     def refused() -> Response:
-        return JSONResponse({"error": "a token is required (?token=...)"}, status_code=401)
+        return JSONResponse(
+            {"error": "a token is required (?token=...) and the Host must be the dashboard's"},
+            status_code=401,
+        )
+
+    def same_origin_json(request: Request) -> str | None:
+        """Why a state-changing request is refused: it must be JSON (a cross-site form or
+        text/plain POST needs no preflight) and come from this page (Origin = Host)."""
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return "Content-Type must be application/json"
+        origin = request.headers.get("origin")
+        if (
+            origin is not None
+            and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
+        ):
+            return "cross-origin requests are refused"
+        return None
 
     async def page(request: Request) -> Response:
         if not allowed(request):
@@ -79,6 +129,8 @@ def build_app(view: FleetView, conn: MqttConnection, token: str | None) -> Any:
     async def try_it(request: Request) -> Response:
         if not allowed(request):
             return refused()
+        if (why := same_origin_json(request)) is not None:
+            return JSONResponse({"error": why}, status_code=403)
         body = await request.body()
         if len(body) > MAX_TRY_BYTES:
             return JSONResponse({"error": f"at most {MAX_TRY_BYTES} bytes"}, status_code=413)
@@ -121,6 +173,7 @@ def serve_dashboard(
     port: int,
     token: str | None,
     protocol: str = "auto",
+    allow_hosts: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """Subscribe to the fleet's topics and serve the page; yields its URL."""
     import uvicorn
@@ -133,7 +186,8 @@ def serve_dashboard(
     view = FleetView(prefix)
     conn = MqttConnection(broker, protocol=protocol, on_message=view.on_message,
                           subscriptions=view.subscriptions(), quiet=True)  # fmt: skip
-    config = uvicorn.Config(build_app(view, conn, token), host=bind, port=port,
+    app = build_app(view, conn, token, host_names(bind, allow_hosts))
+    config = uvicorn.Config(app, host=bind, port=port,
                             log_level="warning", lifespan="off",
                             timeout_graceful_shutdown=1)  # fmt: skip
     server = uvicorn.Server(config)

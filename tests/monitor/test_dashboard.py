@@ -130,3 +130,28 @@ def test_a_token_is_required_off_loopback(broker: LocalBroker, tmp_path: Path) -
         proc.terminate()
         proc.wait(20)
     assert "s3cret" not in (tmp_path / "d.log").read_text()
+
+
+def _request(url: str, data: bytes | None = None, **headers: str) -> int:
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as got:
+            return int(got.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_rebinding_hosts_and_cross_site_posts_are_refused(dashboard: tuple[str, str]) -> None:
+    """A page on attacker.example whose name now resolves to 127.0.0.1 sends its own Host;
+    a cross-site form can POST text/plain without a preflight. Neither gets through."""
+    url, _ = dashboard
+    port = url.rsplit(":", 1)[1].rstrip("/")
+    assert _request(url + "api/state") == 200
+    assert _request(url + "api/state", Host=f"attacker.example:{port}") == 401
+    body = json.dumps({"device": "nope", "model": "m", "instances": [[1]]}).encode()
+    try_url = url + "api/try"
+    assert _request(try_url, body, **{"Content-Type": "text/plain"}) == 403
+    cross = {"Content-Type": "application/json", "Origin": "http://attacker.example"}
+    assert _request(try_url, body, **cross) == 403
+    same = {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{port}"}
+    assert _request(try_url, body, **same) == 404  # through the checks: no such device
