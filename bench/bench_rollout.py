@@ -132,7 +132,7 @@ def main() -> None:
         try:
             publish_bundle(link, index, blob)
             want = Desired.new(target.model, index.sha256, index.version)
-            set_desired(link, [target], want)
+            set_desired(link, [target], want, load_private_key(private))
         finally:
             link.close()
         return want

@@ -194,7 +194,7 @@ def without_standardize(
     try:
         for layer in layers[2:]:  # a chain: every layer takes the previous one's output
             x = layer(x)
-    except (ValueError, TypeError):
+    except Exception:
         return None
     cut = keras.Model(inputs, x, name=f"{model.name}-scaled")
     rows = check_rows.astype(np.float32)

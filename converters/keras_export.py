@@ -331,7 +331,11 @@ def _variants(
         return data, onnx_io(data)
 
     out: list[tuple[str, Any]] = [("in graph", lambda: (*convert(host.model, calibration), None))]
-    if options.quantize == "int8" and host.meta.kind in (None, "tabular"):
+    if (
+        options.quantize == "int8"
+        and host.meta.kind in (None, "tabular")
+        and (host.meta.task == "classification")
+    ):
         cut = without_standardize(host.model, calibration[:64])
         if cut is not None:
             model, scale, offset = cut

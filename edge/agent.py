@@ -87,6 +87,8 @@ def receive_limit(max_payload: int) -> int:
     from edgewise.edge.transfer import CHUNK_SIZE
 
     return max(max_payload, CHUNK_SIZE) + PACKET_HEADROOM
+
+
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
 EXPLAIN_TOP = 3  # features per explanation
 

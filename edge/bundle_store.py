@@ -34,6 +34,7 @@ from edgewise.edge.transfer import (
 
 KEEP_VERSIONS = 3  # versions before the active one kept for rollback
 MAX_REFUSED = 200
+MAX_SEQS = 1000  # (target, model) sequences remembered
 SPACE_MARGIN = 16 << 20  # bytes left free after a download, for the outbox and logs
 
 
@@ -139,6 +140,22 @@ class BundleStore:
     def refused(self, deployment_id: str) -> bool:
         with self._lock:
             return deployment_id in self._state["refused"]
+
+    def last_seq(self, key: str) -> tuple[int, str] | None:
+        """The sequence and deployment id of the last desired state accepted for ``key``
+        (``devices/pi-1/iris``): a replayed older one is refused, across restarts."""
+        with self._lock:
+            got = self._state.setdefault("seqs", {}).get(key)
+            return (int(got[0]), str(got[1])) if isinstance(got, list) and len(got) == 2 else None
+
+    def record_seq(self, key: str, seq: int, deployment_id: str) -> None:
+        with self._lock:
+            seqs = self._state.setdefault("seqs", {})
+            seqs[key] = [seq, deployment_id]
+            if len(seqs) > MAX_SEQS:  # models come and go: the oldest keys go first
+                for old in sorted(seqs, key=lambda k: seqs[k][0])[: len(seqs) - MAX_SEQS]:
+                    del seqs[old]
+            self._save()
 
     def mark_refused(self, deployment_id: str) -> None:
         with self._lock:

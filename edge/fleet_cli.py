@@ -7,17 +7,42 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
 from edgewise.edge.topics import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from edgewise.edge.fleet_client import FleetLink, Why
+
+
+def _signing_key_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key", metavar="FILE", help="the operator's private key that signs desired states "
+        "(edgewise keys new; default $EDGEWISE_SIGNING_KEY): devices take signed ones only",
+    )  # fmt: skip
+
+
+def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey:
+    import os
+
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.signing import load_private_key
+
+    path = args.key or os.environ.get("EDGEWISE_SIGNING_KEY")
+    if not path:
+        raise EdgewiseError(
+            f"{args.command} needs --key FILE (the operator's private key, from edgewise keys "
+            "new) or $EDGEWISE_SIGNING_KEY: devices take signed desired states only"
+        )
+    return load_private_key(path)
 
 
 def _targets(p: argparse.ArgumentParser) -> None:
     add_broker_arguments(p, with_device=False)
+    _signing_key_argument(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--device", action="append", metavar="ID", help="a device (repeatable)")
     where.add_argument("--group", metavar="NAME", help="every device of a group")
@@ -37,6 +62,7 @@ def configure_deploy(p: argparse.ArgumentParser) -> None:
 def configure_rollback(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise rollback``."""
     add_broker_arguments(p, with_device=False)
+    _signing_key_argument(p)
     p.add_argument("--device", required=True, metavar="ID")
     p.add_argument("--model", required=True)
     p.add_argument("--to", metavar="VERSION", help="default: the version before the active")
@@ -95,7 +121,7 @@ def _link(args: argparse.Namespace, filters: list[str]) -> FleetLink:
 def _watch_filters(prefix: str, model: str) -> list[str]:
     # Status, health and pins too: to say why a device does not follow.
     return [f"{prefix}/+/health", f"{prefix}/+/status", f"{prefix}/+/{model}/deployment",
-            f"{prefix}/fleet/devices/+/{model}"]  # fmt: skip
+            f"{prefix}/fleet/+/+/{model}"]  # fmt: skip
 
 
 def _why(link: FleetLink, model: str, deployment: str, group: str | None) -> Why:
@@ -145,6 +171,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
     if args.canary is not None and (args.group is None or args.canary < 1):
         raise EdgewiseError("--canary N takes N >= 1 and goes with --group")
+    key = _signing_key(args)
     bundle = load_bundle(args.bundle)  # a bundle that does not load goes nowhere
     if not (bundle.path / SIGNATURE_NAME).is_file():
         raise EdgewiseError(
@@ -163,14 +190,14 @@ def run_deploy(args: argparse.Namespace) -> int:
         _say(f"published {model} v{index.version} ({index.size} bytes, {len(index.chunks)} "
              f"chunks) as {index.sha256[:16]}; deployment {want.id}")  # fmt: skip
         if args.canary is not None:
-            return _canary(link, args, want)
-        set_desired(link, desired_targets(model, args.device or [], args.group), want)
+            return _canary(link, args, want, key)
+        set_desired(link, desired_targets(model, args.device or [], args.group), want, key)
         return _follow_if_asked(link, args, want.id, model)
     finally:
         link.close()
 
 
-def _canary(link: FleetLink, args: argparse.Namespace, want: object) -> int:
+def _canary(link: FleetLink, args: argparse.Namespace, want: object, key: Any) -> int:
     from edgewise.edge.desired import Desired
     from edgewise.edge.errors import EdgewiseError
     from edgewise.edge.fleet_client import Progress, clear, follow, set_desired
@@ -186,51 +213,51 @@ def _canary(link: FleetLink, args: argparse.Namespace, want: object) -> int:
     first = members[: args.canary]
     pins = [Target("devices", d, want.model) for d in first]
     _say(f"canary: {', '.join(first)} first")
-    set_desired(link, pins, want)
+    set_desired(link, pins, want, key)
     canary = Progress(want.id, want.model, first, need_probation=True)
     ok = follow(link, canary, args.timeout, _say)
     clear(link, [link.fleet.desired(t) for t in pins])  # the canaries follow the group again
     if not ok:
         _say(f"canary failed: the rest of {args.group} stays on its version")
         return 1
-    set_desired(link, [Target("groups", args.group, want.model)], want)
+    set_desired(link, [Target("groups", args.group, want.model)], want, key)
     _say(f"canary passed: deploying to the rest of {args.group}")
     rest = Progress(want.id, want.model, members)
     rest.states = dict(canary.states)
     return 0 if follow(link, rest, args.timeout, _say) else 1
 
 
-def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[str, bytes]]:
+def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[Any, bytes]]:
     from edgewise.edge.fleet_client import desired_targets
 
     targets = desired_targets(args.model, args.device or [], args.group)
-    return [(link.fleet.desired(t), link.retained.get(link.fleet.desired(t), b"")) for t in targets]
+    return [(t, link.retained.get(link.fleet.desired(t), b"")) for t in targets]
 
 
 def run_promote(args: argparse.Namespace) -> int:
     from edgewise.edge.desired import Desired
     from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.fleet_client import set_desired
 
+    key = _signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
-    fleet_filter = f"{prefix}/fleet/+/+/{args.model}"
-    link = _link(args, [*_watch_filters(prefix, args.model), fleet_filter])
+    link = _link(args, _watch_filters(prefix, args.model))
     try:
         link.settle()
         items = []
-        for topic, payload in _current_desired(link, args):
+        for target, payload in _current_desired(link, args):
+            topic = link.fleet.desired(target)
             if not payload:
                 raise EdgewiseError(f"{topic}: no desired state to promote")
             old = Desired.parse(payload)
             if old.mode != "shadow" or old.bundle is None:
                 raise EdgewiseError(f"{topic}: v{old.version} is not in shadow mode")
-            items.append((topic, old))
+            items.append((target, old))
         want = Desired.new(args.model, items[0][1].bundle, items[0][1].version, "active")
-        link.publish(
-            [
-                (t, o.model_copy(update={"mode": "active", "id": want.id}).to_json())
-                for t, o in items
-            ]
-        )
+        for target, old in items:  # each its own target and sequence, signed afresh
+            set_desired(
+                link, [target], old.model_copy(update={"mode": "active", "id": want.id}), key
+            )
         _say(f"promoting {args.model}: deployment {want.id}")
         return _follow_if_asked(link, args, want.id, args.model)
     finally:
@@ -241,13 +268,14 @@ def run_undeploy(args: argparse.Namespace) -> int:
     from edgewise.edge.desired import Desired
     from edgewise.edge.fleet_client import desired_targets, set_desired
 
+    key = _signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
     link = _link(args, _watch_filters(prefix, args.model))
     try:
         link.settle()
         want = Desired.new(args.model, None)
         targets = desired_targets(args.model, args.device or [], args.group)
-        set_desired(link, targets, want)
+        set_desired(link, targets, want, key)
         _say(f"undeploying {args.model}: deployment {want.id}")
         return _follow_if_asked(link, args, want.id, args.model)
     finally:
@@ -262,14 +290,25 @@ def run_rollback(args: argparse.Namespace) -> int:
     from edgewise.edge.fleet_client import Progress, follow, set_desired
     from edgewise.edge.fleet_topics import Target
 
+    key = _signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
     device = args.device[0] if isinstance(args.device, list) else args.device
     link = _link(args, _watch_filters(prefix, args.model))
     try:
         link.settle()
         raw = link.retained.get(f"{prefix}/{device}/{args.model}/deployment")
-        doc = json.loads(raw) if raw else {}
-        history = doc.get("history") or []
+        try:
+            doc = json.loads(raw) if raw else {}
+        except (ValueError, RecursionError):
+            doc = {}
+        # The device's own document: kept versions with a version and a bundle hash only.
+        history = doc.get("history") if isinstance(doc, dict) else None
+        kept = [
+            h for h in (history if isinstance(history, list) else [])[:20]
+            if isinstance(h, dict) and isinstance(h.get("version"), str)
+            and isinstance(h.get("bundle"), str) and len(h["bundle"]) == 64
+        ]  # fmt: skip
+        history = kept
         pick = [h for h in history if args.to is None or h.get("version") == args.to]
         if not pick:
             have = ", ".join(f"v{h.get('version')}" for h in history) or "none"
@@ -278,7 +317,8 @@ def run_rollback(args: argparse.Namespace) -> int:
                 f"of {args.model} to roll back to (kept: {have})"
             )
         want = Desired.new(args.model, pick[0]["bundle"], pick[0]["version"])
-        set_desired(link, [Target("devices", device, args.model)], want)
+        want = want.model_copy(update={"rollback": True})  # an older version, on purpose
+        set_desired(link, [Target("devices", device, args.model)], want, key)
         _say(f"{device}: rolling {args.model} back to v{want.version}; deployment {want.id}")
         progress = Progress(want.id, args.model, [device])
         ok = follow(link, progress, args.timeout, _say, _why(link, args.model, want.id, None))

@@ -7,12 +7,13 @@ the edge extra is installed, on a laptop or on a gateway.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgewise.edge.client import connect
 from edgewise.edge.desired import Desired
@@ -21,6 +22,9 @@ from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import FleetTopics, Target
 from edgewise.edge.mqtt import Message, MqttConnection
 from edgewise.edge.transfer import BundleIndex
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 CONNECT_TIMEOUT = 10.0
 SETTLE_S = 0.5  # retained messages arrive right after the SUBACK; quiet this long: all came
@@ -226,8 +230,22 @@ def desired_targets(model: str, devices: list[str], group: str | None) -> list[T
     return [Target("devices", d, model) for d in devices]
 
 
-def set_desired(link: FleetLink, targets: list[Target], want: Desired) -> None:
-    link.publish([(link.fleet.desired(t), want.to_json()) for t in targets])
+def set_desired(
+    link: FleetLink, targets: list[Target], want: Desired, key: Ed25519PrivateKey
+) -> None:
+    """Publish ``want`` on each target, signed with ``key`` for that target, with a
+    sequence above the one retained there (and at least the clock in microseconds)."""
+    items = []
+    for target in targets:
+        topic = link.fleet.desired(target)
+        last = -1
+        # (A document that does not parse says nothing about sequences.)
+        with contextlib.suppress(EdgewiseError):
+            if topic in link.retained:
+                last = Desired.parse(link.retained[topic]).seq or -1
+        seq = max(time.time_ns() // 1000, last + 1)
+        items.append((topic, want.signed(f"{target.kind}/{target.name}", seq, key).to_json()))
+    link.publish(items)
 
 
 def clear(link: FleetLink, topics: list[str]) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from edgewise.edge.activation import deployment_doc, publish_deployment, swap_in
 from edgewise.edge.bundle_store import BundleStore, Entry, pack_sha256
-from edgewise.edge.desired import Desired
+from edgewise.edge.desired import Desired, older
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import FleetTopics
 from edgewise.edge.mqtt import Message
@@ -63,6 +63,10 @@ class Fleet:
         config = agent.config
         self.topics = FleetTopics(config.prefix)
         self.enabled = bool(config.trusted_keys)
+        from edgewise.edge.model import trusted_public_keys
+
+        self._trusted = trusted_public_keys(config.trusted_keys) if self.enabled else []
+        self.refused_documents = 0  # desired states refused unsigned, forged or replayed
         self.store = BundleStore(
             Path(config.state_dir) / "fleet" / config.device, keep=config.keep_versions
         )
@@ -218,8 +222,9 @@ class Fleet:
                 self._warned = True
                 log.warning("fleet: a roll-out for %s is ignored: remote roll-outs need "
                             "--trusted-key (signed bundles only)", model[:100])  # fmt: skip
-                why = "remote roll-outs need trusted keys on the device (--trusted-key)"
-                publish_deployment(self.agent, model, deployment_doc("failed", None, why))
+                if model in self.agent.models:  # never a retained topic for a stranger's name
+                    why = "remote roll-outs need trusted keys on the device (--trusted-key)"
+                    publish_deployment(self.agent, model, deployment_doc("failed", None, why))
             return
         slot = self._device_docs if kind == "devices" else self._group_docs[name]
         if not payload:
@@ -228,18 +233,47 @@ class Fleet:
             if slot.pop(model, None) is not None and kind == "devices":
                 self._reconcile(model)
             return
+        target = f"{kind}/{name}"
         try:
             want = Desired.parse(payload)
+            want.verify(target, self._trusted)
             if want.model != model:
                 raise EdgewiseError(f"desired state names model {want.model!r} on the topic of "
                                     f"{model!r}")  # fmt: skip
+            self._check_sequence(f"{target}/{model}", want)
         except EdgewiseError as exc:
-            log.error("fleet: %s", exc)
-            current = self.agent.models.get(model)
-            publish_deployment(self.agent, model, deployment_doc("failed", current, str(exc)))
+            # Unsigned, forged, replayed or malformed: it changes nothing, and nothing is
+            # published about the model (anyone on the broker could have sent it).
+            self.refused_documents += 1
+            log.warning("fleet: refused a desired state on %s/%s: %s", target[:100],
+                        model[:100], exc)  # fmt: skip
+            return
+        current = self.agent.models.get(model)
+        if (
+            want.bundle is not None and current is not None and not want.rollback
+            and older(want.version, current.version)
+        ):  # fmt: skip
+            why = (f"v{want.version} is older than the active v{current.version}; going back "
+                   "takes a rollback (edgewise rollback)")  # fmt: skip
+            log.error("fleet: %s: %s", model, why)
+            publish_deployment(self.agent, model, self._doc("failed", want, why))
             return
         slot[model] = want
         self._reconcile(model)
+
+    def _check_sequence(self, key: str, want: Desired) -> None:
+        """Refuse a replay: a sequence below the last accepted for this target and model,
+        or the same sequence with another roll-out id. A newer one is recorded first."""
+        assert want.seq is not None  # verify() requires it
+        last = self.store.last_seq(key)
+        if last is not None and (
+            want.seq < last[0] or (want.seq == last[0] and want.id != last[1])
+        ):
+            raise EdgewiseError(
+                f"sequence {want.seq} is not above the last accepted ({last[0]}): a replay"
+            )
+        if last is None or want.seq > last[0]:
+            self.store.record_seq(key, want.seq, want.id)
 
     def _wanted(self, model: str) -> Desired | None:
         if model in self._device_docs:

@@ -151,4 +151,3 @@ def _warn_password_in_url(args: argparse.Namespace) -> None:
             "EDGEWISE_MQTT_PASSWORD instead",
             file=sys.stderr,
         )
-

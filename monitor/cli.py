@@ -46,7 +46,7 @@ def run_exporter(args: argparse.Namespace) -> int:
     _check_port(args.port)
     return _serve_until_stopped(serve_exporter(
         endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port,
-        args.protocol or "auto", tuple(args.allow_host),
+        args.protocol or "auto",
     ))  # fmt: skip
 
 
@@ -85,5 +85,5 @@ def run_dashboard(args: argparse.Namespace) -> int:
             raise EdgewiseError(f"--token-file {args.token_file}: {exc.strerror}") from None
     return _serve_until_stopped(serve_dashboard(
         endpoint_from_args(args), args.prefix or DEFAULT_PREFIX, args.bind, args.port, token,
-        args.protocol or "auto",
+        args.protocol or "auto", tuple(args.allow_host),
     ))  # fmt: skip

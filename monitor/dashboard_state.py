@@ -19,6 +19,7 @@ from edgewise.edge.fleet_status import finite_number
 from edgewise.edge.mqtt import Message
 
 MAX_DEVICES = 1000
+MAX_MODELS = 64  # per device: 50,000 invented model topics under one id stay 64 entries
 MAX_PAYLOAD = 256 * 1024
 EVENTS = 200
 HISTORY = 120  # health points per model (an hour at 30 s, 2 minutes at 1 s)
@@ -125,7 +126,9 @@ class FleetView:
         for model, m in list(models.items())[:50]:
             if not isinstance(m, dict):
                 continue
-            entry = device["models"].setdefault(_clip(model), {})
+            entry = _model_entry(device, model)
+            if entry is None:
+                continue
             entry["version"] = _clip(m.get("version", "?"))
             inference = m.get("inference_ms") if isinstance(m.get("inference_ms"), dict) else {}
             answered = finite_number(m.get("answered")) or 0.0
@@ -150,7 +153,9 @@ class FleetView:
         if doc is None:
             return
         if kind in ("info", "deployment"):
-            entry = device["models"].setdefault(_clip(model), {})
+            entry = _model_entry(device, model)
+            if entry is None:
+                return
             if kind == "info":
                 entry["version"] = _clip(doc.get("version", "?"))
                 entry["task"] = _clip(doc.get("task", "?"))
@@ -215,3 +220,12 @@ class FleetView:
     def serves(self, device: str, model: str) -> bool:
         with self._lock:
             return model in self._devices.get(device, {}).get("models", {})
+
+
+def _model_entry(device: dict[str, Any], model: str) -> dict[str, Any] | None:
+    """The device's entry for ``model``, created while it has fewer than MAX_MODELS."""
+    models: dict[str, Any] = device["models"]
+    name = _clip(model)
+    if name not in models and len(models) >= MAX_MODELS:
+        return None
+    return models.setdefault(name, {})

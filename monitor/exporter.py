@@ -27,6 +27,8 @@ from edgewise.edge.mqtt import Message
 
 log = logging.getLogger(__name__)
 MAX_DEVICES = 10_000
+MAX_MODELS = 64  # deployment documents kept per device
+MAX_HEALTH_BYTES = 256 * 1024  # a health document is a few KiB; a 1 MB one is refused
 MAX_LABEL = 200
 DEVICE_COUNTERS = {  # health counter -> metric (device-level, _total added)
     "received": ("edgewise_requests_received", "Requests received"),
@@ -56,6 +58,7 @@ class FleetState:
         self.status: dict[str, str] = {}
         self.health: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self._models: dict[str, int] = {}  # deployment documents kept per device
 
     def subscriptions(self) -> list[tuple[str, int]]:
         p = self.prefix
@@ -83,14 +86,25 @@ class FleetState:
                 self._forget(rest[0])  # `edgewise fleet forget`: its retained topics cleared
             elif len(rest) == 2 and rest[1] == "status":
                 self.status[rest[0]] = msg.payload.decode("utf-8", "replace")[:20]
-            elif len(rest) == 2 and rest[1] == "health":
+            elif len(rest) == 2 and rest[1] == "health" and not msg.payload:
+                self.health.pop(rest[0], None)
+            elif len(rest) == 2 and rest[1] == "health" and len(msg.payload) <= MAX_HEALTH_BYTES:
                 doc = _json(msg.payload)
                 if doc is not None:
                     self.health[rest[0]] = doc
+            elif len(rest) == 3 and rest[2] == "deployment" and not msg.payload:
+                if self.deployments.pop((rest[0], rest[1]), None) is not None:  # undeployed
+                    self._models[rest[0]] -= 1
             elif len(rest) == 3 and rest[2] == "deployment":
                 doc = _json(msg.payload)
-                if doc is not None:
-                    self.deployments[(rest[0], rest[1])] = doc
+                key = (rest[0], rest[1])
+                if doc is None or (
+                    key not in self.deployments and self._models.get(rest[0], 0) >= MAX_MODELS
+                ):
+                    return
+                if key not in self.deployments:
+                    self._models[rest[0]] = self._models.get(rest[0], 0) + 1
+                self.deployments[key] = doc
 
     def _forget(self, device: str) -> None:
         self._devices.discard(device)
@@ -98,6 +112,7 @@ class FleetState:
         self.health.pop(device, None)
         for key in [k for k in self.deployments if k[0] == device]:
             del self.deployments[key]
+        self._models.pop(device, None)
 
     def snapshot(
         self,

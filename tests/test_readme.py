@@ -134,7 +134,9 @@ def test_every_usage_command_runs(broker: LocalBroker, tmp_path: Path) -> None:
                 continue
             argv = _argv(command, broker)
             if command.startswith("edgewise agent --config"):
-                # A second agent beside the background one: it must start and serve.
+                # A second agent beside the background one: it must start and serve. The
+                # config is the repository's (the scratch directory has no deploy/).
+                argv = [str(ROOT / a) if a.startswith("deploy/") else a for a in argv]
                 failure = _starts_serving([*argv, "--device", "readme-config"], tmp_path, env)
                 ran.append(f"{'started' if failure is None else 'FAILED'}  {command}")
                 if failure is not None:

@@ -25,7 +25,12 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def versions(iris_bundle: Path, keys: tuple[Path, Path], tmp_path: Path) -> dict[str, Path]:
+def versions(
+    iris_bundle: Path, keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
+    """v1 and v2 of the iris bundle, signed; the operator commands (and roll_out) sign
+    desired states with the same key ($EDGEWISE_SIGNING_KEY)."""
+    monkeypatch.setenv("EDGEWISE_SIGNING_KEY", str(keys[0]))
     return {v: signed_copy(iris_bundle, tmp_path / f"v{v}", v, keys[0]) for v in ("1", "2")}
 
 

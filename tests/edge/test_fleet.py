@@ -42,6 +42,13 @@ def signed_copy(
     return bundle
 
 
+def operator_key() -> Any:
+    """The operator's private key the ``versions`` fixture named in the environment."""
+    import os
+
+    return load_private_key(os.environ["EDGEWISE_SIGNING_KEY"])
+
+
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "edgewise", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -119,13 +126,14 @@ def roll_out(
     broker: LocalBroker, prefix: str, bundle: Path, target: Target, mode: str = "active",
     blob: bytes | None = None,
 ) -> Desired:  # fmt: skip
-    """Publish ``bundle`` (or a tampered ``blob`` under its index) and a desired state."""
+    """Publish ``bundle`` (or a tampered ``blob`` under its index) and a desired state,
+    signed with the operator key ($EDGEWISE_SIGNING_KEY, set by the ``versions`` fixture)."""
     index, good = pack(bundle, chunk_size=16384)
     link = FleetLink(Endpoint.parse(broker.url), prefix, "auto", [])
     try:
         publish_bundle(link, index, blob if blob is not None else good)
         want = Desired.new(target.model, index.sha256, index.version, mode)
-        set_desired(link, [target], want)
+        set_desired(link, [target], want, operator_key())
     finally:
         link.close()
     return want

@@ -24,7 +24,7 @@ from edgewise.edge.fleet_client import FleetLink, set_desired
 from edgewise.edge.fleet_topics import Target
 from edgewise.edge.transfer import BundleIndex, pack
 from tests.agents import serving
-from tests.edge.test_fleet import MODEL, Watcher, roll_out
+from tests.edge.test_fleet import MODEL, Watcher, operator_key, roll_out
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -120,7 +120,7 @@ def test_an_emptied_chunk_is_waited_for_not_refused(
         with serving(broker, [versions["1"]], device, prefix=prefix, trusted_keys=(str(keys[1]),)):
             link.publish([(link.fleet.index(index.sha256), index.model_dump_json().encode())])
             want = Desired.new(MODEL, index.sha256, index.version, "active")
-            set_desired(link, [Target("devices", device, MODEL)], want)
+            set_desired(link, [Target("devices", device, MODEL)], want, operator_key())
             _settle(watcher, prefix, device, want, "downloading")
             time.sleep(0.5)  # subscribed to the chunks by now
             link.publish([(link.fleet.chunk(index.sha256, 0), b"")])  # a cleared chunk
@@ -158,7 +158,7 @@ def test_a_superseded_download_leaves_no_chunks(
             )  # fmt: skip
             target = Target("devices", device, MODEL)
             want = Desired.new(MODEL, index.sha256, index.version, "active")
-            set_desired(link, [target], want)
+            set_desired(link, [target], want, operator_key())
             part = state / "fleet" / device / "partial" / index.sha256
             deadline = time.monotonic() + 15
             while len(list(part.glob("[0-9]*"))) < 2 and time.monotonic() < deadline:

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -140,3 +141,30 @@ def test_cli_serves_until_stopped(broker: LocalBroker) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert busy.returncode == 1 and "--port 0: use 1..65535" in busy.stderr
+
+
+@pytest.mark.parametrize("which", ["exporter", "dashboard"])
+def test_invented_model_names_and_huge_documents_stay_bounded(which: str) -> None:
+    """50,000 model topics under one device id, or 1 MB health documents, once grew the
+    monitors without bound: each device keeps at most 64 models, large documents go."""
+    from edgewise.edge.mqtt import Message
+
+    if which == "exporter":
+        from edgewise.monitor.exporter import MAX_MODELS, FleetState
+
+        state: Any = FleetState("p")
+    else:
+        from edgewise.monitor.dashboard_state import MAX_MODELS, FleetView
+
+        state = FleetView("p")
+    for i in range(5000):
+        doc = json.dumps({"state": "active", "version": "1"}).encode()
+        state.on_message(Message(f"p/pi/m{i}/deployment", doc, 1, 0.0, retain=True))
+    big = json.dumps({"time": 1.0, "pad": "x" * (1 << 20)}).encode()
+    state.on_message(Message("p/pi/health", big, 1, 0.0, retain=True))
+    if which == "exporter":
+        _status, health, deployments = state.snapshot()
+        assert len(deployments) == MAX_MODELS and "pi" not in health
+    else:
+        models = state.snapshot()["devices"]["pi"]["models"]
+        assert len(models) == MAX_MODELS
