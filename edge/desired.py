@@ -96,11 +96,15 @@ class Desired(BaseModel):
             where = ".".join(str(p) for p in first["loc"]) or "document"
             raise EdgewiseError(f"desired state: {where}: {first['msg']}") from None
 
+    def _doc(self) -> dict[str, Any]:
+        # Unset optional fields are left out; ``bundle: null`` (a removal) is the document.
+        return {k: v for k, v in self.model_dump().items() if v is not None or k == "bundle"}
+
     def to_json(self) -> bytes:
-        return json.dumps(self.model_dump(exclude_none=True), separators=(",", ":")).encode()
+        return json.dumps(self._doc(), separators=(",", ":")).encode()
 
     def _signed_bytes(self) -> bytes:
-        doc = self.model_dump(exclude={"signature"}, exclude_none=True)
+        doc = {k: v for k, v in self._doc().items() if k != "signature"}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     def signed(self, target: str, seq: int, key: Ed25519PrivateKey) -> Desired:
