@@ -100,6 +100,14 @@ def test_a_full_disk_fails_the_roll_out_cleans_up_and_it_runs_again(
         assert _leftovers(state, device) == []
 
 
+def _chunks(
+    link: FleetLink, index: BundleIndex, blob: bytes, which: range
+) -> list[tuple[str, bytes]]:
+    """The retained (topic, payload) of chunks ``which`` of a packed bundle."""
+    size = index.chunk_size
+    return [(link.fleet.chunk(index.sha256, i), blob[i * size : (i + 1) * size]) for i in which]
+
+
 def _link(broker: LocalBroker, prefix: str) -> FleetLink:
     return FleetLink(Endpoint.parse(broker.url), prefix, "auto", [])
 
@@ -127,11 +135,7 @@ def test_an_emptied_chunk_is_waited_for_not_refused(
             time.sleep(1.0)
             doc = watcher.latest[f"{prefix}/{device}/{MODEL}/deployment"]
             assert doc["state"] == "downloading", doc
-            size = index.chunk_size
-            link.publish(
-                (link.fleet.chunk(index.sha256, i), blob[i * size : (i + 1) * size])
-                for i in range(len(index.chunks))
-            )
+            link.publish(_chunks(link, index, blob, range(len(index.chunks))))
             _settle(watcher, prefix, device, want, "active")
     finally:
         link.close()
@@ -151,11 +155,9 @@ def test_a_superseded_download_leaves_no_chunks(
     try:
         with serving(broker, [versions["1"]], device, state, prefix=prefix,
                      trusted_keys=(str(keys[1]),)):  # fmt: skip
-            link.publish(  # two chunks and the index: the download stops half-way
-                [(link.fleet.chunk(index.sha256, i), blob[i * 16384 : (i + 1) * 16384])
-                 for i in range(2)] + [(link.fleet.index(index.sha256),
-                                        index.model_dump_json().encode())]
-            )  # fmt: skip
+            index_doc = (link.fleet.index(index.sha256), index.model_dump_json().encode())
+            # Two chunks and the index: the download stops half-way.
+            link.publish([*_chunks(link, index, blob, range(2)), index_doc])
             target = Target("devices", device, MODEL)
             want = Desired.new(MODEL, index.sha256, index.version, "active")
             set_desired(link, [target], want, operator_key())
