@@ -6,7 +6,6 @@ They need only ``edgewise[edge]``; each imports what it runs when it runs (docs/
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
 from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
@@ -84,21 +83,6 @@ def configure_undeploy(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run_undeploy)
 
 
-def configure_fleet(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``edgewise fleet``."""
-    p.add_argument(
-        "action", nargs="?", default="show", choices=["show", "unpin", "forget"],
-        help="show (default): desired vs reported per device and model; unpin DEVICE "
-        "--model M: clear a device-level desired state so its groups' applies; forget "
-        "DEVICE: clear a decommissioned device's retained topics",
-    )  # fmt: skip
-    p.add_argument("device", nargs="?", metavar="DEVICE", help="with unpin and forget")
-    p.add_argument("--model", help="with unpin: the model whose pin goes")
-    p.add_argument("--force", action="store_true", help="forget a device that reads online")
-    add_broker_arguments(p, with_device=False)
-    p.set_defaults(run=run_fleet)
-
-
 def configure_bundles(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise bundles``."""
     p.add_argument("action", choices=["gc"], help="gc: clear bundles no desired state names")
@@ -107,11 +91,13 @@ def configure_bundles(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run_bundles)
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """One line of a fleet command's progress, on stdout at once."""
     print(line, flush=True)
 
 
-def _link(args: argparse.Namespace, filters: list[str]) -> FleetLink:
+def fleet_link(args: argparse.Namespace, filters: list[str]) -> FleetLink:
+    """An operator connection from the broker flags, subscribed to ``filters``."""
     from edgewise.edge.fleet_client import FleetLink
 
     prefix = args.prefix or DEFAULT_PREFIX
@@ -154,7 +140,7 @@ def _follow_if_asked(link: FleetLink, args: argparse.Namespace, deployment: str,
         return 0
     progress = Progress(deployment, model, _devices(link, args))
     why = _why(link, model, deployment, args.group)
-    return 0 if follow(link, progress, args.timeout, _say, why) else 1
+    return 0 if follow(link, progress, args.timeout, say, why) else 1
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -181,13 +167,13 @@ def run_deploy(args: argparse.Namespace) -> int:
     index, blob = pack(bundle.path)
     model = index.model
     prefix = args.prefix or DEFAULT_PREFIX
-    link = _link(args, _watch_filters(prefix, model))
+    link = fleet_link(args, _watch_filters(prefix, model))
     try:
         link.settle()
         publish_bundle(link, index, blob)
         mode = "shadow" if args.shadow else "active"
         want = Desired.new(model, index.sha256, index.version, mode)
-        _say(f"published {model} v{index.version} ({index.size} bytes, {len(index.chunks)} "
+        say(f"published {model} v{index.version} ({index.size} bytes, {len(index.chunks)} "
              f"chunks) as {index.sha256[:16]}; deployment {want.id}")  # fmt: skip
         if args.canary is not None:
             return _canary(link, args, want, key)
@@ -212,19 +198,19 @@ def _canary(link: FleetLink, args: argparse.Namespace, want: object, key: Any) -
         )
     first = members[: args.canary]
     pins = [Target("devices", d, want.model) for d in first]
-    _say(f"canary: {', '.join(first)} first")
+    say(f"canary: {', '.join(first)} first")
     set_desired(link, pins, want, key)
     canary = Progress(want.id, want.model, first, need_probation=True)
-    ok = follow(link, canary, args.timeout, _say)
+    ok = follow(link, canary, args.timeout, say)
     clear(link, [link.fleet.desired(t) for t in pins])  # the canaries follow the group again
     if not ok:
-        _say(f"canary failed: the rest of {args.group} stays on its version")
+        say(f"canary failed: the rest of {args.group} stays on its version")
         return 1
     set_desired(link, [Target("groups", args.group, want.model)], want, key)
-    _say(f"canary passed: deploying to the rest of {args.group}")
+    say(f"canary passed: deploying to the rest of {args.group}")
     rest = Progress(want.id, want.model, members)
     rest.states = dict(canary.states)
-    return 0 if follow(link, rest, args.timeout, _say) else 1
+    return 0 if follow(link, rest, args.timeout, say) else 1
 
 
 def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[Any, bytes]]:
@@ -241,7 +227,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
     key = _signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
-    link = _link(args, _watch_filters(prefix, args.model))
+    link = fleet_link(args, _watch_filters(prefix, args.model))
     try:
         link.settle()
         items = []
@@ -258,7 +244,7 @@ def run_promote(args: argparse.Namespace) -> int:
             set_desired(
                 link, [target], old.model_copy(update={"mode": "active", "id": want.id}), key
             )
-        _say(f"promoting {args.model}: deployment {want.id}")
+        say(f"promoting {args.model}: deployment {want.id}")
         return _follow_if_asked(link, args, want.id, args.model)
     finally:
         link.close()
@@ -270,13 +256,13 @@ def run_undeploy(args: argparse.Namespace) -> int:
 
     key = _signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
-    link = _link(args, _watch_filters(prefix, args.model))
+    link = fleet_link(args, _watch_filters(prefix, args.model))
     try:
         link.settle()
         want = Desired.new(args.model, None)
         targets = desired_targets(args.model, args.device or [], args.group)
         set_desired(link, targets, want, key)
-        _say(f"undeploying {args.model}: deployment {want.id}")
+        say(f"undeploying {args.model}: deployment {want.id}")
         return _follow_if_asked(link, args, want.id, args.model)
     finally:
         link.close()
@@ -293,7 +279,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     key = _signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
     device = args.device[0] if isinstance(args.device, list) else args.device
-    link = _link(args, _watch_filters(prefix, args.model))
+    link = fleet_link(args, _watch_filters(prefix, args.model))
     try:
         link.settle()
         raw = link.retained.get(f"{prefix}/{device}/{args.model}/deployment")
@@ -319,82 +305,12 @@ def run_rollback(args: argparse.Namespace) -> int:
         want = Desired.new(args.model, pick[0]["bundle"], pick[0]["version"])
         want = want.model_copy(update={"rollback": True})  # an older version, on purpose
         set_desired(link, [Target("devices", device, args.model)], want, key)
-        _say(f"{device}: rolling {args.model} back to v{want.version}; deployment {want.id}")
+        say(f"{device}: rolling {args.model} back to v{want.version}; deployment {want.id}")
         progress = Progress(want.id, args.model, [device])
-        ok = follow(link, progress, args.timeout, _say, _why(link, args.model, want.id, None))
+        ok = follow(link, progress, args.timeout, say, _why(link, args.model, want.id, None))
         return 0 if ok else 1
     finally:
         link.close()
-
-
-def run_fleet(args: argparse.Namespace) -> int:
-    from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.fleet_status import FLEET_HEAD, fleet_rows
-
-    if args.action != "show" and not args.device:
-        raise EdgewiseError(f"fleet {args.action} needs a DEVICE")
-    if args.action == "unpin" and not args.model:
-        raise EdgewiseError("fleet unpin DEVICE needs --model NAME")
-    prefix = args.prefix or DEFAULT_PREFIX
-    if args.action == "unpin":
-        return _unpin(args, prefix)
-    if args.action == "forget":
-        return _forget(args, prefix)
-    filters = [f"{prefix}/+/status", f"{prefix}/+/health", f"{prefix}/+/+/deployment",
-               f"{prefix}/+/+/shadow", f"{prefix}/fleet/devices/+/+",
-               f"{prefix}/fleet/groups/+/+"]  # fmt: skip
-    link = _link(args, filters)
-    try:
-        rows = fleet_rows(link.settle(), prefix)
-    finally:
-        link.close()
-    widths = [max(len(r[i]) for r in [FLEET_HEAD, *rows]) for i in range(len(FLEET_HEAD))]
-    for row in [FLEET_HEAD, *rows]:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-    if not rows:
-        print(f"no device has reported under {prefix}/")
-    return 0
-
-
-def _unpin(args: argparse.Namespace, prefix: str) -> int:
-    from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.fleet_client import clear
-    from edgewise.edge.fleet_topics import Target
-
-    link = _link(args, [f"{prefix}/fleet/devices/{args.device}/{args.model}"])
-    try:
-        topic = link.fleet.desired(Target("devices", args.device, args.model))
-        if topic not in link.settle():
-            raise EdgewiseError(f"{args.device} has no device-level desired state for {args.model}")
-        clear(link, [topic])
-    finally:
-        link.close()
-    _say(f"{args.device}: {args.model} follows its groups' desired state again")
-    return 0
-
-
-def _forget(args: argparse.Namespace, prefix: str) -> int:
-    from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.fleet_client import clear
-    from edgewise.edge.fleet_status import device_topics
-
-    link = _link(args, [f"{prefix}/{args.device}/#", f"{prefix}/fleet/devices/{args.device}/+"])
-    try:
-        retained = link.settle()
-        status = retained.get(f"{prefix}/{args.device}/status", b"").decode("utf-8", "replace")
-        if status == "online" and not args.force:
-            raise EdgewiseError(
-                f"{args.device} reads online: stop its agent first (it would publish its "
-                "topics again), or pass --force"
-            )
-        topics = device_topics(retained, prefix, args.device)
-        if not topics:
-            raise EdgewiseError(f"nothing is retained for {args.device} under {prefix}/")
-        clear(link, topics)
-    finally:
-        link.close()
-    _say(f"{args.device}: cleared {len(topics)} retained topic(s); monitors drop it")
-    return 0
 
 
 def run_bundles(args: argparse.Namespace) -> int:
@@ -404,16 +320,16 @@ def run_bundles(args: argparse.Namespace) -> int:
     # Desired states and indexes only: the chunks themselves are not read.
     filters = [f"{prefix}/fleet/devices/+/+", f"{prefix}/fleet/groups/+/+",
                f"{prefix}/fleet/bundles/+/index"]  # fmt: skip
-    link = _link(args, filters)
+    link = fleet_link(args, filters)
     try:
         stale = unreferenced_bundles(link.settle(limit=30.0), link.fleet)
         for index in stale:
             topics = [link.fleet.chunk(index.sha256, i) for i in range(len(index.chunks))]
-            _say(f"{'would clear' if args.dry_run else 'clearing'} {index.model} "
+            say(f"{'would clear' if args.dry_run else 'clearing'} {index.model} "
                  f"v{index.version} {index.sha256[:16]} ({len(topics)} chunks)")  # fmt: skip
             if not args.dry_run:
                 clear(link, [*topics, link.fleet.index(index.sha256)])
-        _say(f"{len(stale)} bundle(s) no desired state names")
+        say(f"{len(stale)} bundle(s) no desired state names")
     finally:
         link.close()
     return 0

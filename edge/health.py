@@ -89,7 +89,7 @@ def health_document(agent: Agent) -> dict[str, Any]:
         "groups": list(agent.config.groups),
         "pool": agent.config.pool,
         "remote_deploy": agent.fleet.enabled,
-        "refused_desired": agent.fleet.refused_documents,
+        "refused_desired": agent.fleet.gate.refused,
         "uptime_s": round(agent.uptime, 1),
         "connected": agent.connection.connected,
         # Durable only while answers are really being stored.

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from edgewise.edge.activation import deployment_doc, publish_deployment, swap_in
 from edgewise.edge.bundle_store import BundleStore, Entry, pack_sha256
-from edgewise.edge.desired import Desired, older
+from edgewise.edge.desired import Desired
+from edgewise.edge.desired_gate import DesiredGate
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import FleetTopics
 from edgewise.edge.mqtt import Message
@@ -63,13 +64,13 @@ class Fleet:
         config = agent.config
         self.topics = FleetTopics(config.prefix)
         self.enabled = bool(config.trusted_keys)
-        from edgewise.edge.model import trusted_public_keys
-
-        self._trusted = trusted_public_keys(config.trusted_keys) if self.enabled else []
-        self.refused_documents = 0  # desired states refused unsigned, forged or replayed
         self.store = BundleStore(
             Path(config.state_dir) / "fleet" / config.device, keep=config.keep_versions
         )
+        from edgewise.edge.model import trusted_public_keys
+
+        trusted = trusted_public_keys(config.trusted_keys) if self.enabled else []
+        self.gate = DesiredGate(self.store, trusted)  # signatures, sequences, downgrades
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=64)
         self._device_docs: dict[str, Desired] = {}
         self._group_docs: dict[str, dict[str, Desired]] = {g: {} for g in config.groups}
@@ -235,45 +236,21 @@ class Fleet:
             return
         target = f"{kind}/{name}"
         try:
-            want = Desired.parse(payload)
-            want.verify(target, self._trusted)
-            if want.model != model:
-                raise EdgewiseError(f"desired state names model {want.model!r} on the topic of "
-                                    f"{model!r}")  # fmt: skip
-            self._check_sequence(f"{target}/{model}", want)
+            want = self.gate.accept(target, model, payload)
         except EdgewiseError as exc:
             # Unsigned, forged, replayed or malformed: it changes nothing, and nothing is
             # published about the model (anyone on the broker could have sent it).
-            self.refused_documents += 1
             log.warning("fleet: refused a desired state on %s/%s: %s", target[:100],
                         model[:100], exc)  # fmt: skip
             return
         current = self.agent.models.get(model)
-        if (
-            want.bundle is not None and current is not None and not want.rollback
-            and older(want.version, current.version)
-        ):  # fmt: skip
-            why = (f"v{want.version} is older than the active v{current.version}; going back "
-                   "takes a rollback (edgewise rollback)")  # fmt: skip
-            log.error("fleet: %s: %s", model, why)
-            publish_deployment(self.agent, model, self._doc("failed", want, why))
+        refused = self.gate.downgrade(want, current.version if current is not None else None)
+        if refused is not None:
+            log.error("fleet: %s: %s", model, refused)
+            publish_deployment(self.agent, model, self._doc("failed", want, refused))
             return
         slot[model] = want
         self._reconcile(model)
-
-    def _check_sequence(self, key: str, want: Desired) -> None:
-        """Refuse a replay: a sequence below the last accepted for this target and model,
-        or the same sequence with another roll-out id. A newer one is recorded first."""
-        assert want.seq is not None  # verify() requires it
-        last = self.store.last_seq(key)
-        if last is not None and (
-            want.seq < last[0] or (want.seq == last[0] and want.id != last[1])
-        ):
-            raise EdgewiseError(
-                f"sequence {want.seq} is not above the last accepted ({last[0]}): a replay"
-            )
-        if last is None or want.seq > last[0]:
-            self.store.record_seq(key, want.seq, want.id)
 
     def _wanted(self, model: str) -> Desired | None:
         if model in self._device_docs:

@@ -38,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("edgewise.edge.fleet_cli", "put a device back on an earlier version"),
     "promote": ("edgewise.edge.fleet_cli", "make a shadow version the active one"),
     "undeploy": ("edgewise.edge.fleet_cli", "remove a model from devices"),
-    "fleet": ("edgewise.edge.fleet_cli", "a table of devices, models and deployment states"),
+    "fleet": (
+        "edgewise.edge.fleet_status_cli",
+        "devices and models: desired vs reported state; unpin, forget",
+    ),
     "bundles": ("edgewise.edge.fleet_cli", "bundles on the broker (gc: clear unused ones)"),
     "capture": ("edgewise.edge.capture_cli", "pull a device's captured samples to label them"),
 }
