@@ -101,18 +101,32 @@ def test_hostile_documents_do_not_break_it(broker: LocalBroker, exporter: str) -
 def test_a_400_digit_number_blinds_nothing(broker: LocalBroker, exporter: str) -> None:
     """One non-retained health document with a 400-digit integer once made /metrics answer
     HTTP 500 for the whole fleet until a restart."""
+    import uuid
+
+    good, bad = f"good-{uuid.uuid4().hex[:6]}", f"big-{uuid.uuid4().hex[:6]}"
     peer = Peer(broker.port)
     big = "9" * 400
+
+    def status(device: str, body: bytes) -> None:  # retained, as agents publish it
+        peer.client.publish(f"edgewise/{device}/status", body, qos=1, retain=True).wait_for_publish(
+            5
+        )
+
     try:
-        peer.publish("edgewise/good/status", "online")
+        status(good, b"online")
+        got = wait_for(exporter, "edgewise_up", 1, device=good)  # subscribed by now
+        assert value(got, "edgewise_up", device=good) == 1
         doc = f'{{"time": {big}, "uptime_s": {big}, "counters": {{"received": {big}}}}}'
-        peer.client.publish("edgewise/big/health", doc.encode(), qos=1).wait_for_publish(5)
-        peer.publish("edgewise/big/status", "online")  # after the health: in order
+        peer.client.publish(f"edgewise/{bad}/health", doc.encode(), qos=1).wait_for_publish(5)
+        status(bad, b"online")  # after the health, in order: once up, the health is stored
+        got = wait_for(exporter, "edgewise_up", 1, device=bad)  # the scrape answers (200)
+        assert value(got, "edgewise_up", device=bad) == 1
+        assert value(got, "edgewise_up", device=good) == 1
+        assert value(got, "edgewise_uptime_seconds", device=bad) is None
     finally:
+        status(good, b"")
+        status(bad, b"")
         peer.close()
-    got = wait_for(exporter, "edgewise_up", 1, device="big")  # the scrape answers (200)
-    assert value(got, "edgewise_up", device="good") == 1
-    assert value(got, "edgewise_uptime_seconds", device="big") is None
 
 
 def _free_port() -> int:
