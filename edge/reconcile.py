@@ -69,8 +69,9 @@ class Fleet:
         )
         from edgewise.edge.model import trusted_public_keys
 
-        trusted = trusted_public_keys(config.trusted_keys) if self.enabled else []
-        self.gate = DesiredGate(self.store, trusted)  # signatures, sequences, downgrades
+        # Read once: bundles and desired states are checked against the same keys.
+        self._trusted = trusted_public_keys(config.trusted_keys) if self.enabled else []
+        self.gate = DesiredGate(self.store, self._trusted)  # signatures, sequences, downgrades
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=64)
         self._device_docs: dict[str, Desired] = {}
         self._group_docs: dict[str, dict[str, Desired]] = {g: {} for g in config.groups}
@@ -138,9 +139,8 @@ class Fleet:
         """Serve what roll-outs made active before the restart, not the configured bundles."""
         if not self.enabled:
             return
-        from edgewise.edge.model import load_checked, trusted_public_keys
+        from edgewise.edge.model import load_checked
 
-        trusted = trusted_public_keys(self.agent.config.trusted_keys)
         for name, entry in self.store.active().items():
             current = models.get(name)
             if entry is None:
@@ -150,7 +150,7 @@ class Fleet:
             if current is not None and str(current.bundle.path) == entry.path:
                 continue
             try:
-                models[name] = load_checked(entry.path, self.agent.backend_options, trusted)
+                models[name] = load_checked(entry.path, self.agent.backend_options, self._trusted)
             except EdgewiseError as exc:
                 log.error("fleet: %s v%s from %s cannot serve: %s", name, entry.version,
                           entry.path, exc)  # fmt: skip
@@ -397,14 +397,13 @@ class Fleet:
 
     def _verify_and_apply(self, want: Desired, path: Path) -> None:
         from edgewise.edge.bundle import load_bundle
-        from edgewise.edge.model import ServedModel, trusted_public_keys
+        from edgewise.edge.model import ServedModel
         from edgewise.edge.selftest import run_selftest
         from edgewise.edge.signing import verify_bundle
 
         name = want.model
         try:
-            trusted = trusted_public_keys(self.agent.config.trusted_keys)
-            signer = verify_bundle(path, trusted)
+            signer = verify_bundle(path, self._trusted)
             model = ServedModel.load(load_bundle(path), self.agent.backend_options)
             if model.name != name:
                 raise EdgewiseError(f"the bundle holds model {model.name!r}, not {name!r}")
