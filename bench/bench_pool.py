@@ -44,7 +44,7 @@ class Answers:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         self.client.on_message = self._on
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"edgewise/pool/{pool}/iris-rf/out", qos=1)
+        self.client.subscribe(f"edgewise/pool/{pool}/iris-rf/out/+", qos=1)
         self.client.loop_start()
 
     def _on(self, client: object, userdata: object, msg: paho.MQTTMessage) -> None:

@@ -608,6 +608,7 @@ class Agent:
         out = self.topics.answer_topic(msg.topic, name, "out")
         if self.topics.pool is not None and not msg.topic.startswith(self._own):
             answer["device"] = self.config.device  # a pool's answer: which member served
+            # (its topic names the member too: .../out/{device}, Topics.answer_topic)
         return [reply(msg, out, encode(answer), self.config.qos)]
 
     # -- health -------------------------------------------------------------------------

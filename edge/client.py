@@ -188,7 +188,9 @@ def send(
     else:
         topic_of = topics.model
         ready = [(topics.model(model, "info"), 1), (topics.status, 1), (topics.health, 1)]
-    subs = [(topic_of(model, "out"), 1), (topic_of(model, "error"), 1), *ready]
+    # A pool's members answer one level below, on a topic named after themselves.
+    below = "/+" if topics.pool is not None else ""
+    subs = [(topic_of(model, "out") + below, 1), (topic_of(model, "error") + below, 1), *ready]
     conn, inbox = connect(broker, protocol, subs, timeout=min(CONNECT_TIMEOUT, timeout))
     try:
         if topics.pool is not None:
@@ -261,11 +263,13 @@ def _stream(
             doc = json.loads(msg.payload)
         except (ValueError, RecursionError):
             continue  # not an answer (anyone may publish on these topics)
-        answered = pending.pop(str(doc.get("id")), None) if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or not _signed_by_topic(msg.topic, doc, in_topic):
+            continue  # a pool answer in another member's name
+        answered = pending.pop(str(doc.get("id")), None)
         if answered is None:
             continue  # not ours (another client, or a duplicate)
         last_progress = time.monotonic()
-        if msg.topic.endswith("/error"):
+        if msg.topic[len(in_topic) - len("in") :].startswith("error"):
             result.errors[doc.get("code", "?")] += len(answered)
         else:
             predictions = doc.get("predictions")
@@ -285,6 +289,17 @@ def _stream(
     bar.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _signed_by_topic(topic: str, doc: dict[str, Any], in_topic: str) -> bool:
+    """Whether an answer claims no other device than its topic names: pool answers come on
+    ``.../out/{device}`` (and ``.../error/{device}``), which the shipped ACL lets only that
+    device write, so the topic is the evidence and a ``device`` field must agree with it."""
+    base = in_topic[: -len("in")]
+    rest = topic[len(base) :].split("/") if topic.startswith(base) else []
+    if not rest or rest[0] not in ("out", "error"):
+        return False
+    return len(rest) == 1 or (len(rest) == 2 and doc.get("device", rest[1]) == rest[1])
 
 
 def watch(

@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     from edgewise.edge.fleet_client import FleetLink, Why
 
 
-def _signing_key_argument(p: argparse.ArgumentParser) -> None:
+def signing_key_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--key", metavar="FILE", help="the operator's private key that signs desired states "
         "(edgewise keys new; default $EDGEWISE_SIGNING_KEY): devices take signed ones only",
     )  # fmt: skip
 
 
-def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey:
+def signing_key(args: argparse.Namespace) -> Ed25519PrivateKey:
     import os
 
     from edgewise.edge.errors import EdgewiseError
@@ -41,7 +41,7 @@ def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey:
 
 def _targets(p: argparse.ArgumentParser) -> None:
     add_broker_arguments(p, with_device=False)
-    _signing_key_argument(p)
+    signing_key_argument(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--device", action="append", metavar="ID", help="a device (repeatable)")
     where.add_argument("--group", metavar="NAME", help="every device of a group")
@@ -61,7 +61,7 @@ def configure_deploy(p: argparse.ArgumentParser) -> None:
 def configure_rollback(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise rollback``."""
     add_broker_arguments(p, with_device=False)
-    _signing_key_argument(p)
+    signing_key_argument(p)
     p.add_argument("--device", required=True, metavar="ID")
     p.add_argument("--model", required=True)
     p.add_argument("--to", metavar="VERSION", help="default: the version before the active")
@@ -107,7 +107,7 @@ def fleet_link(args: argparse.Namespace, filters: list[str]) -> FleetLink:
 def _watch_filters(prefix: str, model: str) -> list[str]:
     # Status, health and pins too: to say why a device does not follow.
     return [f"{prefix}/+/health", f"{prefix}/+/status", f"{prefix}/+/{model}/deployment",
-            f"{prefix}/fleet/+/+/{model}"]  # fmt: skip
+            f"{prefix}/fleet/+/+/{model}", f"{prefix}/fleet/roster"]  # fmt: skip
 
 
 def _why(link: FleetLink, model: str, deployment: str, group: str | None) -> Why:
@@ -119,11 +119,19 @@ def _why(link: FleetLink, model: str, deployment: str, group: str | None) -> Why
 
 
 def _devices(link: FleetLink, args: argparse.Namespace) -> list[str]:
+    """The devices to follow: those named, or the group's members that report health,
+    from the signed roster when there is one (else from what devices say of themselves)."""
     from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.roster_cli import published
 
     if args.device:
         return list(args.device)
-    members = link.members(args.group)
+    claimed = link.members(args.group)
+    if link.retained.get(link.fleet.roster):
+        roster = published(link, [signing_key(args).public_key()])
+        members = [d for d in roster.members(args.group) if d in claimed]
+    else:
+        members = claimed
     if not members and args.wait:
         raise EdgewiseError(
             f"no device of group {args.group!r} has reported health; the desired state is "
@@ -157,7 +165,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
     if args.canary is not None and (args.group is None or args.canary < 1):
         raise EdgewiseError("--canary N takes N >= 1 and goes with --group")
-    key = _signing_key(args)
+    key = signing_key(args)
     bundle = load_bundle(args.bundle)  # a bundle that does not load goes nowhere
     if not (bundle.path / SIGNATURE_NAME).is_file():
         raise EdgewiseError(
@@ -176,41 +184,17 @@ def run_deploy(args: argparse.Namespace) -> int:
         say(f"published {model} v{index.version} ({index.size} bytes, {len(index.chunks)} "
              f"chunks) as {index.sha256[:16]}; deployment {want.id}")  # fmt: skip
         if args.canary is not None:
-            return _canary(link, args, want, key)
+            from edgewise.edge.canary import run_canary
+            from edgewise.edge.roster_cli import published
+
+            roster = published(link, [key.public_key()])
+            return run_canary(
+                link, roster, args.group, args.canary, want, key, bundle, args.timeout, say
+            )
         set_desired(link, desired_targets(model, args.device or [], args.group), want, key)
         return _follow_if_asked(link, args, want.id, model)
     finally:
         link.close()
-
-
-def _canary(link: FleetLink, args: argparse.Namespace, want: object, key: Any) -> int:
-    from edgewise.edge.desired import Desired
-    from edgewise.edge.errors import EdgewiseError
-    from edgewise.edge.fleet_client import Progress, clear, follow, set_desired
-    from edgewise.edge.fleet_topics import Target
-
-    assert isinstance(want, Desired)
-    members = link.members(args.group)
-    if len(members) <= args.canary:
-        raise EdgewiseError(
-            f"group {args.group!r} has {len(members)} device(s) reporting; --canary "
-            f"{args.canary} needs more"
-        )
-    first = members[: args.canary]
-    pins = [Target("devices", d, want.model) for d in first]
-    say(f"canary: {', '.join(first)} first")
-    set_desired(link, pins, want, key)
-    canary = Progress(want.id, want.model, first, need_probation=True)
-    ok = follow(link, canary, args.timeout, say)
-    clear(link, [link.fleet.desired(t) for t in pins])  # the canaries follow the group again
-    if not ok:
-        say(f"canary failed: the rest of {args.group} stays on its version")
-        return 1
-    set_desired(link, [Target("groups", args.group, want.model)], want, key)
-    say(f"canary passed: deploying to the rest of {args.group}")
-    rest = Progress(want.id, want.model, members)
-    rest.states = dict(canary.states)
-    return 0 if follow(link, rest, args.timeout, say) else 1
 
 
 def _current_desired(link: FleetLink, args: argparse.Namespace) -> list[tuple[Any, bytes]]:
@@ -225,7 +209,7 @@ def run_promote(args: argparse.Namespace) -> int:
     from edgewise.edge.errors import EdgewiseError
     from edgewise.edge.fleet_client import set_desired
 
-    key = _signing_key(args)
+    key = signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
     link = fleet_link(args, _watch_filters(prefix, args.model))
     try:
@@ -254,7 +238,7 @@ def run_undeploy(args: argparse.Namespace) -> int:
     from edgewise.edge.desired import Desired
     from edgewise.edge.fleet_client import desired_targets, set_desired
 
-    key = _signing_key(args)
+    key = signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
     link = fleet_link(args, _watch_filters(prefix, args.model))
     try:
@@ -276,7 +260,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     from edgewise.edge.fleet_client import Progress, follow, set_desired
     from edgewise.edge.fleet_topics import Target
 
-    key = _signing_key(args)
+    key = signing_key(args)
     prefix = args.prefix or DEFAULT_PREFIX
     device = args.device[0] if isinstance(args.device, list) else args.device
     link = fleet_link(args, _watch_filters(prefix, args.model))

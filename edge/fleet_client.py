@@ -90,13 +90,15 @@ class FleetLink:
                 raise EdgewiseError(f"the broker did not take the publishes within {timeout:g}s")
 
     def members(self, group: str) -> list[str]:
-        """Devices whose retained health lists ``group``, sorted."""
+        """Devices whose retained health lists ``group``, sorted: what devices say of
+        themselves (``edge.roster`` holds what the operator says)."""
         found = []
         for topic, payload in self.retained.items():
             parts = topic.split("/")
             if len(parts) == 3 and parts[0] == self.prefix and parts[2] == "health":
                 doc = _json(payload)
-                if doc is not None and group in (doc.get("groups") or []):
+                groups = doc.get("groups") if doc is not None else None
+                if isinstance(groups, list) and group in groups:
                     found.append(parts[1])
         return sorted(found)
 

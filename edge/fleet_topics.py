@@ -4,6 +4,8 @@
 - ``{prefix}/fleet/bundles/{sha256}/{i}``: its chunk ``i``, retained.
 - ``{prefix}/fleet/devices/{device}/{model}``: the desired state of a model on a device.
 - ``{prefix}/fleet/groups/{group}/{model}``: the same for every device in a group.
+- ``{prefix}/fleet/roster``: the operator's signed roster of groups and pools
+  (``edge.roster``), retained.
 
 A device's own desired state wins over its groups'. ``fleet`` is refused as a device id
 (``edge.topics.check_device``), so none of these mixes with a device's topics.
@@ -38,6 +40,10 @@ class FleetTopics:
     @property
     def root(self) -> str:
         return f"{self.prefix}/{FLEET_LEVEL}"
+
+    @property
+    def roster(self) -> str:
+        return f"{self.root}/roster"
 
     def index(self, sha256: str) -> str:
         return f"{self.root}/bundles/{sha256}/index"

@@ -104,7 +104,7 @@ class Topics:
         return f"{self.prefix}/{self.device}/{model}/{kind}"
 
     def pool_model(self, model: str, kind: str) -> str:
-        """A pool's topic (``send --pool``, and where pool answers go)."""
+        """A pool's topic (``send --pool``; answers go one level below, per member)."""
         return f"{self.prefix}/{POOL_LEVEL}/{self.pool}/{model}/{kind}"
 
     @property
@@ -122,10 +122,20 @@ class Topics:
 
     def answer_topic(self, request_topic: str, model: str, kind: str) -> str:
         """Where the ``out``/``error`` of a request goes: beside its topic for a request
-        to this device or its pool, else this device's topic of ``model``."""
+        to this device; for a pool's, the pool's topic with this device's id as one more
+        level (``.../out/{device}``), which the broker's ACL lets only this device write, so
+        no member can answer in another's name; else this device's topic of ``model``."""
         if self.model_of(request_topic) is not None:
-            return request_topic[: -len("/in")] + "/" + kind
+            beside = request_topic[: -len("/in")] + "/" + kind
+            if self.pool is not None and not request_topic.startswith(self.own):
+                return f"{beside}/{self.device}"
+            return beside
         return self.model(model, kind)
+
+    @property
+    def own(self) -> str:
+        """The start of every topic of this device (``{prefix}/{device}/``)."""
+        return f"{self.prefix}/{self.device}/"
 
     @property
     def requests(self) -> str:

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgewise.edge.fleet_status_cli",
         "devices and models: desired vs reported state; unpin, forget",
     ),
+    "roster": ("edgewise.edge.roster_cli", "the operator's signed roster of groups and pools"),
     "bundles": ("edgewise.edge.fleet_cli", "bundles on the broker (gc: clear unused ones)"),
     "capture": ("edgewise.edge.capture_cli", "pull a device's captured samples to label them"),
 }

@@ -104,12 +104,24 @@ def shipped_config(name: str, workdir: Path, pki: Pki, port: int, wss_port: int 
     return "\n".join(lines) + "\n"
 
 
+ROSTER = '[groups]\nline = ["dev-a", "dev-b"]\n\n[pools]\nline-3 = ["dev-a"]\n'
+
+
+def roster_acl(work: Path) -> None:
+    """``work/acl``: the shipped ACL and the pool entries of ROSTER, as an operator makes
+    it (``edgewise roster acl roster.toml --base deploy/mosquitto/acl``)."""
+    (work / "roster.toml").write_text(ROSTER)
+    made = edgewise("roster", "acl", str(work / "roster.toml"), "--base", str(SHIPPED / "acl"))
+    assert made.returncode == 0, made.stderr
+    (work / "acl").write_text(made.stdout)
+
+
 @pytest.fixture(scope="session")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SecureBroker]:
     """Passwords + ACL + TLS, as edgewise-tls.conf ships, with a wss:// listener too."""
     require_mosquitto()
     work = tmp_path_factory.mktemp("tls-broker")
-    shutil.copy(SHIPPED / "acl", work / "acl")
+    roster_acl(work)
     passwd = work / "passwd"
     passwd.touch()
     for user, password in PASSWORDS.items():
@@ -126,7 +138,7 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[
     """Client certificates (common name = user name) + ACL, as edgewise-mtls.conf ships."""
     require_mosquitto()
     work = tmp_path_factory.mktemp("mtls-broker")
-    shutil.copy(SHIPPED / "acl", work / "acl")
+    roster_acl(work)
     port = free_port()
     config = shipped_config("edgewise-mtls.conf", work, pki, port, None)
     broker = SecureBroker(start_mosquitto(work, port=port, config=config))
@@ -432,11 +444,17 @@ ACL_MATRIX = [
     ("exporter", "read", "edgewise/dev-a/m/out", False),
     ("exporter", "read", "edgewise/dev-a/m/in", False),
     ("exporter", "write", "edgewise/dev-a/m/in", False),
-    # Pools: any device serves any pool's requests and answers on its out/error topics.
+    # Pools: the roster's members read their pools' requests, nobody else; a member
+    # answers only on topics named after itself.
     ("dev-a", "read", "edgewise/pool/line-3/m/in", True),
-    ("dev-a", "write", "edgewise/pool/line-3/m/out", True),
+    ("dev-b", "read", "edgewise/pool/line-3/m/in", False),
+    ("dev-a", "read", "edgewise/pool/line-4/m/in", False),
+    ("dev-a", "write", "edgewise/pool/line-3/m/out/dev-a", True),
+    ("dev-a", "write", "edgewise/pool/line-3/m/error/dev-a", True),
+    ("dev-a", "write", "edgewise/pool/line-3/m/out/dev-b", False),
+    ("dev-a", "write", "edgewise/pool/line-3/m/out", False),
     ("dev-a", "write", "edgewise/pool/line-3/m/in", False),
-    ("dev-a", "write", "edgewise/pool/line-3/m/reply/c1", True),
+    ("dev-a", "write", "edgewise/pool/line-3/m/reply/c1", False),
     ("dashboard", "write", "edgewise/pool/line-3/m/in", False),
     # Captured field data (docs/drift.md): only the operator asks a device for it.
     ("dev-a", "read", "edgewise/dev-a/m/capture", True),
@@ -479,6 +497,45 @@ def test_acl_matrix(
     finally:
         actor.close()
         other.close()
+
+
+def test_only_the_rosters_pool_members_hear_a_pools_requests(
+    tls_broker: SecureBroker, pki: Pki, iris_bundle: Path, tmp_path: Path
+) -> None:
+    """dev-b is in no pool in the roster: its shared subscription to line-3 is refused, so
+    the broker deals every request to the member (with any device allowed to join, dev-b
+    took about half of them and answered none), and what dev-b publishes in dev-a's name
+    on the pool's answer topics never arrives."""
+    member = started_agent(
+        iris_bundle, "dev-a", tls_broker.url("dev-a"), tmp_path / "a", ca_file=str(pki.ca),
+        pool="line-3",
+    )  # fmt: skip
+    intruder = Client(tls_broker.port, pki, "dev-b", PASSWORDS["dev-b"])
+    requester = Client(tls_broker.port, pki, "operator", PASSWORDS["operator"])
+    base = "edgewise/pool/line-3/iris-rf"
+    try:
+        intruder.subscribe(f"$share/line-3/{base}/+/in", f"$share/line-3/{base}/in")
+        requester.subscribe(f"{base}/out/+")
+        intruder.publish(f"{base}/out/dev-a", json.dumps({"id": "r0", "device": "dev-a"}))
+        for i in range(40):
+            requester.publish(f"{base}/in", json.dumps({"id": f"r{i}", "instances": [IRIS_ROW]}))
+        answers: dict[str, Any] = {}
+        deadline = time.monotonic() + 20
+        while len(answers) < 40 and time.monotonic() < deadline:
+            try:
+                msg = requester.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            doc = json.loads(msg.payload)
+            assert msg.topic == f"{base}/out/dev-a" and doc["device"] == "dev-a", doc
+            assert "predictions" in doc, doc  # not the intruder's forgery
+            answers[doc["id"]] = doc
+        assert len(answers) == 40
+        assert intruder.inbox.empty()
+    finally:
+        intruder.close()
+        requester.close()
+        member.stop(timeout=5)
 
 
 def test_anonymous_is_refused(tls_broker: SecureBroker, pki: Pki) -> None:

@@ -336,33 +336,6 @@ def test_shadow_then_promote(
         watcher.until(topic, lambda d: d is None, 10)  # the shadow document is cleared
 
 
-def test_canary_stops_at_a_failing_first_device(
-    broker: LocalBroker,
-    prefix: str,
-    versions: dict[str, Path],
-    keys: tuple[Path, Path],
-    watcher: Watcher,
-    tmp_path: Path,
-) -> None:
-    common = {"prefix": prefix, "trusted_keys": (str(keys[1]),), "groups": ("g",),
-              "health_interval": 1.0}  # fmt: skip
-    with (
-        serving(broker, [versions["1"]], "a", tmp_path / "a", max_bundle_bytes=1024, **common),
-        serving(broker, [versions["1"]], "b", tmp_path / "b", **common),
-        serving(broker, [versions["1"]], "c", tmp_path / "c", **common),
-    ):
-        for d in "abc":
-            watcher.wait(lambda d=d: watcher.latest.get(f"{prefix}/{d}/health"), 20, "health")
-        out = cli("deploy", str(versions["2"]), "--group", "g", "--canary", "1", "--wait",
-                  "--broker", broker.url, "--prefix", prefix, "--timeout", "60")  # fmt: skip
-        assert out.returncode == 1, out.stdout + out.stderr
-        assert "canary: a first" in out.stdout and "canary failed" in out.stdout
-        for d in "bc":
-            assert watcher.ask(prefix, d, f"after-{d}")["version"] == "1"
-        assert f"{prefix}/fleet/groups/g/{MODEL}" not in watcher.latest  # never published
-        assert watcher.latest[f"{prefix}/fleet/devices/a/{MODEL}"] is None  # pin cleared
-
-
 def test_undeploy_and_bundles_gc(
     broker: LocalBroker,
     prefix: str,

@@ -33,7 +33,8 @@ def test_three_agents_in_a_pool_answer_each_request_once(
         ]
         peer = Peer(broker.port)
         stack.callback(peer.close)
-        peer.subscribe(f"edgewise/pool/{pool}/iris-rf/out", f"edgewise/pool/{pool}/iris-rf/error")
+        base = f"edgewise/pool/{pool}/iris-rf"
+        peer.subscribe(f"{base}/out/+", f"{base}/error/+")
         for i in range(3000):
             bad = i % 500 == 7  # errors go to the pool's error topic
             body = b"{not json" if bad else json.dumps({"id": i, "instances": [ROW]}).encode()
@@ -49,12 +50,14 @@ def test_three_agents_in_a_pool_answer_each_request_once(
             except queue.Empty:
                 continue
             doc = json.loads(msg.payload)
-            if msg.topic.endswith("/error"):
-                assert doc["code"] == "bad_json"
+            kind, member = msg.topic[len(base) + 1 :].split("/")
+            if kind == "error":  # each member's answers and errors on topics of its own
+                assert doc["code"] == "bad_json" and member in devices
                 errors += 1
                 continue
             ids[doc["id"]] += 1
             served[doc["device"]] += 1
+            assert member == doc["device"]
         assert errors == 6 and len(ids) == 2994 and set(ids.values()) == {1}
         assert set(served) == set(devices)
         assert min(served.values()) >= 0.2 * 2994, served
@@ -94,3 +97,56 @@ def test_send_to_a_pool(broker: Any, iris_bundle: Path, tmp_path: Path) -> None:
         with pytest.raises(SystemExit):
             main([*args[:5], "--device", "x", "--pool"])  # --pool needs a name
         assert main([*args, "--device", "x"]) == 1  # one or the other
+
+
+@pytest.mark.parametrize(
+    ("topic", "doc", "taken"),
+    [
+        ("p/pool/l/m/out/dev-a", {"device": "dev-a"}, True),
+        ("p/pool/l/m/error/dev-a", {"code": "bad_json"}, True),  # errors name no device
+        ("p/pool/l/m/out/dev-b", {"device": "dev-a"}, False),  # dev-b in dev-a's name
+        ("p/pool/l/m/out/dev-a/x", {"device": "dev-a"}, False),
+        ("p/pool/l/m/in", {}, False),
+        ("p/pool/l/other/out/dev-a", {"device": "dev-a"}, False),
+        ("p/dev-a/m/out", {}, False),
+    ],
+)
+def test_a_pool_answer_claims_only_the_member_its_topic_names(
+    topic: str, doc: dict[str, Any], taken: bool
+) -> None:
+    from edgewise.edge.client import _signed_by_topic
+
+    assert _signed_by_topic(topic, doc, "p/pool/l/m/in") is taken
+
+
+def test_send_to_a_pool_drops_answers_in_another_members_name(
+    broker: Any, iris_bundle: Path, tmp_path: Path
+) -> None:
+    """A client on the open broker answers every request first, on its own member topic
+    but claiming the real member: `send` counts only the real answers."""
+    from edgewise.edge.client import send_csv
+    from edgewise.edge.topics import Topics
+
+    pool = f"line-{uuid.uuid4().hex[:6]}"
+    base = f"edgewise/pool/{pool}/iris-rf"
+    rows = tmp_path / "rows.csv"
+    lines = ["sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),species"]
+    rows.write_text("\n".join([*lines, *(",".join(map(str, ROW)) + ",setosa" for _ in range(50))]))
+    real = new_device("pool")
+    forger = Peer(broker.port)
+    forged = 0
+
+    def forge(msg: Any) -> None:
+        nonlocal forged
+        doc = json.loads(msg.payload)
+        fake = {"id": doc["id"], "device": real, "predictions": [{"label": "virginica"}]}
+        forger.client.publish(f"{base}/out/forger", json.dumps(fake), qos=1)
+        forged += 1
+
+    with serving(broker, [iris_bundle], real, tmp_path / real, pool=pool):
+        forger.client.message_callback_add(f"{base}/in", lambda c, u, m: forge(m))
+        forger.subscribe(f"{base}/in")  # a plain listener, not in the shared group
+        result = send_csv(broker.url, Topics("edgewise", "x", pool), "iris-rf", rows,
+                          target="species", progress=False)  # fmt: skip
+        forger.close()
+    assert forged > 0 and result.answered == 50 and result.correct == 50
