@@ -1,12 +1,16 @@
-"""The edge agent: requests from MQTT, inference in a worker thread, answers to MQTT.
+"""The serving core: requests from MQTT, inference in a worker thread, answers to MQTT.
 
-Threads: paho's network thread (``edge.mqtt``) only enqueues received messages; one worker
-thread takes them in batches, answers each (prediction or error), commits the batch's
-answers to the outbox (``edge.delivery``) and only then acknowledges the requests to the
-broker; the outbox thread publishes; a health thread publishes the retained health.
+Threads: paho's network thread (``edge.mqtt``) only routes received messages: a request
+goes to the core's bounded queue, a message on a feature's route to that feature
+(``edge.feature``); one worker thread takes requests in batches, answers each (prediction
+or error, ``edge.handler``), commits the batch's answers to the outbox (``edge.delivery``)
+and only then acknowledges the requests to the broker; the outbox thread publishes; a
+health thread publishes the retained health. Features run their own threads beside these.
 
-Each message is answered inside one containment boundary: whatever it raises becomes an
-error answer (``internal`` if nothing more specific fits) and the next one is served.
+The core imports no feature: roll-outs, shadows, probation, drift and capture, discovery,
+answer states and worker processes attach through ``edge.feature`` (``edge.app`` builds
+and attaches them). What a feature may use of the core is ``feature.Host``.
+
 When the outbox cannot store answers, nothing is acknowledged: the worker retries with
 back-off and the requests wait in the broker. A thread that dies anyway stops the agent
 (``offline``, non-zero exit) so that the service manager restarts it (``edge.supervision``).
@@ -19,25 +23,25 @@ disconnects, each step bounded by ``drain_timeout``.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
-import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from edgewise.edge.activation import deployment_doc, publish_deployment, reload_bundles
-from edgewise.edge.answer_state import AnswerStates
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.batching import answer_together
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
-from edgewise.edge.errors import RequestError
-from edgewise.edge.field_data import FieldData
+from edgewise.edge.feature import Feature, Features, Route, Router
 from edgewise.edge.flood import FloodMemory
-from edgewise.edge.ha_discovery import Discovery
+from edgewise.edge.handler import RequestPath
 from edgewise.edge.health import (
     Counters,
     LatencyWindow,
@@ -49,26 +53,11 @@ from edgewise.edge.health import (
 from edgewise.edge.model import ServedModel, load_models
 from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage, StorageError
-from edgewise.edge.payload import Request, decode_request, encode, error_doc, peek_id
-from edgewise.edge.probation import Probation
-from edgewise.edge.reconcile import Fleet
-from edgewise.edge.replies import error_replies, reply
+from edgewise.edge.payload import encode, error_doc, peek_id
+from edgewise.edge.replies import error_replies
 from edgewise.edge.retained import RetainedGuard
-from edgewise.edge.shadow import Shadows
-from edgewise.edge.supervision import (
-    Notifier,
-    Supervisor,
-    reload_on_sighup,
-    stop_on_signals,
-)
-from edgewise.edge.topics import response_topic_problem
-from edgewise.edge.transport import TransportFactory, TransportSpec, mqtt_transport
-from edgewise.edge.workers import (
-    Workers,
-    helper_client_id,
-    report_to_supervisor,
-    retire_stale_helpers,
-)
+from edgewise.edge.supervision import Notifier, Supervisor, stop_on_signals
+from edgewise.edge.transport import Transport, TransportFactory, TransportSpec, mqtt_transport
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +79,52 @@ def receive_limit(max_payload: int) -> int:
 
 
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
-EXPLAIN_TOP = 3  # features per explanation
 
 
-class Agent:
-    """Serves the loaded models for one device."""
+@dataclass(frozen=True)
+class Role:
+    """Which process of a device this core is (``edge.app`` decides): the main one, which
+    announces infos, status and health, or a helper of ``workers`` > 1, which only serves."""
+
+    client_id: str
+    outbox_path: Path
+    serve: list[tuple[str, int]]  # the request filters it subscribes to
+    unsubscriptions: list[str]
+    announce: bool = True  # status (with last will), infos, health, the guard of both
+    threads: list[str] = field(default_factory=list)  # helpers: none of the main's
+
+    @classmethod
+    def main(cls, config: AgentConfig) -> Role:
+        """The device's main agent process."""
+        plain, shared = config.topics.requests, config.topics.shared_requests
+        # Several processes share the requests through one shared subscription; the
+        # other filter is dropped from a persistent session an earlier run left.
+        requests, stale = (shared, plain) if config.workers > 1 else (plain, shared)
+        return cls(
+            client_id=f"edgewise-agent-{config.device}",
+            outbox_path=config.outbox_path,
+            serve=[(requests, config.qos), *_pool(config)],
+            unsubscriptions=[stale],
+        )
+
+
+def _pool(config: AgentConfig) -> list[tuple[str, int]]:
+    pool = config.topics.pool_requests
+    return [(pool, config.qos)] if pool else []
+
+
+class Agent(RequestPath):
+    """Serves the loaded models for one device; features attach before ``start``."""
 
     def __init__(
         self,
         config: AgentConfig,
         models: dict[str, ServedModel] | None = None,
         transport: TransportFactory | None = None,
-        helper: int | None = None,
-        retiring: bool = False,
+        role: Role | None = None,
     ) -> None:
         self.config = config
-        # A helper process of ``workers`` > 1 (edge.workers): it serves requests only.
-        self.helper = helper
+        self.role = role if role is not None else Role.main(config)
         self.topics = config.topics
         self.backend_options = BackendOptions(config.num_threads, config.providers)
         self.models = (
@@ -114,12 +132,9 @@ class Agent:
             if models is not None
             else load_models(config.bundles, self.backend_options, config.trusted_keys)
         )
-        # Roll-outs (edge.reconcile): what they made active before a restart serves again.
-        self.fleet = Fleet(self)
-        self.fleet.restore(self.models)
-        self.shadows = Shadows(self)
-        self.reload_requested = threading.Event()  # set by SIGHUP: edge.activation
-        self.probation = Probation(self)
+        self.features = Features()
+        self._router = Router()
+        self._core_routes = Feature()  # owner of the core's own routes (status, infos)
         self.counters = Counters()
         self.tally = ModelTally()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
@@ -145,64 +160,88 @@ class Agent:
             for name, model in self.models.items()
         }
         self._guard = RetainedGuard(self.topics, self._info_bodies)
-        self.discovery = Discovery(self.topics, config.ha_prefix, config.ha_discovery)
-        self._own = f"{config.prefix}/{config.device}/"
-        self.field = FieldData(self)  # drift and captured samples (docs/drift.md)
-        self.workers = Workers(self) if config.workers > 1 and helper is None else None
-        self.retiring: list[subprocess.Popen[bytes]] = []  # helpers of a larger ``workers``
-        # Several processes share the requests through one shared subscription; the
-        # other filter is dropped from a persistent session an earlier run left.
-        plain, shared = self.topics.requests, self.topics.shared_requests
-        requests, stale = (shared, plain) if config.workers > 1 else (plain, shared)
-        serve: list[tuple[str, int]] = [(requests, config.qos)]
-        if self.topics.pool_requests:
-            serve.append((self.topics.pool_requests, config.qos))
+        self._own = self.topics.own
+        self._threads: list[str] = []
+        self._transport = transport or mqtt_transport
+        self._link: tuple[Transport, Delivery, DirectDelivery] | None = None
+
+    # -- assembly -----------------------------------------------------------------------
+
+    def attach(self, *features: Feature) -> None:
+        """Attach features, in order: their routes and hooks (before the link is made)."""
+        if self._link is not None:
+            raise RuntimeError("features attach before the agent's link is made")
+        for feature in features:
+            self.features.attach(feature)
+            for route in feature.routes():
+                self._router.add(feature, route)
+
+    @property
+    def connection(self) -> Transport:
+        """The link to the broker (made on first use: after the features attached)."""
+        return (self._link or self._make_link())[0]
+
+    @property
+    def delivery(self) -> Delivery:
+        """Where answers go: the outbox (durable), or straight to the link."""
+        return (self._link or self._make_link())[1]
+
+    @property
+    def _direct(self) -> DirectDelivery:
+        return (self._link or self._make_link())[2]
+
+    def _make_link(self) -> tuple[Transport, Delivery, DirectDelivery]:
+        """The link and the outbox, once every feature's routes are known."""
+        config, role = self.config, self.role
+        subscriptions = list(role.serve)
+        if role.announce:  # its own status and info too: restored when overwritten
+            for topic in (self.topics.status, self.topics.model("+", "info")):
+                self._router.add(self._core_routes, Route(topic, 1, "inline"))
+                subscriptions.append((topic, 1))
+        for feature in self.features.all:
+            subscriptions += [(r.filter, r.qos) for r in feature.routes() if r.subscribe]
         spec = TransportSpec(
             config.endpoint,
-            client_id=(
-                helper_client_id(config.device, helper)
-                if helper is not None
-                else f"edgewise-agent-{config.device}"
-            ),
+            client_id=role.client_id,
             protocol=config.protocol,
             on_message=self._enqueue,
-            # Its own status and info too: to restore them when another client overwrites.
-            subscriptions=(
-                ([] if retiring else serve)
-                if helper is not None
-                else [
-                    *serve,
-                    (self.topics.status, 1),
-                    (self.topics.model("+", "info"), 1),
-                    *self.fleet.subscriptions,
-                    *self.discovery.subscriptions,
-                    *self.field.subscriptions,
-                ]
-            ),
-            unsubscriptions=[stale, shared] if retiring else [stale],
-            status_topic=self.topics.status if helper is None else None,
+            subscriptions=subscriptions,
+            unsubscriptions=role.unsubscriptions,
+            status_topic=self.topics.status if role.announce else None,
             session=config.session,
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
             max_takeovers=MAX_TAKEOVERS,
             receive_limit=receive_limit(config.max_payload),
         )
-        self.connection = (transport or mqtt_transport)(spec)
-        self._direct = DirectDelivery(self.connection)  # for what must not wait on disk
-        self.delivery: Delivery = (
+        connection = self._transport(spec)
+        direct = DirectDelivery(connection)  # for what must not wait on disk
+        delivery: Delivery = (
             OutboxDelivery(
                 Outbox(
-                    config.outbox_path if helper is None else config.helper_outbox_path(helper),
+                    role.outbox_path,
                     max_count=config.outbox_max_count,
                     max_bytes=config.outbox_max_bytes,
                     sync=config.outbox_sync,
                 ),
-                self.connection,
+                connection,
             )
             if config.durable
-            else self._direct
+            else direct
         )
-        self.states = AnswerStates(self.connection, lambda name: self.topics.model(name, "state"))
+        self._link = (connection, delivery, direct)
+        return self._link
+
+    # -- what features see (feature.Host) -------------------------------------------------
+
+    @property
+    def link(self) -> Transport:
+        return self.connection
+
+    @property
+    def accepting(self) -> threading.Event:
+        """Set while the core takes messages (cleared when it stops)."""
+        return self._accepting
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -211,24 +250,20 @@ class Agent:
         self._started_at = self._heartbeat_at = time.monotonic()
         self._accepting.set()
         self.delivery.start(self.supervisor.spawn)
-        self.supervisor.spawn(self._work, "inference")
-        if self.helper is not None:  # counters to the supervisor; the rest is its job
-            self.supervisor.spawn(lambda: report_to_supervisor(self, self._stopped), "health")
-            self.connection.start()
-            return
-        self.retiring = retire_stale_helpers(self.config)
-        self.supervisor.spawn(lambda: report_health(self, self._stopped), "health")
-        self.supervisor.spawn(lambda: self.fleet.run(self._stopped), "fleet")
-        self.supervisor.spawn(lambda: self.field.run(self._stopped), "capture")
-        if self.workers is not None:
-            workers = self.workers
-            self.supervisor.spawn(lambda: workers.run(self._stopped), "workers")
-        for name, body in self._info_bodies.items():
-            # Retained, so clients (edgewise send, dashboards) learn the input spec.
-            self.connection.publish(self.topics.model(name, "info"), body, qos=1, retain=True)
-            publish_deployment(self, name, deployment_doc("active", self.models[name]))
-        self.discovery.publish_all(self.connection, self.models)
+        self._spawn(self._work, "inference")
+        if self.role.announce:
+            self._spawn(lambda: report_health(self, self._stopped), "health")
+        for feature in self.features.all:
+            for name, target in feature.threads():
+                self._spawn(functools.partial(target, self._stopped), name)
+        if self.role.announce:
+            for name, body in self._info_bodies.items():
+                # Retained, so clients (edgewise send, dashboards) learn the input spec.
+                self.connection.publish(self.topics.model(name, "info"), body, 1, retain=True)
+        self.features.started()
         self.connection.start()
+        if not self.role.announce:
+            return
         self.notifier.notify("READY=1")
         log.info(
             "serving %s on %s as device %r (%s; %s)",
@@ -239,6 +274,10 @@ class Agent:
             f"outbox {self.config.outbox_path}" if self.config.durable else "no outbox",
         )
 
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        self._threads.append(name)
+        self.supervisor.spawn(target, name)
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking requests, finish queued ones, flush, publish offline, disconnect."""
         if self._stopped.is_set():
@@ -247,9 +286,7 @@ class Agent:
         self.notifier.notify("STOPPING=1")
         self._accepting.clear()
         deadline = time.monotonic() + timeout
-        if self.workers is not None:  # they drain beside this process
-            stopping = threading.Thread(target=self.workers.stop, args=(timeout,), daemon=True)
-            stopping.start()
+        self.features.stopping(timeout)  # e.g. helper processes drain beside this one
         while (
             (not self._queue.empty() or not self._idle.is_set())
             and time.monotonic() < deadline
@@ -258,18 +295,13 @@ class Agent:
             time.sleep(0.01)
         self._stopped.set()
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
-        self.supervisor.join(
-            max(0.1, deadline - time.monotonic()),
-            ("inference", "health", "fleet", "capture", "workers"),
-        )
-        if self.workers is not None:
-            stopping.join(max(0.1, deadline - time.monotonic()))
-        self.field.flush()
+        self.supervisor.join(max(0.1, deadline - time.monotonic()), tuple(self._threads))
+        self.features.tick()  # what is due: captured samples, drift documents
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
-        if self.helper is None:
+        if self.role.announce:
             publish_health(self)
-        self.field.close()  # after the final health, which reports the capture store
+        self.features.close()  # after the final health, which reports the capture store
         self.connection.stop(final_status="offline", timeout=max(1.0, deadline - time.monotonic()))
         self.delivery.close()
         self.notifier.close()
@@ -282,12 +314,6 @@ class Agent:
         log, and ``offline`` is published), so the service manager restarts the agent.
         """
         while not stop_requested.wait(0.5):
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
-                try:
-                    reload_bundles(self)
-                except Exception:  # a reload never stops serving: the old versions stay
-                    log.exception("reload failed; the active versions keep serving")
             network_died = self.connection.started and not self.connection.alive
             if self.supervisor.check(["mqtt-network"] if network_died else []):
                 log.critical("stopping: %s", self.supervisor.reason)
@@ -300,7 +326,6 @@ class Agent:
         """Serve until SIGTERM/SIGINT (exit status 0) or a thread failure (1); a second
         signal exits at once."""
         stop_requested = stop_on_signals()
-        reload_on_sighup(self.reload_requested)
         self.start()
         return self.wait(stop_requested)
 
@@ -309,7 +334,6 @@ class Agent:
         requests already taken finish on the version they started with."""
         name, topic = model.name, self.topics.model(model.name, "info")
         old = self.models.get(name)
-        self.fleet.activated(old, model)  # a restart keeps this version
         # Latencies are per version: health shows the one serving.
         self.inference_ms[name], self.e2e_ms[name] = LatencyWindow(), LatencyWindow()
         body = encode({**model.info(), "session": self.session})
@@ -317,59 +341,44 @@ class Agent:
         self._info_bodies[name] = body
         self.models[name] = model  # one assignment: a request sees the old or the new
         self.connection.publish(topic, body, qos=1, retain=True)
-        if old is None:
-            self.discovery.added(self.connection, model)
-        if self.workers is not None:
-            self.workers.restart_requested.set()  # the helpers load what is active now
+        self.features.swapped(old, model)
 
-    def remove(self, name: str, deployment: str) -> None:
-        """Stop serving ``name`` (``edgewise undeploy``) and clear its retained topics."""
-        self.shadows.stop(name)
+    def remove(self, name: str) -> None:
+        """Stop serving ``name`` (``edgewise undeploy``) and clear its retained info."""
         model = self.models.pop(name, None)
         topic = self.topics.model(name, "info")
         self._guard.set_info(topic, b"")  # an info written later is cleared, not restored
         self._info_bodies.pop(name, None)
-        gone = deployment_doc("removed", model) | {"deployment": deployment}
-        publish_deployment(self, name, gone, retain=False)  # seen by those watching now
-        for kind in ("info", "deployment"):
-            self.connection.publish(self.topics.model(name, kind), b"", qos=1, retain=True)
-        self.states.forget(name)
-        self.field.drift.forget(name)
-        if model is not None:
-            self.discovery.removed(self.connection, model)
-        if self.workers is not None:
-            self.workers.restart_requested.set()
+        self.connection.publish(topic, b"", qos=1, retain=True)
+        self.features.swapped(model, None)
         log.info("%s removed (undeploy)", name)
 
     # -- message path -------------------------------------------------------------------
 
     def _enqueue(self, msg: Message) -> None:
-        """paho callback (network thread): hand the message to the worker, nothing more.
+        """paho callback (network thread): hand the message on, nothing more.
 
-        The queue is bounded. A QoS 0 request beyond it is answered "overloaded". A QoS 1
-        request waits for room: paho stops reading the socket meanwhile, so the broker
-        holds the backlog (TCP back-pressure). Its receive-maximum window should do that
-        alone, but Mosquitto 2.0.11 overruns it once PUBACKs flow (eclipse-mosquitto#2301).
-        The worker never waits on this thread, so the wait is short.
+        A message on a feature's route goes to that feature; a request to the bounded
+        queue. A QoS 0 request beyond it is answered "overloaded". A QoS 1 request waits
+        for room: paho stops reading the socket meanwhile, so the broker holds the backlog
+        (TCP back-pressure). Its receive-maximum window should do that alone, but
+        Mosquitto 2.0.11 overruns it once PUBACKs flow (eclipse-mosquitto#2301). The
+        worker never waits on this thread, so the wait is short.
         """
         try:
-            if self.discovery.owns(msg.topic):
-                self.discovery.on_status(msg.payload)
-                self.connection.ack(msg)
+            found = self._router.find(msg.topic)
+            if found is None:
+                self._put(msg)
                 return
-            if self.field.owns(msg.topic):
-                self.field.put(msg)  # acked by the capture thread
-                return
-            if self.fleet.owns(msg.topic):
-                self.fleet.put(msg, self._accepting)  # acked by the fleet thread
-                return
-            if self._guard.owns(msg.topic):
+            feature, route = found
+            if feature is self._core_routes:
                 restore = self._guard.check(msg) if self._accepting.is_set() else None
                 if restore is not None:
                     self.connection.publish(*restore, qos=1, retain=True)
+            else:
+                self.features.accept(feature, msg)
+            if route.inbox == "inline":
                 self.connection.ack(msg)
-                return
-            self._put(msg)
         except Exception:  # nothing may raise into paho's loop
             self.counters.internal_errors += 1
             log.exception("could not queue a message on %s", msg.topic[:200])
@@ -411,12 +420,7 @@ class Agent:
     def _work(self) -> None:
         while not self._stopped.is_set():
             self._heartbeat()
-            self.states.flush()  # the last answers held back by the once-a-second limit
-            self.shadows.flush()  # likewise the shadows' last figures
-            self.field.flush()  # captured samples, due drift documents
-            if self.discovery.announced.is_set():
-                self.discovery.announced.clear()
-                self.discovery.publish_all(self.connection, self.models)
+            self.features.tick()  # what is due: answer states, shadows, drift, discovery
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -481,27 +485,6 @@ class Agent:
                 if len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
 
-    def contain(self, msg: Message) -> list[OutMessage]:
-        """One request's containment boundary: its answers, whatever goes wrong inside."""
-        try:
-            return self.handle(msg)
-        except Exception:  # a bug must not kill the worker; it is logged loudly
-            log.exception("unexpected error handling a message on %s", msg.topic[:200])
-        self.counters.internal_errors += 1
-        name = self.topics.model_of(msg.topic) or "unknown"
-        if (model := self.models.get(name)) is not None:
-            self.probation.record(model, None)
-        doc = error_doc(peek_id(msg.payload), "internal", "the agent failed", name)
-        try:
-            return error_replies(self.topics, msg, name, encode(doc), self.config.qos)
-        except Exception:  # e.g. a response topic that cannot be used: the error topic only
-            log.exception("could not address the error answer; error topic only")
-            return [
-                OutMessage(
-                    self.topics.answer_topic(msg.topic, name, "error"), encode(doc), self.config.qos
-                )
-            ]
-
     def _store(self, answers: list[OutMessage]) -> bool:
         """Commit answers; while the outbox cannot, retry with back-off (nothing is acked
         meanwhile). False only when the agent stops before the commit succeeded."""
@@ -521,95 +504,6 @@ class Agent:
                 log.warning("the outbox stores answers again; serving resumes")
                 self.storage_error = None
             return True
-
-    def handle(self, msg: Message) -> list[OutMessage]:
-        """The answer to one request: a prediction, or an error (and its copies)."""
-        self.counters.received += 1
-        name = self.topics.model_of(msg.topic) or "unknown"
-        model = self.models.get(name)
-        rid: str | int | None = None
-        if msg.response_topic is not None:
-            problem = response_topic_problem(msg.response_topic)
-            if problem is not None:
-                self.counters.errors += 1
-                why = f"response topic {problem}"
-                doc = error_doc(peek_id(msg.payload), "bad_request", why, name)
-                return [
-                    OutMessage(
-                        self.topics.answer_topic(msg.topic, name, "error"),
-                        encode(doc),
-                        self.config.qos,
-                    )
-                ]
-        try:
-            request = decode_request(
-                msg.payload, self.config.max_payload, self.config.max_instances
-            )
-            rid = request.id
-            if model is None:
-                raise RequestError(
-                    "unknown_model", f"no model {name!r} on this device; have {sorted(self.models)}"
-                )
-            started = time.perf_counter()
-            predictions = (
-                model.predict(request.instances, explain=request.explain, top=EXPLAIN_TOP)
-                if request.tensor is None
-                else model.predict_tensor(request.tensor)
-            )
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-        except RequestError as exc:
-            return self.refused(msg, name, model, rid, exc)
-        self.counters.backend_calls += 1
-        return self.answered(msg, model, request, predictions, elapsed_ms)
-
-    def refused(
-        self,
-        msg: Message,
-        name: str,
-        model: ServedModel | None,
-        rid: str | int | None,
-        exc: RequestError,
-    ) -> list[OutMessage]:
-        """The error answer (and its copies) to a request that cannot be served."""
-        if rid is None:
-            rid = exc.request_id
-        if rid is None and exc.code == "bad_json":
-            rid = peek_id(msg.payload)
-        self.counters.errors += 1
-        if model is not None:
-            self.tally.add(name, exc.code)
-        body = encode(error_doc(rid, exc.code, exc.message, name))
-        return error_replies(self.topics, msg, name, body, self.config.qos)
-
-    def answered(
-        self,
-        msg: Message,
-        model: ServedModel,
-        request: Request,
-        predictions: list[dict[str, Any]],
-        elapsed_ms: float,
-    ) -> list[OutMessage]:
-        """The answer to a served request; its latency, probation, shadow and state."""
-        name, rid = model.name, request.id
-        self.inference_ms[name].add(elapsed_ms)
-        self.probation.record(model, elapsed_ms)
-        self.shadows.compare(name, request.instances, request.tensor, predictions)
-        answer = {
-            "id": rid,
-            "model": model.name,
-            "version": model.version,
-            "predictions": predictions,
-            "inference_ms": round(elapsed_ms, 4),
-        }
-        self.counters.answered += 1
-        self.tally.add(name, "answered")
-        self.states.record(name, model.version, rid, predictions)
-        self.field.observe(model, request.instances, request.tensor, predictions)
-        out = self.topics.answer_topic(msg.topic, name, "out")
-        if self.topics.pool is not None and not msg.topic.startswith(self._own):
-            answer["device"] = self.config.device  # a pool's answer: which member served
-            # (its topic names the member too: .../out/{device}, Topics.answer_topic)
-        return [reply(msg, out, encode(answer), self.config.qos)]
 
     # -- health -------------------------------------------------------------------------
 

@@ -16,8 +16,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgewise.edge.feature import Answered, Feature
+
 if TYPE_CHECKING:
-    from edgewise.edge.transport import Transport
+    from edgewise.edge.feature import Host
+    from edgewise.edge.model import ServedModel
 
 EVERY_S = 1.0
 _FIELDS = ("label", "value", "score", "is_anomaly", "cluster")
@@ -40,15 +43,28 @@ def state_doc(
     return doc
 
 
-class AnswerStates:
+class AnswerStates(Feature):
     """The latest answer per model, published at most once per ``EVERY_S`` per model."""
 
-    def __init__(self, connection: Transport, topic_of: Any) -> None:
-        self._connection = connection
-        self._topic_of = topic_of  # model name -> its state topic
+    def __init__(self, host: Host) -> None:
+        self._host = host
         self._pending: dict[str, dict[str, Any]] = {}
         self._sent_at: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def answered(self, answer: Answered) -> None:
+        model = answer.model
+        self.record(model.name, model.version, answer.request_id, answer.predictions)
+
+    def tick(self) -> None:
+        self.flush()  # the last answers held back by the once-a-second limit
+
+    def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
+        if old is not None and new is None:
+            self.forget(old.name)
+
+    def _topic_of(self, model: str) -> str:
+        return self._host.topics.model(model, "state")
 
     def record(self, model: str, version: str, rid: Any, predictions: list[dict[str, Any]]) -> None:
         if not predictions:
@@ -69,10 +85,10 @@ class AnswerStates:
                 self._sent_at[m] = now
         for model, doc in docs:
             body = json.dumps(doc).encode()
-            self._connection.publish(self._topic_of(model), body, qos=1, retain=True)
+            self._host.link.publish(self._topic_of(model), body, qos=1, retain=True)
 
     def forget(self, model: str) -> None:
         """A removed model: nothing more is published, its retained state is cleared."""
         with self._lock:
             self._pending.pop(model, None)
-        self._connection.publish(self._topic_of(model), b"", qos=1, retain=True)
+        self._host.link.publish(self._topic_of(model), b"", qos=1, retain=True)

@@ -180,7 +180,7 @@ def configure_watch(p: argparse.ArgumentParser) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    from edgewise.edge.agent import Agent
+    from edgewise.edge.app import run_agent as serve
     from edgewise.edge.config import AgentConfig
 
     base = AgentConfig.from_toml(args.config) if args.config else AgentConfig()
@@ -202,7 +202,7 @@ def run_agent(args: argparse.Namespace) -> int:
         durable=args.durable,
         health_interval=args.health_interval,
     )
-    return Agent(config).run_forever()
+    return serve(config)
 
 
 def run_send(args: argparse.Namespace) -> int:

@@ -25,8 +25,8 @@ import numpy as np
 from edgewise.edge.drift_profile import Binner, Profiler, confidences, prediction_values
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
     from edgewise.edge.config import DriftSettings
+    from edgewise.edge.feature import Host
     from edgewise.edge.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,9 @@ def _channels(model: ServedModel) -> list[str]:
 class Drift:
     """The agent's drift monitors: the worker observes and publishes; health reads."""
 
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
-        self._settings = agent.config.drift
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._settings = host.config.drift
         self._monitors: dict[str, DriftMonitor] = {}
         self._published_at: dict[str, float] = {}
         self._broken: set[str] = set()
@@ -188,7 +188,7 @@ class Drift:
     def flush(self) -> None:
         """Publish each judged model's document once per health interval (worker loop)."""
         now = time.monotonic()
-        every = self._agent.config.health_interval
+        every = self._host.config.health_interval
         for name, monitor in list(self._monitors.items()):
             if now - self._published_at.get(name, -math.inf) >= every and monitor.observed:
                 if monitor.status is not None and monitor.judge():
@@ -197,9 +197,9 @@ class Drift:
 
     def _publish(self, monitor: DriftMonitor) -> None:
         self._published_at[monitor.model.name] = time.monotonic()
-        topic = self._agent.topics.model(monitor.model.name, "drift")
+        topic = self._host.topics.model(monitor.model.name, "drift")
         body = json.dumps(monitor.document()).encode()
-        self._agent.connection.publish(topic, body, qos=1, retain=True)
+        self._host.link.publish(topic, body, qos=1, retain=True)
 
     def status(self, name: str) -> str | None:
         monitor = self._monitors.get(name)
@@ -208,8 +208,8 @@ class Drift:
     def forget(self, name: str) -> None:
         """A removed model: its window goes, its retained document is cleared."""
         if self._monitors.pop(name, None) is not None:
-            topic = self._agent.topics.model(name, "drift")
-            self._agent.connection.publish(topic, b"", qos=1, retain=True)
+            topic = self._host.topics.model(name, "drift")
+            self._host.link.publish(topic, b"", qos=1, retain=True)
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """Per monitored model: status, window and the largest PSI (for health)."""

@@ -30,12 +30,15 @@ import numpy as np
 
 from edgewise.edge.capture_store import Capture
 from edgewise.edge.drift import Drift
+from edgewise.edge.feature import Answered, Feature, Route
 from edgewise.edge.mqtt import Message
 from edgewise.edge.payload import MAX_DEPTH, encode, error_doc, nesting_depth
 from edgewise.edge.supervision import serve_inbox
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
+    from collections.abc import Callable, Sequence
+
+    from edgewise.edge.feature import Host
     from edgewise.edge.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -58,13 +61,13 @@ def _int(doc: dict[str, Any], key: str, default: int, low: int, high: int) -> in
     return value
 
 
-class FieldData:
+class FieldData(Feature):
     """Drift monitors, the capture store and the capture thread of one agent."""
 
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
-        config = agent.config
-        self.drift = Drift(agent)
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        config = host.config
+        self.drift = Drift(host)
         self.capture = (
             Capture(config.capture, Path(config.state_dir) / f"{config.device}.capture.sqlite")
             if config.capture is not None
@@ -72,12 +75,30 @@ class FieldData:
         )
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=16)
 
-    @property
-    def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self._agent.topics.model("+", "capture"), 1)]
+    # -- the feature's points -------------------------------------------------------------
 
-    def owns(self, topic: str) -> bool:
-        return self._agent.topics.model_of(topic, "capture") is not None
+    def routes(self) -> Sequence[Route]:
+        return [Route(self._host.topics.model("+", "capture"), 1, "drop")]
+
+    def accept(self, msg: Message) -> None:
+        self.put(msg)
+
+    def answered(self, answer: Answered) -> None:
+        self.observe(answer.model, answer.instances, answer.tensor, answer.predictions)
+
+    def tick(self) -> None:
+        self.flush()
+
+    def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
+        if old is not None and new is None:
+            self.drift.forget(old.name)
+
+    def threads(self) -> Sequence[tuple[str, Callable[[threading.Event], None]]]:
+        return [("capture", self.run)]
+
+    def health(self, doc: dict[str, Any]) -> None:
+        doc["drift"] = self.drift.summaries()
+        doc["capture"] = self.capture_health() or None
 
     # -- worker thread -----------------------------------------------------------------
 
@@ -112,26 +133,26 @@ class FieldData:
         try:
             self._inbox.put_nowait(msg)
         except queue.Full:
-            self._agent.connection.ack(msg)
+            self._host.link.ack(msg)
 
     def run(self, stop: threading.Event) -> None:
-        serve_inbox(self._inbox, stop, self._answer, self._agent.connection.ack, "capture")
+        serve_inbox(self._inbox, stop, self._answer, self._host.link.ack, "capture")
 
     def _answer(self, msg: Message) -> None:
-        topics = self._agent.topics
+        topics = self._host.topics
         model = str(topics.model_of(msg.topic, "capture"))
         try:
             doc = self.respond(model, msg.payload)
         except ValueError as exc:
             doc = {"error": str(exc), "model": model}
         if msg.response_topic:
-            self._agent.connection.publish(
+            self._host.link.publish(
                 msg.response_topic, encode(doc), 1, correlation_data=msg.correlation_data
             )
         else:
             why = "capture requests need an MQTT 5 response topic"
             body = encode(error_doc(None, "bad_request", why, model))
-            self._agent.connection.publish(topics.model(model, "error"), body, 1)
+            self._host.link.publish(topics.model(model, "error"), body, 1)
 
     def respond(self, model: str, payload: bytes) -> dict[str, Any]:
         """The answer to one capture request (ValueError: a bad request)."""
@@ -166,7 +187,7 @@ class FieldData:
         rows = [s.as_dict() for s in samples]
         stats = store.stats(model)
         last = rows[-1]["seq"] if rows else after
-        info = self._agent.models.get(model)
+        info = self._host.models.get(model)
         return {
             "op": "pull",
             "model": model,
@@ -187,8 +208,8 @@ class FieldData:
             finally:
                 self.capture.store.close()
 
-    def health(self) -> dict[str, Any]:
-        """Health's ``capture`` section (None when off)."""
+    def capture_health(self) -> dict[str, Any]:
+        """Health's ``capture`` section (empty when off)."""
         if self.capture is None:
             return {}
         return {

@@ -16,12 +16,16 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgewise.edge.feature import Feature, Route
+
 if TYPE_CHECKING:
+    from edgewise.edge.feature import Host
     from edgewise.edge.model import ServedModel
+    from edgewise.edge.mqtt import Message
     from edgewise.edge.topics import Topics
-    from edgewise.edge.transport import Transport
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -174,42 +178,54 @@ def agent_version() -> str:
         return "unknown"
 
 
-class Discovery:
+class Discovery(Feature):
     """The agent's discovery publisher: nothing at all unless ``ha_discovery`` is on."""
 
-    def __init__(self, topics: Topics, ha_prefix: str, enabled: bool) -> None:
-        self.topics = topics
-        self.prefix = ha_prefix
-        self.enabled = enabled
-        self.status_topic = f"{ha_prefix}/status"
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self.topics = host.topics
+        self.prefix = host.config.ha_prefix
+        self.enabled = host.config.ha_discovery
+        self.status_topic = f"{self.prefix}/status"
         self.version = agent_version()
         self.announced = threading.Event()  # Home Assistant (re)started: publish again
 
-    @property
-    def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self.status_topic, 1)] if self.enabled else []
+    def routes(self) -> Sequence[Route]:
+        return [Route(self.status_topic, 1, "inline")] if self.enabled else []
 
-    def owns(self, topic: str) -> bool:
-        return self.enabled and topic == self.status_topic
-
-    def on_status(self, payload: bytes) -> None:
+    def accept(self, msg: Message) -> None:
         """paho thread: only note it; the worker publishes."""
-        if payload == b"online":
+        if msg.payload == b"online":
             self.announced.set()
 
-    def publish_all(self, connection: Transport, models: dict[str, ServedModel]) -> None:
-        if self.enabled:
-            for topic, body in messages(self.prefix, self.topics, models, self.version):
-                connection.publish(topic, body, qos=1, retain=True)
+    def started(self) -> None:
+        self.publish_all()
 
-    def added(self, connection: Transport, model: ServedModel) -> None:
+    def tick(self) -> None:
+        if self.announced.is_set():
+            self.announced.clear()
+            self.publish_all()
+
+    def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
+        if old is None and new is not None:
+            self.added(new)
+        elif old is not None and new is None:
+            self.removed(old)
+
+    def publish_all(self) -> None:
+        if self.enabled:
+            models = dict(self._host.models)
+            for topic, body in messages(self.prefix, self.topics, models, self.version):
+                self._host.link.publish(topic, body, qos=1, retain=True)
+
+    def added(self, model: ServedModel) -> None:
         """A model new to the device: its configs (the device's are out already)."""
         if self.enabled:
             for component, obj, config in model_configs(self.topics, model, self.version):
                 topic = config_topic(self.prefix, self.topics, component, obj)
-                connection.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+                self._host.link.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
 
-    def removed(self, connection: Transport, model: ServedModel) -> None:
+    def removed(self, model: ServedModel) -> None:
         if self.enabled:
             for topic in model_topics(self.prefix, self.topics, model):
-                connection.publish(topic, b"", qos=1, retain=True)
+                self._host.link.publish(topic, b"", qos=1, retain=True)

@@ -68,28 +68,21 @@ class ModelTally:
             return dict(self._counts.get(model, {}))
 
 
-def _outcomes(counts: dict[str, int]) -> dict[str, Any]:
-    answered = counts.pop("answered", 0)
-    return {"answered": answered, "errors": counts}
-
-
 def health_document(agent: Agent) -> dict[str, Any]:
     """The agent's retained health report (docs/mqtt.md#health-health-retained).
 
-    With ``workers`` > 1 the counters and per-model outcomes include the helper processes'
-    (edge.workers); latencies, drift and capture are this process's."""
+    The core's figures, in the document's order, with each feature's keys at their place
+    (roll-outs, shadows, drift, capture, worker processes): features fill them in
+    (``Feature.health``); with ``workers`` > 1 that adds the helper processes' counters
+    and per-model outcomes."""
     counters = counters_document(agent)
-    tallies = {name: agent.tally.snapshot(name) for name in agent.models}
-    if agent.workers is not None:
-        agent.workers.add_counters(counters)
-        agent.workers.add_tallies(tallies)
-    return {
+    doc: dict[str, Any] = {
         "device": agent.config.device,
         "session": agent.session,
         "groups": list(agent.config.groups),
         "pool": agent.config.pool,
-        "remote_deploy": agent.fleet.enabled,
-        "refused_desired": agent.fleet.gate.refused,
+        "remote_deploy": False,
+        "refused_desired": 0,
         "uptime_s": round(agent.uptime, 1),
         "connected": agent.connection.connected,
         # Durable only while answers are really being stored.
@@ -104,18 +97,27 @@ def health_document(agent: Agent) -> dict[str, Any]:
                 "backend": model.backend.name,
                 "inference_ms": agent.inference_ms[name].summary(),
                 "e2e_ms": agent.e2e_ms[name].summary(),
-                **_outcomes(tallies[name]),
+                **outcomes(agent.tally.snapshot(name)),
             }
             for name, model in agent.models.items()
         },
-        "shadows": agent.shadows.summaries(),
-        "drift": agent.field.drift.summaries(),
-        "capture": agent.field.health() or None,
-        "workers": agent.workers.summary() if agent.workers is not None else None,
+        "shadows": {},
+        "drift": {},
+        "capture": None,
+        "workers": None,
         "rss_bytes": rss_bytes(),
         "cpu_temp_c": cpu_temperature(),
         "time": time.time(),
     }
+    agent.features.health(doc)
+    return doc
+
+
+def outcomes(counts: dict[str, int]) -> dict[str, Any]:
+    """A model's tally as health shows it: answered, and errors by code."""
+    counts = dict(counts)
+    answered = counts.pop("answered", 0)
+    return {"answered": answered, "errors": counts}
 
 
 def counters_document(agent: Agent) -> dict[str, Any]:
@@ -127,7 +129,8 @@ def counters_document(agent: Agent) -> dict[str, Any]:
         outbox_depth=agent.delivery.depth,
         reconnects=agent.connection.reconnects,
         queued=agent.queued,
-        callback_errors=agent.connection.callback_errors,
+        # paho callbacks and feature hooks that raised (each logged, none stopped a thread)
+        callback_errors=agent.connection.callback_errors + agent.features.errors,
         overwritten=agent.overwritten,
     )
     return counters

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgewise.edge.feature import Answered, Feature
+from edgewise.edge.health import LatencyWindow
 from edgewise.edge.model import ServedModel
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
+    from edgewise.edge.config import AgentConfig
 
 log = logging.getLogger(__name__)
 MIN_BASELINE = 20  # old-version latencies needed before p99s are compared
@@ -55,13 +58,40 @@ class Trial:
         return ""
 
 
-class Probation:
-    """The trials of one agent; the worker thread records, any thread may start one."""
+class Probation(Feature):
+    """The trials of one agent: the worker thread records, any thread may start one.
 
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
+    It judges only: ``on_verdict(trial, verdict)`` acts ('' passed, else the reason to
+    roll back; ``edge.activation``). The inference latencies of the versions serving are
+    kept here too: a new version's p99 is compared with its predecessor's."""
+
+    def __init__(self, config: AgentConfig, on_verdict: Callable[[Trial, str], None]) -> None:
+        self._config = config
+        self._on_verdict = on_verdict
         self._trials: dict[str, Trial] = {}
         self._lock = threading.Lock()
+        self._latency: dict[str, tuple[ServedModel, LatencyWindow]] = {}
+
+    def answered(self, answer: Answered) -> None:
+        model = answer.model
+        kept = self._latency.get(model.name)
+        if kept is None or kept[0] is not model:  # latencies are per version
+            kept = self._latency[model.name] = (model, LatencyWindow())
+        kept[1].add(answer.elapsed_ms)
+        self.record(model, answer.elapsed_ms)
+
+    def failed(self, model: ServedModel | None) -> None:
+        if model is not None:
+            self.record(model, None)
+
+    def baseline(self, model: ServedModel) -> float | None:
+        """``model``'s inference p99 in ms, once MIN_BASELINE requests were measured."""
+        kept = self._latency.get(model.name)
+        if kept is None or kept[0] is not model:
+            return None
+        summary = kept[1].summary()
+        p99 = summary.get("p99_ms")
+        return float(p99) if int(summary.get("n") or 0) >= MIN_BASELINE and p99 else None
 
     def start(
         self,
@@ -87,7 +117,7 @@ class Probation:
                 trial.failed += 1
             else:
                 trial.latencies.append(ms)
-            config = self._agent.config
+            config = self._config
             verdict = trial.verdict(
                 config.probation_requests,
                 config.probation_max_error_rate,
@@ -96,18 +126,4 @@ class Probation:
             if verdict is None:
                 return
             del self._trials[model.name]
-        from edgewise.edge.activation import deployment_doc, publish_deployment
-
-        tag = {"deployment": trial.deployment} if trial.deployment else {}
-        if verdict == "":
-            log.info("%s v%s passed probation (%d requests)", model.name, model.version, trial.seen)
-            doc = deployment_doc("active", model, previous=trial.previous.version)
-            publish_deployment(self._agent, model.name, doc | {"probation": "passed"} | tag)
-            return
-        log.error("%s v%s rolled back to v%s: %s", model.name, model.version,
-                  trial.previous.version, verdict)  # fmt: skip
-        self._agent.activate(trial.previous)
-        if trial.deployment:
-            self._agent.fleet.refuse(trial.deployment)  # not tried again after a restart
-        doc = deployment_doc("rolled_back", trial.previous, reason=verdict)
-        publish_deployment(self._agent, model.name, doc | {"refused_version": model.version} | tag)
+        self._on_verdict(trial, verdict)

@@ -23,18 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgewise.edge.activation import deployment_doc, publish_deployment, swap_in
-from edgewise.edge.bundle_store import BundleStore, Entry, pack_sha256
+from edgewise.edge.activation import Activation, deployment_doc
+from edgewise.edge.backends import BackendOptions
 from edgewise.edge.desired import Desired
 from edgewise.edge.desired_gate import DesiredGate
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.feature import Feature, Route
+from edgewise.edge.fleet_record import FleetRecord
 from edgewise.edge.fleet_topics import FleetTopics
 from edgewise.edge.mqtt import Message
+from edgewise.edge.shadow import Shadows
 from edgewise.edge.supervision import serve_inbox
 from edgewise.edge.transfer import BundleIndex
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from edgewise.edge.feature import Host
     from edgewise.edge.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -56,51 +62,51 @@ class Download:
     reported_at: float = 0.0
 
 
-class Fleet:
+class Fleet(Feature):
     """The agent's side of roll-outs; ``run`` is the fleet thread."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        config = agent.config
+    def __init__(
+        self, host: Host, record: FleetRecord, activation: Activation, shadows: Shadows
+    ) -> None:
+        self.host = host
+        self.record = record
+        self.activation = activation
+        self.shadows = shadows
+        config = host.config
         self.topics = FleetTopics(config.prefix)
-        self.enabled = bool(config.trusted_keys)
-        self.store = BundleStore(
-            Path(config.state_dir) / "fleet" / config.device, keep=config.keep_versions
-        )
-        from edgewise.edge.model import trusted_public_keys
-
-        # Read once: bundles and desired states are checked against the same keys.
-        self._trusted = trusted_public_keys(config.trusted_keys) if self.enabled else []
-        self.gate = DesiredGate(self.store, self._trusted)  # signatures, sequences, downgrades
+        self.enabled = record.enabled
+        self.store = record.store
+        self._options = BackendOptions(config.num_threads, config.providers)
+        # Signatures, sequences and downgrades of desired states, with the bundles' keys.
+        self.gate = DesiredGate(self.store, record.trusted)
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=64)
         self._device_docs: dict[str, Desired] = {}
         self._group_docs: dict[str, dict[str, Desired]] = {g: {} for g in config.groups}
         self._downloads: dict[str, Download] = {}  # model -> its download
         self._applied: dict[str, str] = {}  # model -> deployment id handled
-        self._shas: dict[str, str] = {}  # bundle dir -> pack sha256 (computed once)
         self._warned = False
         self._retry_at: dict[str, float] = {}  # model -> when a resource failure retries
         self._started = time.monotonic()
         self._leftovers_checked = False
 
-    # -- wiring -------------------------------------------------------------------------
+    # -- the feature's points -------------------------------------------------------------
 
-    @property
-    def subscriptions(self) -> list[tuple[str, int]]:
-        """The desired states of this device and its groups (none when disabled)."""
-        config = self.agent.config
-        if not self.enabled:
-            return [(self.topics.desired_filter("devices", config.device), 1)]  # to say why not
+    def routes(self) -> Sequence[Route]:
+        """The desired states of this device and its groups (the device's own only when
+        disabled: to say why not); everything under the fleet root routes here (bundles
+        are subscribed to while they download)."""
+        config = self.host.config
+        filters = [self.topics.desired_filter("devices", config.device)]
+        if self.enabled:
+            filters += [self.topics.desired_filter("groups", g) for g in config.groups]
         return [
-            (self.topics.desired_filter("devices", config.device), 1),
-            *[(self.topics.desired_filter("groups", g), 1) for g in config.groups],
+            *(Route(f, 1, "wait") for f in filters),
+            Route(self.topics.root + "/#", 1, "wait", subscribe=False),
         ]
 
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self.topics.root + "/")
-
-    def put(self, msg: Message, accepting: threading.Event) -> None:
+    def accept(self, msg: Message) -> None:
         """paho thread: hand over, waiting for room (the broker holds the rest meanwhile)."""
+        accepting = self.host.accepting
         while accepting.is_set():
             try:
                 self._inbox.put(msg, timeout=0.5)
@@ -108,10 +114,15 @@ class Fleet:
             except queue.Full:
                 continue
 
+    def threads(self) -> Sequence[tuple[str, Callable[[threading.Event], None]]]:
+        return [("fleet", self.run)]
+
+    def health(self, doc: dict[str, Any]) -> None:
+        doc["remote_deploy"] = self.enabled
+        doc["refused_desired"] = self.gate.refused
+
     def run(self, stop: threading.Event) -> None:
-        serve_inbox(
-            self._inbox, stop, self._handle, self.agent.connection.ack, "fleet", idle=self._tick
-        )
+        serve_inbox(self._inbox, stop, self._handle, self.host.link.ack, "fleet", idle=self._tick)
 
     def _tick(self) -> None:
         """Fleet thread, when idle: retry roll-outs that lacked disk or memory; once after
@@ -133,74 +144,6 @@ class Fleet:
             log.info("fleet: removed %d leftover download(s): %s", len(removed),
                      ", ".join(removed[:5]))  # fmt: skip
 
-    # -- start-up and bookkeeping -------------------------------------------------------
-
-    def restore(self, models: dict[str, ServedModel]) -> None:
-        """Serve what roll-outs made active before the restart, not the configured bundles."""
-        if not self.enabled:
-            return
-        from edgewise.edge.model import load_checked
-
-        for name, entry in self.store.active().items():
-            current = models.get(name)
-            if entry is None:
-                if models.pop(name, None) is not None:
-                    self._overridden(name, "stays removed (edgewise undeploy)", current)
-                continue
-            if current is not None and str(current.bundle.path) == entry.path:
-                continue
-            try:
-                models[name] = load_checked(entry.path, self.agent.backend_options, self._trusted)
-            except EdgewiseError as exc:
-                log.error("fleet: %s v%s from %s cannot serve: %s", name, entry.version,
-                          entry.path, exc)  # fmt: skip
-                continue
-            if current is not None:
-                self._overridden(name, f"serves v{entry.version} from a roll-out", current)
-
-    def _overridden(self, name: str, what: str, configured: ServedModel | None) -> None:
-        """One line when the remembered roll-out state wins over a configured bundle."""
-        device = self.agent.config.device
-        given = f"v{configured.version} at {configured.bundle.path}" if configured else "a bundle"
-        log.warning(
-            "fleet: model %s %s, not %s that --bundle/--config names: roll-outs are "
-            "remembered in %s/state.json; `edgewise deploy BUNDLE --device %s` (or "
-            "`edgewise rollback --device %s --model %s`) changes it",
-            name, what, given, self.store.root, device, device, name,
-        )  # fmt: skip
-
-    def sha_of(self, model: ServedModel) -> str:
-        path = str(model.bundle.path)
-        if path not in self._shas:
-            self._shas[path] = pack_sha256(path)
-        return self._shas[path]
-
-    def entry(self, model: ServedModel) -> Entry:
-        return Entry(self.sha_of(model), model.version, str(model.bundle.path))
-
-    def activated(self, old: ServedModel | None, new: ServedModel) -> None:
-        """Record a swap (any: roll-out, reload, probation rollback) so a restart keeps it."""
-        if not self.enabled:
-            return
-        if old is not None and old.name not in self.store.active():
-            self.store.record_active(old.name, self.entry(old))  # the configured version
-        self.store.record_active(new.name, self.entry(new))
-
-    def manages(self, name: str, configured_path: str) -> bool:
-        """Whether a roll-out decides this model's version (a reload leaves it alone)."""
-        entry = self.store.active().get(name) if self.enabled else None
-        return entry is not None and Path(entry.path) != Path(configured_path)
-
-    def refuse(self, deployment: str) -> None:
-        if self.enabled:
-            self.store.mark_refused(deployment)
-
-    def history(self, name: str) -> list[dict[str, str]]:
-        """Versions on disk to roll back to, newest first (for the deployment document)."""
-        if not self.enabled:
-            return []
-        return [{"version": e.version, "bundle": e.sha256} for e in self.store.history(name)]
-
     # -- messages -----------------------------------------------------------------------
 
     def _handle(self, msg: Message) -> None:
@@ -213,7 +156,7 @@ class Fleet:
             self._on_bundle(bundle[0], bundle[1], msg.payload)
 
     def _on_desired(self, kind: str, name: str, model: str, payload: bytes) -> None:
-        config = self.agent.config
+        config = self.host.config
         if (kind, name) != ("devices", config.device) and (
             kind != "groups" or name not in config.groups
         ):
@@ -223,9 +166,9 @@ class Fleet:
                 self._warned = True
                 log.warning("fleet: a roll-out for %s is ignored: remote roll-outs need "
                             "--trusted-key (signed bundles only)", model[:100])  # fmt: skip
-                if model in self.agent.models:  # never a retained topic for a stranger's name
+                if model in self.host.models:  # never a retained topic for a stranger's name
                     why = "remote roll-outs need trusted keys on the device (--trusted-key)"
-                    publish_deployment(self.agent, model, deployment_doc("failed", None, why))
+                    self.activation.publish(model, deployment_doc("failed", None, why))
             return
         slot = self._device_docs if kind == "devices" else self._group_docs[name]
         if not payload:
@@ -243,11 +186,11 @@ class Fleet:
             log.warning("fleet: refused a desired state on %s/%s: %s", target[:100],
                         model[:100], exc)  # fmt: skip
             return
-        current = self.agent.models.get(model)
+        current = self.host.models.get(model)
         refused = self.gate.downgrade(want, current.version if current is not None else None)
         if refused is not None:
             log.error("fleet: %s: %s", model, refused)
-            publish_deployment(self.agent, model, self._doc("failed", want, refused))
+            self.activation.publish(model, self._doc("failed", want, refused))
             return
         slot[model] = want
         self._reconcile(model)
@@ -255,7 +198,7 @@ class Fleet:
     def _wanted(self, model: str) -> Desired | None:
         if model in self._device_docs:
             return self._device_docs[model]
-        for group in self.agent.config.groups:
+        for group in self.host.config.groups:
             if model in self._group_docs[group]:
                 return self._group_docs[group][model]
         return None
@@ -274,41 +217,43 @@ class Fleet:
             self._stop_download(old)
             self._prune_leftovers()  # the superseded download's chunks go
         self._retry_at.pop(name, None)
-        agent = self.agent
-        current, shadow = agent.models.get(name), agent.shadows.model(name)
+        host = self.host
+        current, shadow = host.models.get(name), self.shadows.model(name)
         if want.bundle is None:
             self._applied[name] = want.id
-            agent.remove(name, want.id)
+            host.remove(name)
+            self.activation.removed(name, current, want.id)
             self.store.record_removed(name)
             return
-        if current is not None and self.sha_of(current) == want.bundle and want.mode == "active":
+        serving = current is not None and self.record.sha_of(current) == want.bundle
+        if serving and current is not None and want.mode == "active":
             self._applied[name] = want.id
-            agent.shadows.stop(name)
+            self.shadows.stop(name)
             doc = deployment_doc("active", current) | {"deployment": want.id}
-            publish_deployment(agent, name, doc)
+            self.activation.publish(name, doc)
             return
-        if shadow is not None and self.sha_of(shadow) == want.bundle:
+        if shadow is not None and self.record.sha_of(shadow) == want.bundle:
             self._applied[name] = want.id
             if want.mode == "active":  # promote: the shadow has been checked already
-                agent.shadows.stop(name)
+                self.shadows.stop(name)
                 self._activate(want, shadow)
             else:
-                publish_deployment(agent, name, self._shadow_doc(shadow, want))
+                self.activation.publish(name, self._shadow_doc(shadow, want))
             return
         entry = self.store.find(name, want.bundle)
         if entry is not None:
             self._verify_and_apply(want, Path(entry.path))
             return
         self._downloads[name] = Download(want)
-        agent.connection.subscribe(self.topics.index(want.bundle), 1)
+        host.link.subscribe(self.topics.index(want.bundle), 1)
         self._progress(name, force=True)
 
     # -- downloads ----------------------------------------------------------------------
 
     def _stop_download(self, dl: Download) -> None:
         assert dl.want.bundle is not None
-        self.agent.connection.unsubscribe(self.topics.index(dl.want.bundle))
-        self.agent.connection.unsubscribe(self.topics.bundle_filter(dl.want.bundle))
+        self.host.link.unsubscribe(self.topics.index(dl.want.bundle))
+        self.host.link.unsubscribe(self.topics.bundle_filter(dl.want.bundle))
 
     def _progress(self, name: str, force: bool = False) -> None:
         dl = self._downloads[name]
@@ -317,10 +262,10 @@ class Fleet:
             return
         dl.reported_at = now
         total = len(dl.index.chunks) if dl.index else None
-        doc = deployment_doc("downloading", self.agent.models.get(name))
+        doc = deployment_doc("downloading", self.host.models.get(name))
         doc |= {"deployment": dl.want.id, "target_version": dl.want.version,
                 "chunks": total, "received": len(dl.have)}  # fmt: skip
-        publish_deployment(self.agent, name, doc)
+        self.activation.publish(name, doc)
 
     def _on_bundle(self, sha: str, i: int | None, payload: bytes) -> None:
         for name, dl in list(self._downloads.items()):
@@ -349,17 +294,17 @@ class Fleet:
             raise EdgewiseError("the index on the bundle's topic names another bundle")
         if index.model != name:
             raise EdgewiseError(f"the bundle holds model {index.model!r}, not {name!r}")
-        self.store.check_space(index, self.agent.config.max_bundle_bytes)
+        self.store.check_space(index, self.host.config.max_bundle_bytes)
         dl.index, dl.have = index, self.store.have(index)
         assert dl.want.bundle is not None
-        self.agent.connection.subscribe(self.topics.bundle_filter(dl.want.bundle), 1)
+        self.host.link.subscribe(self.topics.bundle_filter(dl.want.bundle), 1)
         self._progress(name, force=True)
 
     def _finish(self, name: str, dl: Download) -> None:
         del self._downloads[name]
         self._stop_download(dl)
         assert dl.index is not None
-        publish_deployment(self.agent, name, self._doc("verifying", dl.want))
+        self.activation.publish(name, self._doc("verifying", dl.want))
         try:
             path = self.store.install(dl.index)
         except EdgewiseError as exc:
@@ -387,10 +332,10 @@ class Fleet:
                   name, want.version, reason)  # fmt: skip
         if want.bundle is not None:
             self.store.discard(want.bundle)  # its chunks and staging files go
-        publish_deployment(self.agent, name, self._doc("failed", want, reason))
+        self.activation.publish(name, self._doc("failed", want, reason))
 
     def _doc(self, state: str, want: Desired, reason: str | None = None) -> dict[str, object]:
-        doc = deployment_doc(state, self.agent.models.get(want.model), reason)
+        doc = deployment_doc(state, self.host.models.get(want.model), reason)
         return doc | {"deployment": want.id, "target_version": want.version}
 
     # -- activation ---------------------------------------------------------------------
@@ -403,12 +348,12 @@ class Fleet:
 
         name = want.model
         try:
-            signer = verify_bundle(path, self._trusted)
-            model = ServedModel.load(load_bundle(path), self.agent.backend_options)
+            signer = verify_bundle(path, self.record.trusted)
+            model = ServedModel.load(load_bundle(path), self._options)
             if model.name != name:
                 raise EdgewiseError(f"the bundle holds model {model.name!r}, not {name!r}")
             model.signed_by = signer
-            publish_deployment(self.agent, name, self._doc("self-test", want))
+            self.activation.publish(name, self._doc("self-test", want))
             model.selftest = run_selftest(model)
         except EdgewiseError as exc:
             self._fail(name, want, str(exc))
@@ -419,16 +364,16 @@ class Fleet:
         self._applied[name] = want.id
         if want.mode == "shadow":
             try:
-                self.agent.shadows.start(model, want.id)
+                self.shadows.start(model, want.id)
             except EdgewiseError as exc:
                 self._fail(name, want, str(exc))
                 return
-            publish_deployment(self.agent, name, self._shadow_doc(model, want))
+            self.activation.publish(name, self._shadow_doc(model, want))
             return
         self._activate(want, model)
 
     def _activate(self, want: Desired, model: ServedModel) -> None:
-        publish_deployment(self.agent, model.name, swap_in(self.agent, model, want.id))
+        self.activation.publish(model.name, self.activation.swap_in(model, want.id))
 
     def _shadow_doc(self, model: ServedModel, want: Desired) -> dict[str, object]:
         doc = self._doc("shadow", want)

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.feature import Answered, Feature
 from edgewise.edge.health import LatencyWindow
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
+    from edgewise.edge.feature import Host
     from edgewise.edge.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,33 @@ class ShadowRun:
         }
 
 
-class Shadows:
+class Shadows(Feature):
     """The shadows of one agent: the fleet thread starts and stops, the worker compares."""
 
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
+    def __init__(self, host: Host) -> None:
+        self._host = host
         self._runs: dict[str, ShadowRun] = {}
         self._lock = threading.Lock()
+
+    def answered(self, answer: Answered) -> None:
+        self.compare(answer.model.name, answer.instances, answer.tensor, answer.predictions)
+
+    def tick(self) -> None:
+        self.flush()  # the last figures, held back by the once-a-second limit
+
+    def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
+        if old is not None and new is None:
+            self.stop(old.name)  # removed: its shadow goes with it
+
+    def health(self, doc: dict[str, Any]) -> None:
+        doc["shadows"] = self.summaries()
 
     def model(self, name: str) -> ServedModel | None:
         run = self._runs.get(name)
         return run.model if run is not None else None
 
     def start(self, model: ServedModel, deployment: str) -> None:
-        active = self._agent.models.get(model.name)
+        active = self._host.models.get(model.name)
         if active is None:
             raise EdgewiseError(f"a shadow needs an active version of {model.name} beside it")
         with self._lock:
@@ -101,8 +115,8 @@ class Shadows:
         with self._lock:
             run = self._runs.pop(name, None)
         if run is not None:
-            topic = self._agent.topics.model(name, "shadow")
-            self._agent.connection.publish(topic, b"", qos=1, retain=True)
+            topic = self._host.topics.model(name, "shadow")
+            self._host.link.publish(topic, b"", qos=1, retain=True)
 
     def compare(
         self,
@@ -139,15 +153,15 @@ class Shadows:
                 self._publish(name, run)
 
     def _publish(self, name: str, run: ShadowRun) -> None:
-        active = self._agent.models.get(name)
+        active = self._host.models.get(name)
         doc = run.summary(active.version if active else None)
-        topic = self._agent.topics.model(name, "shadow")
-        self._agent.connection.publish(topic, json.dumps(doc).encode(), qos=1, retain=True)
+        topic = self._host.topics.model(name, "shadow")
+        self._host.link.publish(topic, json.dumps(doc).encode(), qos=1, retain=True)
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """Per model with a shadow: its summary (for health)."""
         out = {}
         for name, run in list(self._runs.items()):
-            active = self._agent.models.get(name)
+            active = self._host.models.get(name)
             out[name] = run.summary(active.version if active else None)
         return out

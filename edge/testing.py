@@ -5,7 +5,7 @@ These let ``Agent.handle`` and the answer paths be checked in microseconds, with
 socket and no model file::
 
     transport = MemoryTransport.factory()
-    agent = Agent(config, models={"m": fake_classifier("m")}, transport=transport)
+    agent = build_agent(config, models={"m": fake_classifier("m")}, transport=transport)
     agent.start()
     transport.last.deliver("edgewise/dev/m/in", b'{"instances": [[1, 2]]}')
 """
@@ -168,7 +168,7 @@ class MemoryTransport:
 
     @classmethod
     def factory(cls) -> MemoryFactory:
-        """A factory to pass as ``Agent(transport=...)``; ``.last`` is the transport it made."""
+        """A factory to pass as ``build_agent(transport=...)``; ``.last``: the one it made."""
         return MemoryFactory()
 
     @property

@@ -4,7 +4,7 @@ One Python process with paho tops out near the broker round trip of a bare echo 
 (docs/mqtt.md#throughput), so more throughput on one device takes more processes. The
 agent process (the supervisor) serves like any agent and keeps everything that must be
 single: the retained status, info and health, roll-outs, discovery, drift and capture. It
-starts ``workers - 1`` helper processes (``python -m edgewise.edge.workers INDEX``). Each
+starts ``workers - 1`` helper processes (``python -m edgewise.edge.helper INDEX``). Each
 helper has its own client id (``edgewise-agent-{device}-w{INDEX}``), MQTT session and
 outbox, and serves requests only. All of them subscribe to the device's requests through
 one MQTT 5 shared subscription, ``$share/{device}/{prefix}/{device}/+/in``, so the broker
@@ -31,16 +31,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from edgewise.edge.backoff import Backoff
+from edgewise.edge.feature import Feature
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
     from edgewise.edge.config import AgentConfig
+    from edgewise.edge.feature import Host
+    from edgewise.edge.model import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +88,59 @@ class Helper:
         return now - self.started_at > START_GRACE_S
 
 
-class Workers:
+class Workers(Feature):
     """The supervisor's side: starts, watches, restarts and stops the helpers."""
 
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
-        self._config = agent.config
-        self.helpers = [Helper(i) for i in range(1, agent.config.workers)]
+    def __init__(self, host: Host, fail: Callable[[str], None]) -> None:
+        self._host = host
+        self._config = host.config
+        self._fail = fail  # stops the agent (edge.supervision): helpers need MQTT 5
+        self.helpers = [Helper(i) for i in range(1, host.config.workers)]
         self._lock = threading.Lock()
         self.restart_requested = threading.Event()  # set by a roll-out, reload or rollback
-        self._body = json.dumps(_helper_doc(agent.config)).encode() + b"\n"
+        self._body = json.dumps(_helper_doc(host.config)).encode() + b"\n"
+        self._stopping: threading.Thread | None = None
+
+    # -- the feature's points -------------------------------------------------------------
+
+    def threads(self) -> Sequence[tuple[str, Callable[[threading.Event], None]]]:
+        return [("workers", self.run)]
+
+    def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
+        self.restart_requested.set()  # the helpers load what is active now
+
+    def stopping(self, timeout: float) -> None:
+        """They drain beside this process."""
+        self._stopping = threading.Thread(target=self.stop, args=(timeout,), daemon=True)
+        self._stopping.start()
+
+    def close(self) -> None:
+        if self._stopping is not None:
+            self._stopping.join(self._config.drain_timeout + 5.0)
+
+    def health(self, doc: dict[str, Any]) -> None:
+        """The helpers' counters and per-model outcomes added in; their summary."""
+        self.add_counters(doc["counters"])
+        tallies: dict[str, dict[str, int]] = {name: {} for name in doc["models"]}
+        self.add_tallies(tallies)
+        for name, counts in tallies.items():
+            entry = doc["models"][name]
+            entry["answered"] += counts.pop("answered", 0)
+            for code, n in counts.items():
+                entry["errors"][code] = entry["errors"].get(code, 0) + n
+        doc["workers"] = self.summary()
 
     # -- the supervisor thread ------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """The ``workers`` thread: start the helpers once connected over MQTT 5, restart
         those that exit, and roll them after a new version is activated."""
-        connection = self._agent.connection
+        connection = self._host.link
         while not connection.connected:
             if stop.wait(0.2):
                 return
         if connection.protocol != "5":
-            self._agent.supervisor.fail(
+            self._fail(
                 f"workers = {self._config.workers} needs MQTT 5 shared subscriptions; "
                 f"the broker at {connection.broker} speaks MQTT {connection.protocol} only"
             )
@@ -142,7 +175,7 @@ class Workers:
         self._ended(helper, process.returncode, now)
 
     def _start(self, helper: Helper) -> None:
-        cmd = [sys.executable, "-m", "edgewise.edge.workers", str(helper.index)]
+        cmd = [sys.executable, "-m", "edgewise.edge.helper", str(helper.index)]
         # Its own session: a terminal's Ctrl-C reaches the supervisor, which drains it.
         process = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
@@ -286,6 +319,17 @@ def _terminate(processes: Sequence[subprocess.Popen[bytes]], timeout: float) -> 
             process.wait(5)
 
 
+class Retirement(Feature):
+    """The main process, at start: helpers of a larger ``workers`` retire (below)."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self.retiring: list[subprocess.Popen[bytes]] = []
+
+    def started(self) -> None:
+        self.retiring = retire_stale_helpers(self._config)
+
+
 def retire_stale_helpers(config: AgentConfig) -> list[subprocess.Popen[bytes]]:
     """After ``workers`` was lowered: start each helper that no longer runs once more, to
     leave the shared subscription and answer what the broker held for its session (with
@@ -302,7 +346,7 @@ def retire_stale_helpers(config: AgentConfig) -> list[subprocess.Popen[bytes]]:
     for index in range(config.workers, min(before, 64)):
         log.info("worker %d no longer runs (workers %d -> %d): retiring it", index, before,
                  config.workers)  # fmt: skip
-        cmd = [sys.executable, "-m", "edgewise.edge.workers", str(index), "--retire"]
+        cmd = [sys.executable, "-m", "edgewise.edge.helper", str(index), "--retire"]
         process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert process.stdin is not None
         process.stdin.write(json.dumps(_helper_doc(config)).encode() + b"\n")
@@ -320,85 +364,37 @@ def _helper_doc(config: AgentConfig) -> dict[str, Any]:
     return doc
 
 
-# -- the helper process -----------------------------------------------------------------
+# -- the helper process (edge.helper) ---------------------------------------------------
 
 
-def report_to_supervisor(agent: Agent, stop: threading.Event) -> None:
+class SupervisorReport(Feature):
     """A helper's ``health`` thread: one JSON line of counters per second on stdout."""
-    from edgewise.edge.health import counters_document
 
-    while not stop.is_set():
-        doc = {
-            "pid": os.getpid(),
-            "connected": agent.connection.connected,
-            "counters": counters_document(agent),
-            "models": {name: agent.tally.snapshot(name) for name in agent.models},
-        }
-        # Unbuffered (no lock held at shutdown); BrokenPipeError: the supervisor is gone.
-        os.write(1, json.dumps(doc).encode() + b"\n")
-        stop.wait(REPORT_EVERY_S)
+    def __init__(
+        self,
+        connected: Callable[[], bool],
+        counters: Callable[[], dict[str, Any]],
+        tallies: Callable[[], dict[str, dict[str, int]]],
+    ) -> None:
+        self._connected, self._counters, self._tallies = connected, counters, tallies
 
+    def threads(self) -> Sequence[tuple[str, Callable[[threading.Event], None]]]:
+        return [("health", self.run)]
 
-def _read_config() -> bytes:
-    """The configuration line from stdin, read from the raw descriptor: a buffered reader
-    would hold a lock that the EOF watcher's thread keeps at interpreter shutdown."""
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = os.read(0, 65536)
-        if not chunk:
-            break
-        line += chunk
-    return line
-
-
-def _stop_on_eof(stop_requested: threading.Event) -> None:
-    try:
-        while os.read(0, 4096):
-            pass
-    finally:
-        log.info("the supervisor closed stdin: stopping")
-        stop_requested.set()
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            doc = {
+                "pid": os.getpid(),
+                "connected": self._connected(),
+                "counters": self._counters(),
+                "models": self._tallies(),
+            }
+            # Unbuffered (no lock held at shutdown); BrokenPipeError: the supervisor is gone.
+            os.write(1, json.dumps(doc).encode() + b"\n")
+            stop.wait(REPORT_EVERY_S)
 
 
-def _retire(agent: Agent, stop_requested: threading.Event) -> int:
-    """Serve what the broker held for this helper's session until idle, then stop."""
-    agent.connection.wait_connected(30)
-    quiet_since = time.monotonic()
-    while not stop_requested.wait(0.2):
-        if not agent.idle:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= RETIRE_QUIET_S:
-            break
-    log.info("retired after answering %d held requests", agent.counters.answered)
-    agent.stop()
-    return 0
+if __name__ == "__main__":  # what supervisors before edge.helper started: the same process
+    import runpy
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """A helper process: ``python -m edgewise.edge.workers INDEX [--retire]``, its
-    configuration as one JSON line on stdin."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    index, retiring = int(args[0]), "--retire" in args[1:]
-    logging.basicConfig(
-        level="INFO", format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s"
-    )
-    from edgewise.edge.agent import Agent
-    from edgewise.edge.config import AgentConfig
-    from edgewise.edge.supervision import stop_on_signals
-
-    config = AgentConfig.model_validate(json.loads(_read_config()))
-    # What must be single stays with the supervisor: discovery, drift, capture.
-    drift = config.drift.model_copy(update={"enabled": False})
-    config = config.model_copy(update={"ha_discovery": False, "capture": None, "drift": drift})
-    agent = Agent(config, helper=index, retiring=retiring)
-    stop_requested = stop_on_signals()
-    if retiring:
-        agent.start()
-        return _retire(agent, stop_requested)
-    threading.Thread(target=_stop_on_eof, args=(stop_requested,), daemon=True).start()
-    agent.start()
-    return agent.wait(stop_requested)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("edgewise.edge.helper", run_name="__main__")

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from tests.mqtt_peer import Peer
 
@@ -37,7 +38,7 @@ def serving(
     config = AgentConfig(
         bundles=tuple(str(b) for b in bundles), broker=broker.url, device=device, **settings
     )
-    agent = Agent(config)
+    agent = build_agent(config)
     agent.start()
     try:
         assert agent.connection.wait_connected(10)

@@ -24,6 +24,7 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker, free_port, start_mosquitto
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
 from tests.conftest import ROOT, require_mosquitto
@@ -218,7 +219,7 @@ def started_agent(bundle: Path, device: str, broker: str, state: Path, **tls: st
     config = AgentConfig(
         bundles=(str(bundle),), device=device, broker=broker, state_dir=str(state), **tls
     )
-    agent = Agent(config)
+    agent = build_agent(config)
     agent.start()
     if not agent.connection.wait_connected(10):
         agent.stop(timeout=2)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.activation import reload_bundles
+from edgewise.edge.activation import Activation
 from tests.agents import answers_peer, new_device, serving
 from tests.conftest import ROOT
 from tests.mqtt_peer import Peer
@@ -73,7 +73,7 @@ def test_swap_under_a_steady_stream_loses_nothing(
             doc = peer.expect_json("/out")
             got[doc["id"]] = doc
         _bump_version(live, "2")
-        assert reload_bundles(agent) == {"iris-rf": "active"}
+        assert agent.features.get(Activation).reload() == {"iris-rf": "active"}
         while len(got) < total:
             doc = peer.expect_json(timeout=20)
             assert "predictions" in doc, doc  # no error answer because of the swap
@@ -96,7 +96,7 @@ def test_a_failing_version_is_refused_and_the_old_one_serves(
     device = new_device("refuse")
     with serving(broker, [live], device) as agent, answers_peer(broker, device) as peer:
         _break_selftest(live)
-        outcome = reload_bundles(agent)["iris-rf"]
+        outcome = agent.features.get(Activation).reload()["iris-rf"]
         assert outcome.startswith("failed:") and "self-test failed" in outcome
         peer.request(f"edgewise/{device}/iris-rf/in", {"id": "after", "instances": [ROW]})
         assert peer.expect_json("/out")["version"] == "1"

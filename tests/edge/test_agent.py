@@ -12,6 +12,7 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from tests.agents import answers_peer, new_device, serving
 from tests.conftest import needs_host
@@ -150,7 +151,7 @@ def test_unknown_model(peer: Peer, device: str) -> None:
 
 
 def test_status_and_info_are_retained(broker: LocalBroker, iris_bundle: Path, device: str) -> None:
-    a = Agent(AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device))
+    a = build_agent(AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device))
     a.start()
     assert a.connection.wait_connected(10)
     p = Peer(broker.port)

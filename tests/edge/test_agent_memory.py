@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.mqtt import Message
 from edgewise.edge.testing import FakeBackend, MemoryFactory, MemoryTransport, fake_classifier
@@ -35,7 +36,7 @@ def agent(transports: MemoryFactory, tmp_path: Path) -> Iterator[Agent]:
     config = AgentConfig(
         bundles=("unused",), device=DEVICE, state_dir=str(tmp_path), max_instances=4
     )
-    a = Agent(config, models={"m": fake_classifier("m")}, transport=transports)
+    a = build_agent(config, models={"m": fake_classifier("m")}, transport=transports)
     yield a
     a.stop(timeout=2)
 

@@ -13,6 +13,7 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.batching import answer_together
 from edgewise.edge.config import AgentConfig
@@ -53,7 +54,7 @@ def _agent(bundle: Path, tmp_path: Path, name: str) -> Agent:
     config = AgentConfig(bundles=(str(bundle),), device=DEVICE, state_dir=str(tmp_path / name),
                          **EXACT)  # fmt: skip
     models = load_models(config.bundles, BackendOptions(1))
-    return Agent(config, models=models, transport=MemoryTransport.factory())
+    return build_agent(config, models=models, transport=MemoryTransport.factory())
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from edgewise.edge.drift_profile import Binner, fit_distribution, psi
+from edgewise.edge.field_data import FieldData
 from edgewise.edge.manifest import Manifest
 from tests.agents import new_device, serving
 from tests.mqtt_peer import Peer
@@ -141,7 +142,7 @@ def test_a_shifted_feature_raises_alarm_and_is_named(broker: Any, rooms_drift: A
         try:
             stream.send(_noisy(heldout, 1000, seed=5), per_request=50)
             stream.drain(lambda s: s.answered == 1000)
-            assert agent.field.drift.status(MODEL) == "ok"
+            assert agent.features.get(FieldData).drift.status(MODEL) == "ok"
             stream.send(_noisy(heldout, 1000, seed=6, scale=1.5), per_request=10)
             stream.drain(lambda s: any(d["status"] == "alarm" for d in s.drift))
         finally:
@@ -181,7 +182,10 @@ def test_capture_pull_gives_the_rows_in_order_clears_and_trains(
         try:
             stream.send(rows, per_request=50)
             stream.drain(
-                lambda s: s.answered == len(rows) and agent.field.capture.captured == len(rows)
+                lambda s: (
+                    s.answered == len(rows)
+                    and agent.features.get(FieldData).capture.captured == len(rows)
+                )
             )
         finally:
             stream.close()
@@ -189,7 +193,7 @@ def test_capture_pull_gives_the_rows_in_order_clears_and_trains(
         result = pull(
             Endpoint.parse(broker.url), "edgewise", device, MODEL, out, clear=True, timeout=5
         )
-        assert agent.field.respond(MODEL, b'{"op": "stats"}')["stored"] == 0
+        assert agent.features.get(FieldData).respond(MODEL, b'{"op": "stats"}')["stored"] == 0
     assert (result.rows, result.first, result.last, result.cleared) == (3000, 1, 3000, 3000)
     assert not out.with_name("samples.csv.partial").exists()
     with out.open(newline="") as fh:
@@ -227,12 +231,15 @@ def test_capture_bound_drops_the_oldest_first(
         try:
             stream.send(rows, per_request=10)
             stream.drain(
-                lambda s: s.answered == len(rows) and agent.field.capture.captured == len(rows)
+                lambda s: (
+                    s.answered == len(rows)
+                    and agent.features.get(FieldData).capture.captured == len(rows)
+                )
             )
         finally:
             stream.close()
         result = pull(Endpoint.parse(broker.url), "edgewise", device, MODEL, tmp_path / "s.csv")
-        assert agent.field.capture.store.bytes <= 0.02 * (1 << 20)
+        assert agent.features.get(FieldData).capture.store.bytes <= 0.02 * (1 << 20)
     kept = result.rows
     assert 0 < kept < len(rows) and result.dropped == len(rows) - kept
     assert (result.first, result.last) == (len(rows) - kept + 1, len(rows))
@@ -359,11 +366,13 @@ def test_an_interrupted_pull_resumes_after_its_last_row(
         finally:
             peer.close()
         deadline = time.monotonic() + 10
-        while agent.field.capture.captured < len(rows):
+        while agent.features.get(FieldData).capture.captured < len(rows):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         # An earlier pull stopped after 25 rows: they are in the partial file.
-        first = agent.field.respond("iris-rf", b'{"op": "pull", "limit": 25}')["rows"]
+        first = agent.features.get(FieldData).respond("iris-rf", b'{"op": "pull", "limit": 25}')[
+            "rows"
+        ]
         out = tmp_path / "iris.csv"
         partial = out.with_name("iris.csv.partial")
         header = json.dumps({"device": device, "model": "iris-rf"})

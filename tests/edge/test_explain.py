@@ -15,7 +15,7 @@ import pytest
 from edgewise.converters.keras_export import export_keras
 from edgewise.converters.sklearn_onnx import device_instances, export_sklearn
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.bundle import load_bundle
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.model import ServedModel
@@ -156,7 +156,7 @@ def test_explain_over_mqtt_and_unsupported_model(
     config = AgentConfig(
         bundles=(str(edge.bundle.path), str(rooms_bundle)), broker=broker.url, device=device
     )
-    agent = Agent(config)
+    agent = build_agent(config)
     agent.start()
     peer = Peer(broker.port)
     try:

@@ -127,7 +127,7 @@ def test_discovery_configs_match_what_the_agent_publishes(
         assert sorted(again) == sorted(found)
 
         # A removed model takes its entities with it; the device's stay.
-        agent.remove("iris-odd", "test")
+        agent.remove("iris-odd")
         odd = [t for t, c in found.items() if "iris-odd" in c["unique_id"]]
         for t in odd:
             watcher.until(t, lambda d: d is None, 10)

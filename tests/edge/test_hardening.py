@@ -21,6 +21,7 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker, start_mosquitto
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.mqtt import Message
 from edgewise.edge.outbox import Outbox, OutMessage
@@ -32,7 +33,7 @@ DEEP = 1000
 
 def make_agent(broker: LocalBroker, bundle: Path, device: str, **options: Any) -> Agent:
     config = AgentConfig(bundles=(str(bundle),), broker=broker.url, device=device, **options)
-    agent = Agent(config)
+    agent = build_agent(config)
     watcher = Peer(int(broker.url.rsplit(":", 1)[1]))
     try:
         watcher.subscribe(f"edgewise/{device}/status")

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.payload import encode_tensor_request
 from tests.mqtt_peer import Peer
@@ -139,7 +140,7 @@ def make_agent(broker: LocalBroker, bundle: Path, device: str, **options: Any) -
     config = AgentConfig(
         bundles=(str(bundle),), broker=broker.url, device=device, max_instances=50, **options
     )
-    agent = Agent(config)
+    agent = build_agent(config)
     agent.start()
     assert agent.connection.wait_connected(10)
     return agent

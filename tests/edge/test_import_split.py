@@ -35,10 +35,11 @@ HOST_MODULES = [
 PROBE = """
 import json, sys
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 import edgewise.cli
 edgewise.cli.build_parser("agent")
-a = Agent(AgentConfig(bundles=(sys.argv[1],), broker=sys.argv[2], device="split"))
+a = build_agent(AgentConfig(bundles=(sys.argv[1],), broker=sys.argv[2], device="split"))
 a.start()
 assert a.connection.wait_connected(10)
 a.stop(timeout=2)

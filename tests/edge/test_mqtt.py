@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgewise.deploy.broker import start_amqtt, start_mosquitto
-from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.endpoint import Endpoint
@@ -58,7 +58,7 @@ def test_bad_broker_url(url: str) -> None:
 def test_falls_back_to_311_on_amqtt(tmp_path: Path, iris_bundle: Path) -> None:
     pytest.importorskip("amqtt")
     b = start_amqtt(tmp_path)
-    agent = Agent(AgentConfig(bundles=(str(iris_bundle),), broker=b.url, device="old"))
+    agent = build_agent(AgentConfig(bundles=(str(iris_bundle),), broker=b.url, device="old"))
     try:
         agent.start()
         assert agent.connection.wait_connected(20)
@@ -74,7 +74,7 @@ def test_falls_back_to_311_on_amqtt(tmp_path: Path, iris_bundle: Path) -> None:
 def test_agent_reconnects_after_broker_restart(tmp_path: Path, iris_bundle: Path) -> None:
     require_mosquitto()
     b = start_mosquitto(tmp_path)
-    agent = Agent(AgentConfig(bundles=(str(iris_bundle),), broker=b.url, device="rb"))
+    agent = build_agent(AgentConfig(bundles=(str(iris_bundle),), broker=b.url, device="rb"))
     try:
         agent.start()
         assert agent.connection.wait_connected(10)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
-from edgewise.edge.probation import Trial
+from edgewise.edge.probation import Probation, Trial
 from edgewise.edge.testing import MemoryFactory, MemoryTransport, fake_classifier
 
 IN = "edgewise/unit/m/in"
@@ -24,7 +25,7 @@ def link(tmp_path: Path) -> Iterator[tuple[Agent, MemoryFactory]]:
     config = AgentConfig(
         bundles=("unused",), device="unit", state_dir=str(tmp_path), probation_requests=20
     )
-    agent = Agent(config, models={"m": fake_classifier("m")}, transport=transports)
+    agent = build_agent(config, models={"m": fake_classifier("m")}, transport=transports)
     agent.start()
     yield agent, transports
     agent.stop(timeout=2)
@@ -57,7 +58,8 @@ def test_a_worse_version_is_rolled_back(
     old = agent.models["m"]
     baseline = agent.inference_ms["m"].summary()["p99_ms"]
     agent.activate(new)  # type: ignore[arg-type]
-    agent.probation.start(new, old, float(baseline or 0) or None)  # type: ignore[arg-type]
+    probation = agent.features.get(Probation)
+    probation.start(new, old, float(baseline or 0) or None)
     _send(transport, 25, start=100)
     rolled = None
     deadline = time.monotonic() + 5

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.client import connect, wait_ready
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
@@ -30,7 +30,7 @@ def test_spoofed_status_and_info_are_restored_within_a_second(
     broker: LocalBroker, iris_bundle: Path
 ) -> None:
     device = f"sp-{uuid.uuid4().hex[:6]}"
-    agent = Agent(AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device))
+    agent = build_agent(AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device))
     attacker = Peer(broker.port)
     try:
         agent.start()

@@ -21,10 +21,12 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker, start_amqtt
 from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.mqtt import MqttConnection
+from edgewise.edge.workers import Retirement, Workers
 from tests.agents import new_device, serving
 from tests.mqtt_peer import Peer
 
@@ -100,7 +102,7 @@ def test_two_workers_answer_each_request_once_and_drain_on_stop(
         (helper,) = health["workers"]
         assert 0 < helper["answered"] < 5000 and helper["restarts"] == 0
         assert health["models"]["iris-rf"]["answered"] == 5000
-        process = agent.workers.helpers[0].process  # type: ignore[union-attr]
+        process = agent.features.get(Workers).helpers[0].process
         assert process is not None
     assert process.poll() == 0  # drained and exited with the agent
 
@@ -111,7 +113,7 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(
     device, peer = answers
     killed: list[int] = []
     with two_workers(broker, iris_bundle, device, tmp_path) as agent:
-        helper = agent.workers.helpers[0]  # type: ignore[union-attr]
+        helper = agent.features.get(Workers).helpers[0]
 
         def kill_midstream(answered: int) -> None:
             if answered >= 1000 and not killed and helper.process is not None:
@@ -137,7 +139,7 @@ def test_a_frozen_worker_is_restarted_and_every_request_answered(
     frozen: list[int] = []
     seen_stalled: list[dict[str, Any]] = []
     with two_workers(broker, iris_bundle, device, tmp_path) as agent:
-        helper = agent.workers.helpers[0]  # type: ignore[union-attr]
+        helper = agent.features.get(Workers).helpers[0]
 
         assert helper.process is not None
         frozen.append(helper.process.pid)
@@ -157,7 +159,7 @@ def test_a_frozen_worker_is_restarted_and_every_request_answered(
         assert summary["pid"] not in (None, frozen[0]) and not summary["stalled"]
     stalled = seen_stalled[0]
     assert stalled["connected"] is False and stalled["running"] is True
-    assert stalled["report_age_s"] > 3 and stalled["stalls"] == 0
+    assert stalled["report_age_s"] >= 3 and stalled["stalls"] == 0  # rounded to 0.1 s
 
 
 def test_workers_need_mqtt5() -> None:
@@ -178,12 +180,14 @@ def test_workers_on_a_311_only_broker_stop_with_one_reason(
             workers=2,
             state_dir=str(tmp_path / "state"),
         )
-        agent = Agent(config)
+        agent = build_agent(config)
         agent.start()
         never = threading.Event()
         assert agent.wait(never) == 1
         assert "needs MQTT 5" in str(agent.supervisor.reason)
-        assert agent.workers is not None and all(h.process is None for h in agent.workers.helpers)
+        assert agent.features.get(Workers) is not None and all(
+            h.process is None for h in agent.features.get(Workers).helpers
+        )
     finally:
         b.stop()
 
@@ -222,9 +226,9 @@ def test_lowering_workers_retires_the_helper_and_loses_nothing(
                             json.dumps({"id": i, "instances": [ROW]}), qos=1)  # fmt: skip
     time.sleep(0.5)
     with serving(broker, [iris_bundle], device, tmp_path, workers=1) as agent:
-        assert len(agent.retiring) == 1
-        agent.retiring[0].wait(30)
-        assert agent.retiring[0].returncode == 0
+        assert len(agent.features.get(Retirement).retiring) == 1
+        agent.features.get(Retirement).retiring[0].wait(30)
+        assert agent.features.get(Retirement).retiring[0].returncode == 0
         for i in range(200, 400):  # after retirement, all to the one process
             peer.client.publish(f"edgewise/{device}/iris-rf/in",
                                 json.dumps({"id": i, "instances": [ROW]}), qos=1)  # fmt: skip
@@ -263,11 +267,13 @@ def test_a_new_version_restarts_the_helpers_one_by_one(
 ) -> None:
     device, peer = answers
     with two_workers(broker, iris_bundle, device, tmp_path) as agent:
-        assert agent.workers is not None
-        before = agent.workers.helpers[0].process
+        assert agent.features.get(Workers) is not None
+        before = agent.features.get(Workers).helpers[0].process
         assert before is not None
         agent.activate(agent.models["iris-rf"])  # what a roll-out or reload does
-        wait_for(lambda: agent.workers.helpers[0].process is not before, 30, "no restart")  # type: ignore[union-attr]
+        wait_for(
+            lambda: agent.features.get(Workers).helpers[0].process is not before, 30, "no restart"
+        )
         assert before.returncode == 0  # drained, not killed
         wait_for(lambda: helpers_connected(agent), 20, "the new helper did not connect")
         ids = collect(peer, device, 1000, timeout=60)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.trainer.compare import CandidateResult, CompareReport
 from edgewise.trainer.report import recommend, table_rows
@@ -117,7 +117,7 @@ def test_exported_best_serves_over_mqtt(iris_compare: Path, broker: LocalBroker)
     manifest = json.loads((iris_compare / "best" / "manifest.json").read_text())
     assert manifest["name"] == doc["recommendation"]["choice"]
     device = f"cmp-{uuid.uuid4().hex[:6]}"
-    agent = Agent(
+    agent = build_agent(
         AgentConfig(bundles=(str(iris_compare / "best"),), broker=broker.url, device=device)
     )
     agent.start()

@@ -13,7 +13,7 @@ import pytest
 
 from edgewise.converters.host_model import load_host_model
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.trainer import examples
 from tests.edgewise.test_cli import edgewise
@@ -49,7 +49,7 @@ def test_raw_text_over_mqtt_matches_the_host(spam_bundle: Path, broker: LocalBro
     host = load_host_model(str(spam_bundle) + ".host")
     fresh = messages(40, seed=7)  # messages never seen in training
     device = f"tx-{uuid.uuid4().hex[:6]}"
-    agent = Agent(AgentConfig(bundles=(str(spam_bundle),), broker=broker.url, device=device))
+    agent = build_agent(AgentConfig(bundles=(str(spam_bundle),), broker=broker.url, device=device))
     agent.start()
     peer = Peer(broker.port)
     try:

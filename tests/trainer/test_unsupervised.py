@@ -16,7 +16,7 @@ from edgewise.converters.keras_export import KerasExportOptions, export_keras
 from edgewise.converters.parity import ParityError
 from edgewise.converters.sklearn_onnx import export_sklearn
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
+from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
 from edgewise.edge.payload import encode_tensor_request
 from edgewise.trainer.autoencoder import train_autoencoder
@@ -65,7 +65,9 @@ def served(
     paths = tuple(str(bundles[k][0].path) for k in names)
     # Module scope starts before the per-test XDG_STATE_HOME: name the state dir.
     state = str(tmp_path_factory.mktemp("state"))
-    agent = Agent(AgentConfig(bundles=paths, broker=broker.url, device=device, state_dir=state))
+    agent = build_agent(
+        AgentConfig(bundles=paths, broker=broker.url, device=device, state_dir=state)
+    )
     agent.start()
     assert agent.connection.wait_connected(10)
     peer = Peer(broker.port)
