@@ -52,7 +52,7 @@ def build(root: Path) -> tuple[Any, list[list[Any]]]:
     import pandas as pd
 
     from edgewise.converters.sklearn_onnx import device_instances, export_sklearn
-    from edgewise.edge.model import load_models
+    from edgewise.edge.loader import load_models
     from edgewise.trainer.datasets import load_csv
     from edgewise.trainer.examples import rooms
     from edgewise.trainer.train import train

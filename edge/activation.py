@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.feature import Feature
-from edgewise.edge.model import ServedModel, load_checked, trusted_public_keys
+from edgewise.edge.loader import load_checked, trusted_public_keys
+from edgewise.edge.model import ServedModel
 from edgewise.edge.probation import Probation, Trial
 
 if TYPE_CHECKING:

@@ -30,15 +30,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.batching import answer_together
 from edgewise.edge.config import AgentConfig
-from edgewise.edge.delivery import Delivery, DirectDelivery, OutboxDelivery
+from edgewise.edge.delivery import Delivery, DirectDelivery
 from edgewise.edge.feature import Feature, Features, Route, Router
 from edgewise.edge.flood import FloodMemory
 from edgewise.edge.handler import RequestPath
@@ -50,67 +48,22 @@ from edgewise.edge.health import (
     publish_health,
     report_health,
 )
-from edgewise.edge.model import ServedModel, load_models
-from edgewise.edge.mqtt import Message
-from edgewise.edge.outbox import Outbox, OutMessage, StorageError
+from edgewise.edge.loader import load_models
+from edgewise.edge.message import Message
+from edgewise.edge.model import ServedModel
+from edgewise.edge.outbox import OutMessage, StorageError
 from edgewise.edge.payload import encode, error_doc, peek_id
 from edgewise.edge.replies import error_replies
 from edgewise.edge.retained import RetainedGuard
+from edgewise.edge.role import Role, make_link
 from edgewise.edge.supervision import Notifier, Supervisor, stop_on_signals
-from edgewise.edge.transport import Transport, TransportFactory, TransportSpec, mqtt_transport
+from edgewise.edge.transport import Transport, TransportFactory, mqtt_transport
 
 log = logging.getLogger(__name__)
 
 BATCH = 64  # requests answered per outbox commit at most
 PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this small
-# Two agents with one device id take each other's session about twice a second for ever:
-# after this many connections in a row taken over, one of them stops and says why.
-MAX_TAKEOVERS = 6
-# Room in a packet beyond its payload: topic (up to 64 KiB) and MQTT 5 properties.
-PACKET_HEADROOM = 1 << 17
-
-
-def receive_limit(max_payload: int) -> int:
-    """The Maximum Packet Size the agent announces: its largest request (max_payload) or
-    a roll-out chunk, whichever is larger, plus headroom for topic and properties."""
-    from edgewise.edge.transfer import CHUNK_SIZE
-
-    return max(max_payload, CHUNK_SIZE) + PACKET_HEADROOM
-
-
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
-
-
-@dataclass(frozen=True)
-class Role:
-    """Which process of a device this core is (``edge.app`` decides): the main one, which
-    announces infos, status and health, or a helper of ``workers`` > 1, which only serves."""
-
-    client_id: str
-    outbox_path: Path
-    serve: list[tuple[str, int]]  # the request filters it subscribes to
-    unsubscriptions: list[str]
-    announce: bool = True  # status (with last will), infos, health, the guard of both
-    threads: list[str] = field(default_factory=list)  # helpers: none of the main's
-
-    @classmethod
-    def main(cls, config: AgentConfig) -> Role:
-        """The device's main agent process."""
-        plain, shared = config.topics.requests, config.topics.shared_requests
-        # Several processes share the requests through one shared subscription; the
-        # other filter is dropped from a persistent session an earlier run left.
-        requests, stale = (shared, plain) if config.workers > 1 else (plain, shared)
-        return cls(
-            client_id=f"edgewise-agent-{config.device}",
-            outbox_path=config.outbox_path,
-            serve=[(requests, config.qos), *_pool(config)],
-            unsubscriptions=[stale],
-        )
-
-
-def _pool(config: AgentConfig) -> list[tuple[str, int]]:
-    pool = config.topics.pool_requests
-    return [(pool, config.qos)] if pool else []
 
 
 class Agent(RequestPath):
@@ -192,44 +145,22 @@ class Agent(RequestPath):
 
     def _make_link(self) -> tuple[Transport, Delivery, DirectDelivery]:
         """The link and the outbox, once every feature's routes are known."""
-        config, role = self.config, self.role
-        subscriptions = list(role.serve)
-        if role.announce:  # its own status and info too: restored when overwritten
+        subscriptions = list(self.role.serve)
+        if self.role.announce:  # its own status and info too: restored when overwritten
             for topic in (self.topics.status, self.topics.model("+", "info")):
                 self._router.add(self._core_routes, Route(topic, 1, "inline"))
                 subscriptions.append((topic, 1))
         for feature in self.features.all:
             subscriptions += [(r.filter, r.qos) for r in feature.routes() if r.subscribe]
-        spec = TransportSpec(
-            config.endpoint,
-            client_id=role.client_id,
-            protocol=config.protocol,
+        self._link = make_link(
+            self.config,
+            self.role,
+            subscriptions,
+            self._transport,
             on_message=self._enqueue,
-            subscriptions=subscriptions,
-            unsubscriptions=role.unsubscriptions,
-            status_topic=self.topics.status if role.announce else None,
-            session=config.session,
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
-            max_takeovers=MAX_TAKEOVERS,
-            receive_limit=receive_limit(config.max_payload),
         )
-        connection = self._transport(spec)
-        direct = DirectDelivery(connection)  # for what must not wait on disk
-        delivery: Delivery = (
-            OutboxDelivery(
-                Outbox(
-                    role.outbox_path,
-                    max_count=config.outbox_max_count,
-                    max_bytes=config.outbox_max_bytes,
-                    sync=config.outbox_sync,
-                ),
-                connection,
-            )
-            if config.durable
-            else direct
-        )
-        self._link = (connection, delivery, direct)
         return self._link
 
     # -- what features see (feature.Host) -------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 
 from edgewise.edge.activation import Activation
-from edgewise.edge.agent import Agent, Role
+from edgewise.edge.agent import Agent
 from edgewise.edge.answer_state import AnswerStates
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.config import AgentConfig
@@ -22,9 +22,11 @@ from edgewise.edge.field_data import FieldData
 from edgewise.edge.fleet_record import FleetRecord
 from edgewise.edge.ha_discovery import Discovery
 from edgewise.edge.health import counters_document
-from edgewise.edge.model import ServedModel, load_models, trusted_public_keys
+from edgewise.edge.loader import load_models, trusted_public_keys
+from edgewise.edge.model import ServedModel
 from edgewise.edge.probation import Probation, Trial
 from edgewise.edge.reconcile import Fleet
+from edgewise.edge.role import Role, pool_requests
 from edgewise.edge.shadow import Shadows
 from edgewise.edge.supervision import reload_on_sighup, stop_on_signals
 from edgewise.edge.transport import TransportFactory
@@ -75,11 +77,10 @@ def build_helper(config: AgentConfig, index: int, retiring: bool = False) -> Age
     drift = config.drift.model_copy(update={"enabled": False})
     config = config.model_copy(update={"ha_discovery": False, "capture": None, "drift": drift})
     plain, shared = config.topics.requests, config.topics.shared_requests
-    pool = [(config.topics.pool_requests, config.qos)] if config.topics.pool_requests else []
     role = Role(
         client_id=helper_client_id(config.device, index),
         outbox_path=config.helper_outbox_path(index),
-        serve=[] if retiring else [(shared, config.qos), *pool],
+        serve=[] if retiring else [(shared, config.qos), *pool_requests(config)],
         unsubscriptions=[plain, shared] if retiring else [plain],
         announce=False,
     )

@@ -26,9 +26,9 @@ from edgewise.edge.payload import Request, decode_request
 from edgewise.edge.topics import response_topic_problem
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
+    from edgewise.edge.handler import RequestPath
+    from edgewise.edge.message import Message
     from edgewise.edge.model import ServedModel
-    from edgewise.edge.mqtt import Message
     from edgewise.edge.outbox import OutMessage
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Pending:
     request: Request
 
 
-def _batchable(agent: Agent, msg: Message) -> Pending | None:
+def _batchable(agent: RequestPath, msg: Message) -> Pending | None:
     name = agent.topics.model_of(msg.topic)
     model = agent.models.get(name or "")
     if model is None or (
@@ -92,7 +92,7 @@ def _groups(items: list[tuple[int, Pending]], max_batch: int) -> list[list[tuple
     return groups
 
 
-def _answer_group(agent: Agent, group: list[tuple[int, Pending]]) -> list[list[OutMessage]]:
+def _answer_group(agent: RequestPath, group: list[tuple[int, Pending]]) -> list[list[OutMessage]]:
     model = group[0][1].model
     results: dict[int, list[OutMessage]] = {}
     feeds, ok = [], []
@@ -127,7 +127,7 @@ def _answer_group(agent: Agent, group: list[tuple[int, Pending]]) -> list[list[O
     return [results[k] for k in range(len(group))]
 
 
-def answer_together(agent: Agent, msgs: list[Message]) -> list[OutMessage]:
+def answer_together(agent: RequestPath, msgs: list[Message]) -> list[OutMessage]:
     """The answers to ``msgs`` in their order, same-model JSON requests batched."""
     out: list[list[OutMessage] | None] = [None] * len(msgs)
     by_model: dict[str, list[tuple[int, Pending]]] = {}

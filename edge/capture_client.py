@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgewise.edge.capture_store import CAPTURE_COLUMNS
+from edgewise.edge.capture_wire import CAPTURE_COLUMNS, rows_digest
 from edgewise.edge.client import connect
 from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.field_data import rows_digest
-from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.message import Message
+from edgewise.edge.mqtt import MqttConnection
 from edgewise.edge.topics import Topics, check_segment
 
 ATTEMPTS = 3  # tries per chunk before giving up (the partial file keeps what came)

@@ -29,8 +29,6 @@ from edgewise.edge.errors import EdgewiseError
 if TYPE_CHECKING:
     from edgewise.edge.config import CaptureSettings
 
-# The last columns of a pulled CSV; the trainer drops the first four when it trains on one.
-CAPTURE_COLUMNS = ("predicted", "confidence", "captured_at", "reason", "label")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (

@@ -19,7 +19,8 @@ from typing import Any, TextIO
 
 from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.message import Message
+from edgewise.edge.mqtt import MqttConnection
 from edgewise.edge.send_data import PlanBuilder, SendPlan, csv_rows
 from edgewise.edge.topics import Topics
 

@@ -28,7 +28,7 @@ from edgewise.edge.device_id import default_device
 from edgewise.edge.endpoint import Endpoint, redact_url
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import check_group
-from edgewise.edge.mqtt import Session
+from edgewise.edge.message import Session
 from edgewise.edge.payload import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PAYLOAD
 from edgewise.edge.topics import (
     DEFAULT_BROKER,

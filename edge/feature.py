@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgewise.edge.config import AgentConfig
+    from edgewise.edge.message import Message
     from edgewise.edge.model import ServedModel
-    from edgewise.edge.mqtt import Message
     from edgewise.edge.topics import Topics
     from edgewise.edge.transport import Transport
 

@@ -18,7 +18,6 @@ sequence number only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -29,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgewise.edge.capture_store import Capture
+from edgewise.edge.capture_wire import CHUNK_BYTES, MAX_REQUEST, MAX_ROWS, rows_digest
 from edgewise.edge.drift import Drift
 from edgewise.edge.feature import Answered, Feature, Route
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 from edgewise.edge.payload import MAX_DEPTH, encode, error_doc, nesting_depth
 from edgewise.edge.supervision import serve_inbox
 
@@ -42,16 +42,6 @@ if TYPE_CHECKING:
     from edgewise.edge.model import ServedModel
 
 log = logging.getLogger(__name__)
-
-CHUNK_BYTES = 192 << 10  # rows per pull answer: well under brokers' usual message limits
-MAX_ROWS = 5000
-MAX_REQUEST = 1024  # bytes of a capture request
-
-
-def rows_digest(rows: list[dict[str, Any]]) -> str:
-    """The sha256 both sides compute over a pull answer's rows."""
-    text = json.dumps(rows, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _int(doc: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
+from edgewise.edge.args import add_broker_arguments, endpoint_from_args
 from edgewise.edge.topics import DEFAULT_PREFIX
 
 if TYPE_CHECKING:

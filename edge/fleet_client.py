@@ -20,7 +20,8 @@ from edgewise.edge.desired import Desired
 from edgewise.edge.endpoint import Endpoint
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.fleet_topics import FleetTopics, Target
-from edgewise.edge.mqtt import Message, MqttConnection
+from edgewise.edge.message import Message
+from edgewise.edge.mqtt import MqttConnection
 from edgewise.edge.transfer import BundleIndex
 
 if TYPE_CHECKING:

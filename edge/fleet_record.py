@@ -41,7 +41,7 @@ class FleetRecord:
         """Serve what roll-outs made active before the restart, not the configured bundles."""
         if not self.enabled:
             return
-        from edgewise.edge.model import load_checked
+        from edgewise.edge.loader import load_checked
 
         for name, entry in self.store.active().items():
             current = models.get(name)

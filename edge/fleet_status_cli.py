@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgewise.edge.cli import add_broker_arguments
+from edgewise.edge.args import add_broker_arguments
 from edgewise.edge.fleet_cli import fleet_link, say
 from edgewise.edge.topics import DEFAULT_PREFIX
 

@@ -23,8 +23,8 @@ from edgewise.edge.feature import Feature, Route
 
 if TYPE_CHECKING:
     from edgewise.edge.feature import Host
+    from edgewise.edge.message import Message
     from edgewise.edge.model import ServedModel
-    from edgewise.edge.mqtt import Message
     from edgewise.edge.topics import Topics
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")

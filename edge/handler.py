@@ -23,8 +23,8 @@ from edgewise.edge.topics import response_topic_problem
 if TYPE_CHECKING:
     from edgewise.edge.config import AgentConfig
     from edgewise.edge.health import Counters, LatencyWindow, ModelTally
+    from edgewise.edge.message import Message
     from edgewise.edge.model import ServedModel
-    from edgewise.edge.mqtt import Message
     from edgewise.edge.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,7 +23,14 @@ from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.payload import encode
 
 if TYPE_CHECKING:
-    from edgewise.edge.agent import Agent
+    from collections.abc import Mapping
+
+    from edgewise.edge.config import AgentConfig
+    from edgewise.edge.delivery import Delivery
+    from edgewise.edge.feature import Features
+    from edgewise.edge.model import ServedModel
+    from edgewise.edge.topics import Topics
+    from edgewise.edge.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +75,36 @@ class ModelTally:
             return dict(self._counts.get(model, {}))
 
 
-def health_document(agent: Agent) -> dict[str, Any]:
+class Reporting(Protocol):
+    """What the health report reads of the serving core (``edge.agent.Agent``)."""
+
+    config: AgentConfig
+    topics: Topics
+    session: str
+    storage_error: str | None
+    counters: Counters
+    tally: ModelTally
+    inference_ms: dict[str, LatencyWindow]
+    e2e_ms: dict[str, LatencyWindow]
+    features: Features
+
+    @property
+    def models(self) -> Mapping[str, ServedModel]: ...
+    @property
+    def connection(self) -> Transport: ...
+    @property
+    def delivery(self) -> Delivery: ...
+    @property
+    def uptime(self) -> float: ...
+    @property
+    def heartbeat_age(self) -> float: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def overwritten(self) -> int: ...
+
+
+def health_document(agent: Reporting) -> dict[str, Any]:
     """The agent's retained health report (docs/mqtt.md#health-health-retained).
 
     The core's figures, in the document's order, with each feature's keys at their place
@@ -120,7 +156,7 @@ def outcomes(counts: dict[str, int]) -> dict[str, Any]:
     return {"answered": answered, "errors": counts}
 
 
-def counters_document(agent: Agent) -> dict[str, Any]:
+def counters_document(agent: Reporting) -> dict[str, Any]:
     """The process's counters, with its delivery and connection figures."""
     counters = asdict(agent.counters)
     counters.update(
@@ -157,7 +193,7 @@ class LatencyWindow:
         return {"p50_ms": round(float(p50), 4), "p99_ms": round(float(p99), 4), "n": values.size}
 
 
-def report_health(agent: Agent, stop: threading.Event) -> None:
+def report_health(agent: Reporting, stop: threading.Event) -> None:
     """The health thread: a report once connected (or after one interval), then one per
     ``health_interval``; ``stop`` ends any wait."""
     first = time.monotonic() + agent.config.health_interval
@@ -170,7 +206,7 @@ def report_health(agent: Agent, stop: threading.Event) -> None:
         stop.wait(agent.config.health_interval)
 
 
-def publish_health(agent: Agent) -> None:
+def publish_health(agent: Reporting) -> None:
     """Publish the retained report now; never raises (health must not take the agent down)."""
     try:
         body = encode(health_document(agent))

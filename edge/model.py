@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgewise.edge.backends import Backend, BackendOptions, load_backend
-from edgewise.edge.bundle import Bundle, load_bundle
+from edgewise.edge.bundle import Bundle
 from edgewise.edge.decode import DECODERS, output_names
-from edgewise.edge.errors import BundleError, EdgewiseError, RequestError
+from edgewise.edge.errors import BundleError, RequestError
 from edgewise.edge.explain import DEFAULT_TOP, Explainer
 from edgewise.edge.features import window_features
 from edgewise.edge.manifest import (
@@ -24,14 +25,32 @@ from edgewise.edge.occlusion import Occlusion
 from edgewise.edge.one_hot import OneHotRows
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    pass
 
-    from edgewise.edge.selftest import SelfTestReport
 
 _NUMBER = (int, float)
 # The largest finite float32: models compute in float32, so a bigger value (1e39, or a
 # 400-digit integer) would silently become infinite.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class SelfTestReport:
+    """What the self-test found (published in the model's info)."""
+
+    count: int
+    passed: bool
+    mismatches: int
+    worst_diff: float
+    p99_ms: float
+
+    def as_info(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "passed": self.passed,
+            "worst_diff": round(self.worst_diff, 9),
+            "p99_ms": round(self.p99_ms, 4),
+        }
 
 
 class ServedModel:
@@ -329,52 +348,3 @@ class ServedModel:
     def predict_tensor(self, array: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
         """Validate, run and decode a batch given as one array (batch axis first)."""
         return self.decode(self.backend.run(self.encode_tensor(array)))
-
-
-def load_checked(
-    path: str, options: BackendOptions, trusted: Sequence[Ed25519PublicKey] = ()
-) -> ServedModel:
-    """One bundle, ready to serve: signature (when keys are trusted), hashes, runtime,
-    self-test. Nothing in it is used before all of them passed."""
-    from edgewise.edge.selftest import run_selftest
-
-    signer = None
-    if trusted:
-        from edgewise.edge.signing import verify_bundle
-
-        signer = verify_bundle(path, trusted)  # before anything in it is parsed
-    model = ServedModel.load(load_bundle(path), options)
-    model.signed_by = signer
-    model.selftest = run_selftest(model)
-    return model
-
-
-def trusted_public_keys(paths: Sequence[str]) -> list[Ed25519PublicKey]:
-    """The public keys in ``paths`` (none: signatures are not checked)."""
-    if not paths:
-        return []
-    from edgewise.edge.signing import load_public_key
-
-    return [load_public_key(k) for k in paths]
-
-
-def load_models(
-    bundles: Sequence[str],
-    options: BackendOptions | None = None,
-    trusted_keys: Sequence[str] = (),
-) -> dict[str, ServedModel]:
-    """Load every bundle directory (``load_checked``); model names must be unique.
-
-    With ``trusted_keys`` (public key files) a bundle must be signed by one of them.
-    """
-    if not bundles:
-        raise EdgewiseError("no bundle given: pass --bundle DIR (or bundles = [...] in the config)")
-    options = options or BackendOptions()
-    trusted = trusted_public_keys(trusted_keys)
-    models: dict[str, ServedModel] = {}
-    for path in bundles:
-        model = load_checked(path, options, trusted)
-        if model.name in models:
-            raise EdgewiseError(f"two bundles are named {model.name!r}; model names must be unique")
-        models[model.name] = model
-    return models

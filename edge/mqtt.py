@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -31,12 +30,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgewise.edge.backoff import Backoff
 from edgewise.edge.endpoint import Endpoint, describe_tls_error
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.message import Message, Session, publish_size
 from edgewise.edge.transport import PublishRefused
+from edgewise.edge.twin import TwinWatch
 
 log = logging.getLogger(__name__)
 
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
-SHORT_CONNECTION_S = 2.0  # a connection lost sooner than this after CONNACK is suspect
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
 # CONNACK reason codes (MQTT 5 values; paho maps 3.1.1 return codes onto them).
@@ -48,32 +48,6 @@ REFUSALS = {
     0x8A: "this client is banned",
     0x8C: "bad authentication method",
 }
-
-
-@dataclass(frozen=True)
-class Message:
-    """A received message, detached from paho's types."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    received_at: float  # time.monotonic()
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    mid: int = 0
-    dup: bool = False
-    retain: bool = False  # True: a retained message sent because we subscribed
-    generation: int = 0  # which connection delivered it: acks go back on that one only
-
-
-@dataclass(frozen=True)
-class Session:
-    """A persistent session: the broker keeps subscriptions and QoS 1 messages while we
-    are away (MQTT 5: clean start off, expiry in seconds; 3.1.1: clean session off), and
-    requests are acknowledged by hand with ``MqttConnection.ack``."""
-
-    expiry: int = 7 * 24 * 3600
-    receive_maximum: int = 100  # MQTT 5: unacked requests the broker may send us at once
 
 
 def _no_op_socket_hook(client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -129,12 +103,8 @@ class MqttConnection:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._ever_connected = False
-        self._connected_at = 0.0  # time.monotonic() of the last CONNACK
-        self._short = 0  # connections in a row lost within SHORT_CONNECTION_S
-        self._taken = False  # the broker said SESSION_TAKEN_OVER for this connection
-        # After this many connections in a row taken over (or closed right after CONNACK),
-        # give up: a twin with the same client id holds the session (None: never).
-        self._max_takeovers = max_takeovers
+        # Connections closed right after CONNACK, or taken over: a twin with our client id.
+        self._twin = TwinWatch(self.client_id, str(broker), max_takeovers, on_failure)
         # MQTT 5 Maximum Packet Size announced at CONNECT: the broker drops larger packets
         # for this client instead of delivering them (memory under a burst stays bounded).
         self._receive_limit = receive_limit
@@ -202,7 +172,7 @@ class MqttConnection:
                 props.ResponseTopic = response_topic
         limit = self.max_packet_size
         if limit is not None:
-            size = _publish_size(topic, payload, qos, correlation_data)
+            size = publish_size(topic, payload, qos, correlation_data)
             if size > limit:
                 raise PublishRefused(
                     f"a {size}-byte packet exceeds the broker's maximum packet size ({limit})"
@@ -327,37 +297,6 @@ class MqttConnection:
             properties=props,
         )
 
-    def _note_short_connection(self) -> bool:
-        """Connections the broker keeps closing right after accepting them: most often a
-        second client with the same id (Mosquitto 2.0 closes the older one without a
-        DISCONNECT reason). Said once, after three in a row. True when ``max_takeovers``
-        in a row are reached: the twin keeps the session, this client gives up."""
-        taken, self._taken = self._taken, False
-        if not taken and time.monotonic() - self._connected_at >= SHORT_CONNECTION_S:
-            self._short = 0
-            return False
-        self._short += 1
-        if self._short == 3:
-            self._taken_over()
-        if self._max_takeovers is None or self._short < self._max_takeovers:
-            return False
-        if self._on_failure is not None:
-            self._on_failure(
-                f"twin: another client keeps taking client id {self.client_id} at "
-                f"{self.broker} ({self._short} connections in a row): two agents with one "
-                "device id (a cloned SD card?); give each its own --device"
-            )
-        return True
-
-    def _taken_over(self) -> None:
-        log.error(
-            "broker at %s keeps closing this client's connection (%s) right after accepting "
-            "it: another client has the same client id? With use_username_as_clientid each "
-            "process needs its own user name (docs/mqtt.md#workers)",
-            self.broker,
-            self.client_id,
-        )
-
     def _report(self, problem: str) -> None:
         # One line per distinct problem: a broker that keeps refusing does not flood the log.
         self._last_error = problem
@@ -401,7 +340,7 @@ class MqttConnection:
                 continue
             self.reconnects += 1
             delay = self._backoff.next()
-            if self._note_short_connection():
+            if self._twin.lost():
                 return  # no more fighting over the session: the owner stops (on_failure)
             if self._refusal is None:
                 log.log(
@@ -470,7 +409,7 @@ class MqttConnection:
             # paho leaves Nagle on: QoS 0 round trips then see a ~40 ms p99 tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._ever_connected = True
-        self._connected_at = time.monotonic()
+        self._twin.connected()
         self.generation += 1
         self._backoff.reset()
         with self._sub_lock:
@@ -494,7 +433,7 @@ class MqttConnection:
     ) -> None:
         self._connected.clear()
         if reason.is_failure and int(reason.value) == SESSION_TAKEN_OVER:
-            self._taken = True
+            self._twin.taken = True
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message is None:
@@ -541,11 +480,3 @@ class MqttConnection:
         except Exception:
             self.callback_errors += 1
             log.exception("PUBACK handler failed")
-
-
-def _publish_size(topic: str, payload: bytes | str, qos: int, correlation: bytes | None) -> int:
-    """An upper bound of a PUBLISH packet's size on the wire (MQTT 5)."""
-    body = len(payload.encode("utf-8") if isinstance(payload, str) else payload)
-    body += 2 + len(topic.encode("utf-8", "replace")) + (2 if qos else 0)
-    body += 4 + (3 + len(correlation) if correlation is not None else 0)  # properties
-    return 1 + 4 + body  # fixed header: type byte and up to four length bytes

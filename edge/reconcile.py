@@ -31,7 +31,7 @@ from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.feature import Feature, Route
 from edgewise.edge.fleet_record import FleetRecord
 from edgewise.edge.fleet_topics import FleetTopics
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 from edgewise.edge.shadow import Shadows
 from edgewise.edge.supervision import serve_inbox
 from edgewise.edge.transfer import BundleIndex

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 from edgewise.edge.outbox import OutMessage
 from edgewise.edge.topics import Topics
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 from edgewise.edge.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from edgewise.edge.errors import BundleError, RequestError
 from edgewise.edge.manifest import SelfTest
-from edgewise.edge.model import ServedModel
+from edgewise.edge.model import SelfTestReport, ServedModel
 
 DEFAULT_COUNT = 24
 MAX_FILE_BYTES = 8 << 20
@@ -24,25 +23,6 @@ MAX_FILE_BYTES = 8 << 20
 
 class SelfTestFailed(BundleError):
     """The device's runtime does not answer the self-test like the host did."""
-
-
-@dataclass(frozen=True)
-class SelfTestReport:
-    """What the self-test found (published in the model's info)."""
-
-    count: int
-    passed: bool
-    mismatches: int
-    worst_diff: float
-    p99_ms: float
-
-    def as_info(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "passed": self.passed,
-            "worst_diff": round(self.worst_diff, 9),
-            "p99_ms": round(self.p99_ms, 4),
-        }
 
 
 def document(instances: list[Any], expected: list[dict[str, Any]]) -> bytes:

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgewise.edge.mqtt import Message
+    from edgewise.edge.message import Message
 
 log = logging.getLogger(__name__)
 

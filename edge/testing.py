@@ -33,8 +33,8 @@ from edgewise.edge.manifest import (
     Preprocessing,
     TrainingData,
 )
+from edgewise.edge.message import Message
 from edgewise.edge.model import ServedModel
-from edgewise.edge.mqtt import Message
 from edgewise.edge.transport import PublishRefused, Transport, TransportSpec
 
 Arrays = dict[str, np.ndarray[Any, Any]]

@@ -15,7 +15,7 @@ from edgewise.edge.errors import EdgewiseError
 
 if TYPE_CHECKING:
     from edgewise.edge.endpoint import Endpoint
-    from edgewise.edge.mqtt import Message, Session
+    from edgewise.edge.message import Message, Session
 
 
 class PublishRefused(EdgewiseError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from contextlib import AbstractContextManager
 
-from edgewise.edge.cli import add_broker_arguments, endpoint_from_args
+from edgewise.edge.args import add_broker_arguments, endpoint_from_args
 from edgewise.edge.topics import DEFAULT_PREFIX
 
 DEFAULT_PORT = 9108

@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any
 
 from edgewise.edge.fleet_status import finite_number
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 
 MAX_DEVICES = 1000
 MAX_MODELS = 64  # per device: 50,000 invented model topics under one id stay 64 entries

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edgewise.edge.fleet_status import finite_number
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 
 log = logging.getLogger(__name__)
 MAX_DEVICES = 10_000

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from edgewise.edge.capture_store import CAPTURE_COLUMNS
+from edgewise.edge.capture_wire import CAPTURE_COLUMNS
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.manifest import MISSING_CATEGORY
 

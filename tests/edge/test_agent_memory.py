@@ -15,7 +15,7 @@ import pytest
 from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 from edgewise.edge.testing import FakeBackend, MemoryFactory, MemoryTransport, fake_classifier
 
 DEVICE = "unit"

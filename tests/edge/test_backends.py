@@ -169,7 +169,7 @@ def test_litert_falls_back_when_xnnpack_refuses_an_int8_graph(tmp_path: Path) ->
 def test_int8_probabilities_sum_to_one(vibration_int8_bundle: Path) -> None:
     """Dequantized int8 outputs step by 1/256; answers are renormalized distributions, and
     the label is still the most probable class."""
-    from edgewise.edge.model import load_models
+    from edgewise.edge.loader import load_models
     from edgewise.trainer.vibration import generate
 
     model = next(iter(load_models([str(vibration_int8_bundle)]).values()))

@@ -17,8 +17,8 @@ from edgewise.edge.app import build_agent
 from edgewise.edge.backends import BackendOptions
 from edgewise.edge.batching import answer_together
 from edgewise.edge.config import AgentConfig
-from edgewise.edge.model import load_models
-from edgewise.edge.mqtt import Message
+from edgewise.edge.loader import load_models
+from edgewise.edge.message import Message
 from edgewise.edge.payload import encode_tensor_request
 from edgewise.edge.testing import MemoryTransport
 from tests.agents import answers_peer, new_device, serving

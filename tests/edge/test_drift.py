@@ -287,7 +287,7 @@ def test_drift_window_counts_equal_a_recount(rooms_drift: Any) -> None:
     from edgewise.edge.config import DriftSettings
     from edgewise.edge.drift import DriftMonitor
     from edgewise.edge.drift_profile import prediction_values
-    from edgewise.edge.model import load_models
+    from edgewise.edge.loader import load_models
 
     bundle, heldout, _ = rooms_drift
     model = load_models([str(bundle)])[MODEL]
@@ -321,7 +321,7 @@ def test_windows_at_another_shaft_speed_raise_alarm(vibration_int8_bundle: Path)
     shaft instead of 20-50 Hz) raises alarm within 500 windows, on a dominant frequency."""
     from edgewise.edge.config import DriftSettings
     from edgewise.edge.drift import DriftMonitor
-    from edgewise.edge.model import load_models
+    from edgewise.edge.loader import load_models
     from edgewise.trainer.vibration import generate
 
     model = next(iter(load_models([str(vibration_int8_bundle)]).values()))
@@ -405,7 +405,7 @@ def test_fixed_resolution_rows_land_in_their_training_bins(
 
     from edgewise.edge.config import DriftSettings
     from edgewise.edge.drift import DriftMonitor
-    from edgewise.edge.model import load_models
+    from edgewise.edge.loader import load_models
 
     model = load_models([str(iris_drift_bundle)])["iris-drift"]
     monitor = DriftMonitor(model, DriftSettings())

@@ -143,7 +143,7 @@ def test_forget_clears_a_decommissioned_device(
 
 @pytest.mark.parametrize("which", ["exporter", "dashboard"])
 def test_monitors_drop_a_forgotten_device(which: str) -> None:
-    from edgewise.edge.mqtt import Message
+    from edgewise.edge.message import Message
 
     def msg(topic: str, payload: bytes) -> Message:
         return Message(topic=topic, payload=payload, qos=1, received_at=0.0, retain=True)

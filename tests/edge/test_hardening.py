@@ -23,7 +23,7 @@ from edgewise.deploy.broker import LocalBroker, start_mosquitto
 from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
 from edgewise.edge.config import AgentConfig
-from edgewise.edge.mqtt import Message
+from edgewise.edge.message import Message
 from edgewise.edge.outbox import Outbox, OutMessage
 from tests.mqtt_peer import Peer
 
@@ -392,7 +392,7 @@ def test_oversized_requests_are_dropped_by_the_broker(
 ) -> None:
     """The agent announces an MQTT 5 Maximum Packet Size from max_payload: a burst of
     8 MB requests never reaches it (memory stays bounded), and it keeps answering."""
-    from edgewise.edge.agent import receive_limit
+    from edgewise.edge.role import receive_limit
     from tests.agents import new_device, serving
 
     device = new_device("mps")

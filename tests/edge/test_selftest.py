@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from edgewise.edge.bundle import load_bundle
-from edgewise.edge.model import ServedModel, load_models
+from edgewise.edge.loader import load_models
+from edgewise.edge.model import ServedModel
 from edgewise.edge.selftest import SelfTestFailed, compare, run_selftest
 
 

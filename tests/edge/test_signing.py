@@ -14,7 +14,7 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.errors import BundleError, EdgewiseError
-from edgewise.edge.model import load_models
+from edgewise.edge.loader import load_models
 from edgewise.edge.signing import (
     SIGNATURE_NAME,
     generate_keys,
