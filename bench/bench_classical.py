@@ -40,8 +40,8 @@ def main() -> None:
     from edgewise.converters.host_model import save_host_model
     from edgewise.converters.sklearn_onnx import export_sklearn
     from edgewise.deploy.broker import start_mosquitto
-    from edgewise.edge.bundle import load_bundle
-    from edgewise.edge.model import ServedModel
+    from edgewise.edge.runtime.bundle import load_bundle
+    from edgewise.edge.runtime.model import ServedModel
     from edgewise.trainer.datasets import load_builtin
     from edgewise.trainer.train import train
 

@@ -51,7 +51,7 @@ def formats_table(name: str, host: Any, work: Path, n: int) -> dict[str, Path]:
     import tensorflow as tf
 
     from edgewise.converters.keras_export import KerasExportOptions, export_keras
-    from edgewise.edge.model import ServedModel
+    from edgewise.edge.runtime.model import ServedModel
 
     rows = []
     keras_file = work / f"{name}.keras"
@@ -84,7 +84,7 @@ def formats_table(name: str, host: Any, work: Path, n: int) -> dict[str, Path]:
 
 def agent_table(name: str, host: Any, bundles: dict[str, Path], n: int) -> None:
     from edgewise.deploy.broker import start_mosquitto
-    from edgewise.edge.payload import encode_tensor_request
+    from edgewise.edge.link.payload import encode_tensor_request
 
     window = host.X_heldout[:1]
     binary = encode_tensor_request(window, "b")

@@ -4,7 +4,7 @@
 
 Logistic regression on 3,000 generated room records (trainer.examples.rooms, seed 1),
 converted to an ONNX bundle with its training reference, loaded as the agent loads it.
-The monitor is the agent's own (edge.drift.DriftMonitor, default settings: window 1,000,
+The monitor is the agent's own (edge.observe.drift.DriftMonitor, default settings: window 1,000,
 judged from 200, warn 0.1, alarm 0.25), fed in requests of 10 instances.
 
 - False alarms: per seed, 10,000 held-out rows drawn with replacement, numbers times
@@ -52,7 +52,7 @@ def build(root: Path) -> tuple[Any, list[list[Any]]]:
     import pandas as pd
 
     from edgewise.converters.sklearn_onnx import device_instances, export_sklearn
-    from edgewise.edge.loader import load_models
+    from edgewise.edge.runtime.loader import load_models
     from edgewise.trainer.datasets import load_csv
     from edgewise.trainer.examples import rooms
     from edgewise.trainer.train import train
@@ -85,8 +85,8 @@ def run(model: Any, rows: list[list[Any]], monitor: Any) -> dict[str, Any]:
 
 def cost(model: Any, rows: list[list[Any]], size: int) -> tuple[float, float]:
     """Microseconds per instance: inference, and the drift bookkeeping."""
-    from edgewise.edge.config import DriftSettings
-    from edgewise.edge.drift import DriftMonitor
+    from edgewise.edge.core.config import DriftSettings
+    from edgewise.edge.observe.drift import DriftMonitor
 
     monitor = DriftMonitor(model, DriftSettings())
     chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
@@ -105,8 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
-    from edgewise.edge.config import DriftSettings
-    from edgewise.edge.drift import DriftMonitor
+    from edgewise.edge.core.config import DriftSettings
+    from edgewise.edge.observe.drift import DriftMonitor
 
     with tempfile.TemporaryDirectory() as tmp:
         model, heldout = build(Path(tmp))

@@ -47,8 +47,8 @@ def cases(work: Path) -> list[tuple[str, Any, list[Any]]]:
 
     from edgewise.converters.keras_export import export_keras
     from edgewise.converters.sklearn_onnx import device_instances, export_sklearn
-    from edgewise.edge.bundle import load_bundle
-    from edgewise.edge.model import ServedModel
+    from edgewise.edge.runtime.bundle import load_bundle
+    from edgewise.edge.runtime.model import ServedModel
     from edgewise.trainer.datasets import load_builtin, load_csv
     from edgewise.trainer.deep import train_deep
     from edgewise.trainer.examples import rooms

@@ -83,12 +83,12 @@ def main() -> None:
 
     from edgewise.converters.sklearn_onnx import export_sklearn
     from edgewise.deploy.broker import start_mosquitto
-    from edgewise.edge.desired import Desired
-    from edgewise.edge.endpoint import Endpoint
-    from edgewise.edge.fleet_client import FleetLink, publish_bundle, set_desired
-    from edgewise.edge.fleet_topics import Target
-    from edgewise.edge.signing import generate_keys, load_private_key, sign_bundle
-    from edgewise.edge.transfer import pack
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.link.fleet_topics import Target
+    from edgewise.edge.remote.fleet_client import FleetLink, publish_bundle, set_desired
+    from edgewise.edge.runtime.desired import Desired
+    from edgewise.edge.runtime.signing import generate_keys, load_private_key, sign_bundle
+    from edgewise.edge.runtime.transfer import pack
     from edgewise.trainer.datasets import load_builtin
     from edgewise.trainer.train import train
 

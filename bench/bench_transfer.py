@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_transfer.py [--case vibration|digits] [--seeds 3]
                                              [--per-class 3 5 10 30]
 
-vibration (the case built for it, trainer/transfer_case.py): a cnn1d base is trained on
+vibration (the case built for it, trainer.transfer_case): a cnn1d base is trained on
 windows from 12 generated machines (speeds, resonances, sensor placements differ); the
 target is a new machine with only N labelled windows per class, tested on 200 of its
 windows. digits (the case where it does not help): a cnn2d base on scikit-learn's digits

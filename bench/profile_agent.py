@@ -30,8 +30,15 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 AREAS = [
     ("paho (MQTT packets, socket)", ("paho/",)),
     ("onnxruntime (the model)", ("onnxruntime/",)),
-    ("sqlite outbox", ("edge/outbox.py",)),
-    ("json + payload checks", ("json/", "edge/payload.py", "edge/decode.py")),
+    ("sqlite outbox", ("edge/src/edgewise/edge/link/outbox.py",)),
+    (
+        "json + payload checks",
+        (
+            "json/",
+            "edge/src/edgewise/edge/link/payload.py",
+            "edge/src/edgewise/edge/runtime/decode.py",
+        ),
+    ),
     ("numpy", ("numpy/",)),
     ("agent: answers, batching, health", ("edge/",)),
     ("threading, queue", ("threading.py", "queue.py")),

@@ -32,23 +32,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
     "exporter": ("edgewise.monitor.cli", "serve the fleet's health as Prometheus metrics"),
     "dashboard": ("edgewise.monitor.cli", "a live web page of the fleet"),
-    "keys": ("edgewise.edge.signing_cli", "make an Ed25519 key pair for signing bundles"),
-    "sign": ("edgewise.edge.signing_cli", "sign a bundle (agents with --trusted-key check it)"),
-    "deploy": ("edgewise.edge.fleet_cli", "roll a signed bundle out to devices over MQTT"),
-    "rollback": ("edgewise.edge.fleet_cli", "put a device back on an earlier version"),
-    "promote": ("edgewise.edge.fleet_cli", "make a shadow version the active one"),
-    "undeploy": ("edgewise.edge.fleet_cli", "remove a model from devices"),
+    "keys": ("edgewise.edge.remote.signing_cli", "make an Ed25519 key pair for signing bundles"),
+    "sign": (
+        "edgewise.edge.remote.signing_cli",
+        "sign a bundle (agents with --trusted-key check it)",
+    ),
+    "deploy": ("edgewise.edge.remote.fleet_cli", "roll a signed bundle out to devices over MQTT"),
+    "rollback": ("edgewise.edge.remote.fleet_cli", "put a device back on an earlier version"),
+    "promote": ("edgewise.edge.remote.fleet_cli", "make a shadow version the active one"),
+    "undeploy": ("edgewise.edge.remote.fleet_cli", "remove a model from devices"),
     "fleet": (
-        "edgewise.edge.fleet_status_cli",
+        "edgewise.edge.remote.fleet_status_cli",
         "devices and models: desired vs reported state; unpin, forget",
     ),
-    "roster": ("edgewise.edge.roster_cli", "the operator's signed roster of groups and pools"),
-    "bundles": ("edgewise.edge.fleet_cli", "bundles on the broker (gc: clear unused ones)"),
-    "capture": ("edgewise.edge.capture_cli", "pull a device's captured samples to label them"),
+    "roster": (
+        "edgewise.edge.remote.roster_cli",
+        "the operator's signed roster of groups and pools",
+    ),
+    "bundles": ("edgewise.edge.remote.fleet_cli", "bundles on the broker (gc: clear unused ones)"),
+    "capture": (
+        "edgewise.edge.remote.capture_cli",
+        "pull a device's captured samples to label them",
+    ),
 }
 HOST_COMMANDS = {"train", "convert", "compare", "demo", "examples"}
 # The extra each command needs beyond `edgewise[edge]`, named when its library is missing.
 EXTRAS = dict.fromkeys(HOST_COMMANDS, "host") | {"exporter": "monitor", "dashboard": "monitor"}
+# The parts each extra installs: distributions of their own, not on a package index yet.
+PARTS = {
+    "host": "./edge ./deploy ./converters ./trainer",
+    "monitor": "./edge ./monitor",
+    "edge": "./edge ./deploy",
+}
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -103,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_in(argv)
     if command in HOST_COMMANDS and not {"-v", "--verbose", "debug"} & set(argv):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from edgewise.edge.native_stderr import without_native_banners
+        from edgewise.edge.runtime.native_stderr import without_native_banners
 
         with without_native_banners():
             return _run(argv, command)
@@ -129,7 +144,8 @@ def _run(argv: list[str], command: str | None) -> int:
             extra = EXTRAS[args.command]
             print(
                 f"edgewise {args.command}: error: needs the {extra} libraries "
-                f"({exc.name} is missing): pip install 'edgewise[{extra}]'",
+                f"({exc.name} is missing): from the checkout, pip install -c "
+                f"constraints.txt {PARTS[extra]} '.[{extra}]' (docs/devices.md)",
                 file=sys.stderr,
             )
             return 1

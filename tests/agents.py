@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
 from tests.mqtt_peer import Peer
 
 

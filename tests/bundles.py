@@ -117,8 +117,8 @@ def write_expected(bundle: Path, instances: list[Any]) -> None:
     """The host's answers to ``instances`` through the device's own serving code."""
     import json
 
-    from edgewise.edge.bundle import load_bundle
-    from edgewise.edge.model import ServedModel
+    from edgewise.edge.runtime.bundle import load_bundle
+    from edgewise.edge.runtime.model import ServedModel
 
     predictions = ServedModel.load(load_bundle(bundle)).predict(instances)
     doc = {"instances": instances, "predictions": predictions}

@@ -1,4 +1,4 @@
-"""A plain paho client for tests: independent of edge.mqtt, so the agent is checked by a
+"""A plain paho client for tests: independent of edge.link.mqtt, so the agent is checked by a
 client that shares none of its code."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 from edgewise.converters.host_meta import HostFeature, HostMeta
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.manifest import TrainingData
+from edgewise.edge.runtime.manifest import TrainingData
 
 META = HostMeta(
     name="rooms",

@@ -12,9 +12,9 @@ import pytest
 from edgewise.converters.keras_convert import QUANTIZE_MODES
 from edgewise.converters.keras_export import KerasExportOptions, export_keras, gate
 from edgewise.converters.parity import ParityError
-from edgewise.edge.bundle import load_bundle
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.model import ServedModel
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.model import ServedModel
 
 pytestmark = pytest.mark.slow  # trains and converts Keras networks
 

@@ -10,8 +10,8 @@ import pytest
 from edgewise.converters.host_model import load_host_model, save_host_model
 from edgewise.converters.parity import ParityError
 from edgewise.converters.sklearn_onnx import check_parity, convert_pipeline, export_sklearn
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.model import ServedModel
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.model import ServedModel
 from edgewise.trainer.datasets import Dataset, load_builtin, load_csv
 from edgewise.trainer.models import MODELS
 from edgewise.trainer.train import train

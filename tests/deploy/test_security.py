@@ -23,9 +23,9 @@ import paho.mqtt.client as paho
 import pytest
 
 from edgewise.deploy.broker import LocalBroker, free_port, start_mosquitto
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
 from tests.conftest import ROOT, require_mosquitto
 
@@ -619,15 +619,15 @@ def test_tls_settings_need_a_tls_url(tmp_path: Path, pki: Pki) -> None:
 def test_tls_insecure_connects_but_warns_at_every_start(
     tls_broker: SecureBroker, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from edgewise.edge.endpoint import Endpoint
-    from edgewise.edge.mqtt import MqttConnection
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.link.mqtt import MqttConnection
 
     endpoint = Endpoint.from_settings(
         tls_broker.url("dashboard"), ca_file=str(pki.other_ca), tls_insecure=True
     )
     for _ in range(2):
         conn = MqttConnection(endpoint)
-        with caplog.at_level("WARNING", logger="edgewise.edge.mqtt"):
+        with caplog.at_level("WARNING", logger="edgewise.edge.link.mqtt"):
             conn.start()
             try:
                 assert conn.wait_connected(5), conn.last_error

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.signing import generate_keys
+from edgewise.edge.runtime.signing import generate_keys
 from tests.edge.test_fleet import Watcher, signed_copy
 
 

@@ -1,4 +1,4 @@
-"""New versions while serving (edge.activation): swapped between two requests under a
+"""New versions while serving (edge.fleet.activation): swapped between two requests under a
 steady QoS 1 stream with nothing lost, refused with the reason when a check fails."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.activation import Activation
+from edgewise.edge.fleet.activation import Activation
 from tests.agents import answers_peer, new_device, serving
 from tests.conftest import ROOT
 from tests.mqtt_peer import Peer

@@ -11,9 +11,9 @@ import paho.mqtt.client as paho
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
 from tests.agents import answers_peer, new_device, serving
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
-from edgewise.edge.payload import encode_tensor_request
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.link.payload import encode_tensor_request
 from tests.agents import answers_peer, new_device, serving
 from tests.conftest import needs_host
 from tests.mqtt_peer import Peer
@@ -120,8 +120,8 @@ def _shape(model: str) -> tuple[int, ...]:
 def test_info_gives_clients_the_instance_shape(
     vibration_int8_bundle: Path, digits_bundle: Path
 ) -> None:
-    from edgewise.edge.bundle import load_bundle
-    from edgewise.edge.model import ServedModel
+    from edgewise.edge.runtime.bundle import load_bundle
+    from edgewise.edge.runtime.model import ServedModel
 
     vibration = ServedModel.load(load_bundle(vibration_int8_bundle)).info()
     digits = ServedModel.load(load_bundle(digits_bundle)).info()

@@ -1,6 +1,6 @@
 """Agent.handle and the answer paths on an in-memory transport and a fake backend.
 
-Fast unit tests of pure agent logic (edge/testing.py); the same paths run against real
+Fast unit tests of pure agent logic (edge.testing); the same paths run against real
 models on a real Mosquitto in test_agent.py, test_hostile.py and test_durable.py.
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.message import Message
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.link.message import Message
 from edgewise.edge.testing import FakeBackend, MemoryFactory, MemoryTransport, fake_classifier
 
 DEVICE = "unit"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgewise.edge.backends import REGISTRY, BackendOptions, LiteRtBackend, load_backend
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.model import ServedModel
+from edgewise.edge.runtime.backends import REGISTRY, BackendOptions, LiteRtBackend, load_backend
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.model import ServedModel
 from tests.conftest import ROOT, needs_host
 
 # Runs code with some top-level modules made unimportable, as on a device without them.
@@ -49,8 +49,8 @@ def test_batch_size_changes_between_calls(digits_bundle: Path, num_threads: int 
 
 
 PROBE = """
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.model import ServedModel
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.model import ServedModel
 import numpy as np
 m = ServedModel.load(load_bundle(sys.argv[2]))
 x = np.zeros((2, 8, 8, 1), np.float32)
@@ -130,7 +130,7 @@ def test_missing_execution_providers_fall_back_to_cpu(
     """The Jetson provider list on a CPU-only onnxruntime: one warning line, CPU answers."""
     wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
     bundle = load_bundle(iris_bundle)
-    with caplog.at_level("WARNING", logger="edgewise.edge.backends"):
+    with caplog.at_level("WARNING", logger="edgewise.edge.runtime.backends"):
         backend = load_backend("onnx", bundle.model_path, BackendOptions(providers=wanted))
     model = ServedModel(bundle, backend)
     assert model.predict([[5.1, 3.5, 1.4, 0.2]])[0]["label"] == "setosa"
@@ -169,7 +169,7 @@ def test_litert_falls_back_when_xnnpack_refuses_an_int8_graph(tmp_path: Path) ->
 def test_int8_probabilities_sum_to_one(vibration_int8_bundle: Path) -> None:
     """Dequantized int8 outputs step by 1/256; answers are renormalized distributions, and
     the label is still the most probable class."""
-    from edgewise.edge.loader import load_models
+    from edgewise.edge.runtime.loader import load_models
     from edgewise.trainer.vibration import generate
 
     model = next(iter(load_models([str(vibration_int8_bundle)]).values()))

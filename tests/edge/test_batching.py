@@ -1,4 +1,4 @@
-"""Micro-batching (edge.batching): a batched run answers exactly as one request at a time,
+"""Micro-batching (edge.core.batching): a batched run answers exactly as one request at a time,
 also with malformed requests in the batch; and under a real QoS 1 burst on Mosquitto."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.backends import BackendOptions
-from edgewise.edge.batching import answer_together
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.loader import load_models
-from edgewise.edge.message import Message
-from edgewise.edge.payload import encode_tensor_request
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.batching import answer_together
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.link.message import Message
+from edgewise.edge.link.payload import encode_tensor_request
+from edgewise.edge.runtime.backends import BackendOptions
+from edgewise.edge.runtime.loader import load_models
 from edgewise.edge.testing import MemoryTransport
 from tests.agents import answers_peer, new_device, serving
 

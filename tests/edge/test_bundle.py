@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.edge.bundle import load_bundle
 from edgewise.edge.errors import BundleError
+from edgewise.edge.runtime.bundle import load_bundle
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Canaries chosen from the operator's signed roster and judged by the operator's own
-probe requests (edge/canary.py), on a real broker with real agents."""
+probe requests (edge.remote.canary), on a real broker with real agents."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_canary_stops_at_a_failing_first_device(
 def test_a_canary_needs_a_roster_the_operator_signed(
     broker: LocalBroker, prefix: str, versions: dict[str, Path], tmp_path: Path
 ) -> None:
-    from edgewise.edge.signing import generate_keys
+    from edgewise.edge.runtime.signing import generate_keys
 
     code, out = deploy_canary(broker, prefix, versions["2"])
     assert code == 1 and f"no roster on {prefix}/fleet/roster" in out, out

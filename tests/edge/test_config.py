@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
 
 

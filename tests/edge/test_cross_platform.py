@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.model import ServedModel
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.model import ServedModel
 from tests.bundles import NAMES, prebuilt
 
 # float32 runtimes on different CPUs (x86 AVX vs ARM NEON) sum in different orders.
@@ -50,7 +50,7 @@ def test_answers_like_the_host(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_selftest_passes_on_this_platform(name: str) -> None:
     """The check every agent runs at start: the host's answers, stored in the bundle."""
-    from edgewise.edge.selftest import run_selftest
+    from edgewise.edge.runtime.selftest import run_selftest
 
     path = prebuilt(name)
     if path is None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.desired import Desired, older, version_key
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.fleet_topics import Target
-from edgewise.edge.signing import generate_keys, load_private_key, load_public_key
+from edgewise.edge.link.fleet_topics import Target
+from edgewise.edge.runtime.desired import Desired, older, version_key
+from edgewise.edge.runtime.signing import generate_keys, load_private_key, load_public_key
 from tests.agents import serving
 from tests.edge.test_fleet import MODEL, Watcher, operator_key, roll_out, signed_copy
 from tests.mqtt_peer import Peer

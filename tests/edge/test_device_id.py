@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.device_id import default_device
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.core.device_id import default_device
 from tests.agents import new_device
 from tests.conftest import ROOT
 from tests.mqtt_peer import Peer

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgewise.edge.drift_profile import Binner, fit_distribution, psi
-from edgewise.edge.field_data import FieldData
-from edgewise.edge.manifest import Manifest
+from edgewise.edge.observe.field_data import FieldData
+from edgewise.edge.runtime.drift_profile import Binner, fit_distribution, psi
+from edgewise.edge.runtime.manifest import Manifest
 from tests.agents import new_device, serving
 from tests.mqtt_peer import Peer
 
@@ -171,8 +171,8 @@ def test_capture_pull_gives_the_rows_in_order_clears_and_trains(
     broker: Any, rooms_drift: Any, tmp_path: Path
 ) -> None:
     from edgewise.cli import main
-    from edgewise.edge.capture_client import pull
-    from edgewise.edge.endpoint import Endpoint
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.remote.capture_client import pull
 
     bundle, heldout, _ = rooms_drift
     rows = _noisy(heldout, 3000, seed=7)
@@ -219,8 +219,8 @@ def test_capture_pull_gives_the_rows_in_order_clears_and_trains(
 def test_capture_bound_drops_the_oldest_first(
     broker: Any, rooms_drift: Any, tmp_path: Path
 ) -> None:
-    from edgewise.edge.capture_client import pull
-    from edgewise.edge.endpoint import Endpoint
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.remote.capture_client import pull
 
     bundle, heldout, _ = rooms_drift
     rows = _noisy(heldout, 400, seed=8)
@@ -284,10 +284,10 @@ def test_bad_capture_requests_are_answered_and_serving_goes_on(
 def test_drift_window_counts_equal_a_recount(rooms_drift: Any) -> None:
     """The monitor's running counts equal counting its last ``window`` instances afresh,
     after uneven requests that wrap the ring many times."""
-    from edgewise.edge.config import DriftSettings
-    from edgewise.edge.drift import DriftMonitor
-    from edgewise.edge.drift_profile import prediction_values
-    from edgewise.edge.loader import load_models
+    from edgewise.edge.core.config import DriftSettings
+    from edgewise.edge.observe.drift import DriftMonitor
+    from edgewise.edge.runtime.drift_profile import prediction_values
+    from edgewise.edge.runtime.loader import load_models
 
     bundle, heldout, _ = rooms_drift
     model = load_models([str(bundle)])[MODEL]
@@ -319,9 +319,9 @@ def test_psi_of_a_sample_against_its_reference(shift: float, low: float, high: f
 def test_windows_at_another_shaft_speed_raise_alarm(vibration_int8_bundle: Path) -> None:
     """The 1-D CNN's windows: the generator's own speeds stay ok; a faster machine (60-90 Hz
     shaft instead of 20-50 Hz) raises alarm within 500 windows, on a dominant frequency."""
-    from edgewise.edge.config import DriftSettings
-    from edgewise.edge.drift import DriftMonitor
-    from edgewise.edge.loader import load_models
+    from edgewise.edge.core.config import DriftSettings
+    from edgewise.edge.observe.drift import DriftMonitor
+    from edgewise.edge.runtime.loader import load_models
     from edgewise.trainer.vibration import generate
 
     model = next(iter(load_models([str(vibration_int8_bundle)]).values()))
@@ -350,8 +350,8 @@ def test_windows_at_another_shaft_speed_raise_alarm(vibration_int8_bundle: Path)
 def test_an_interrupted_pull_resumes_after_its_last_row(
     broker: Any, iris_bundle: Path, tmp_path: Path
 ) -> None:
-    from edgewise.edge.capture_client import pull
-    from edgewise.edge.endpoint import Endpoint
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.remote.capture_client import pull
 
     device = new_device("capture")
     rows = [[5.0 + i / 100, 3.4, 1.5, 0.2] for i in range(60)]
@@ -403,9 +403,9 @@ def test_fixed_resolution_rows_land_in_their_training_bins(
     float64 JSON values once put 2.2 below an edge of 2.2000000477 (PSI 0.57, alarm)."""
     from sklearn.datasets import load_iris
 
-    from edgewise.edge.config import DriftSettings
-    from edgewise.edge.drift import DriftMonitor
-    from edgewise.edge.loader import load_models
+    from edgewise.edge.core.config import DriftSettings
+    from edgewise.edge.observe.drift import DriftMonitor
+    from edgewise.edge.runtime.loader import load_models
 
     model = load_models([str(iris_drift_bundle)])["iris-drift"]
     monitor = DriftMonitor(model, DriftSettings())

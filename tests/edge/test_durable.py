@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgewise.deploy.broker import LocalBroker, start_mosquitto
-from edgewise.edge.outbox import Outbox, OutMessage
+from edgewise.edge.link.outbox import Outbox, OutMessage
 from tests.conftest import CI, ROOT, require_mosquitto
 from tests.mqtt_peer import Peer
 

@@ -1,4 +1,4 @@
-"""The features' fixed points (edge/feature.py): routing, and containment of a feature
+"""The features' fixed points (edge.core.feature): routing, and containment of a feature
 that raises, with the in-memory transport (the logic) and on the real broker."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.feature import Answered, Feature, Route, Router, matches
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.core.feature import Answered, Feature, Route, Router, matches
 from edgewise.edge.testing import MemoryTransport, fake_classifier
 from tests.agents import new_device
 from tests.mqtt_peer import Peer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgewise.edge.features import DEFAULT_BANDS, STATS, feature_names, window_features
+from edgewise.edge.runtime.features import DEFAULT_BANDS, STATS, feature_names, window_features
 
 FS = 1000.0
 T = 500

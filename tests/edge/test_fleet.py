@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.desired import Desired
-from edgewise.edge.endpoint import Endpoint
-from edgewise.edge.fleet_client import FleetLink, publish_bundle, set_desired
-from edgewise.edge.fleet_topics import Target
-from edgewise.edge.signing import generate_keys, load_private_key, sign_bundle
-from edgewise.edge.transfer import pack
+from edgewise.edge.link.endpoint import Endpoint
+from edgewise.edge.link.fleet_topics import Target
+from edgewise.edge.remote.fleet_client import FleetLink, publish_bundle, set_desired
+from edgewise.edge.runtime.desired import Desired
+from edgewise.edge.runtime.signing import generate_keys, load_private_key, sign_bundle
+from edgewise.edge.runtime.transfer import pack
 from tests.agents import serving
 from tests.conftest import ROOT
 from tests.edge.test_activation import _break_selftest, _bump_version

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.desired import Desired
-from edgewise.edge.fleet_status import device_topics, fleet_rows, waiting_reason
-from edgewise.edge.fleet_topics import Target
+from edgewise.edge.link.fleet_topics import Target
+from edgewise.edge.remote.fleet_status import device_topics, fleet_rows, waiting_reason
+from edgewise.edge.runtime.desired import Desired
 from tests.agents import serving
 from tests.edge.test_activation import _break_selftest
 from tests.edge.test_fleet import MODEL, Watcher, cli, roll_out, signed_copy
@@ -143,7 +143,7 @@ def test_forget_clears_a_decommissioned_device(
 
 @pytest.mark.parametrize("which", ["exporter", "dashboard"])
 def test_monitors_drop_a_forgotten_device(which: str) -> None:
-    from edgewise.edge.message import Message
+    from edgewise.edge.link.message import Message
 
     def msg(topic: str, payload: bytes) -> Message:
         return Message(topic=topic, payload=payload, qos=1, received_at=0.0, retain=True)

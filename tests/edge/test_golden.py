@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.fleet_topics import Target
+from edgewise.edge.link.fleet_topics import Target
 from edgewise.edge.workers import helper_client_id
 from tests.agents import serving
 from tests.edge.test_fleet import roll_out

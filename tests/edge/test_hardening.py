@@ -20,11 +20,11 @@ import paho.mqtt.client as paho
 import pytest
 
 from edgewise.deploy.broker import LocalBroker, start_mosquitto
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.message import Message
-from edgewise.edge.outbox import Outbox, OutMessage
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.link.message import Message
+from edgewise.edge.link.outbox import Outbox, OutMessage
 from tests.mqtt_peer import Peer
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -298,16 +298,16 @@ def test_wrong_password_is_one_clear_line_and_no_protocol_fallback(
     secured = start_mosquitto(
         tmp_path / "mosq", extra=["allow_anonymous false", f"password_file {passwords}"]
     )
-    from edgewise.edge.backoff import Backoff
-    from edgewise.edge.endpoint import Endpoint
-    from edgewise.edge.mqtt import MqttConnection
+    from edgewise.edge.link.backoff import Backoff
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.link.mqtt import MqttConnection
 
     conn = MqttConnection(
         Endpoint.parse(f"mqtt://edge:hunter2@127.0.0.1:{secured.port}"),
         backoff=Backoff(initial=0.05, cap=0.2),
     )
     try:
-        with caplog.at_level("INFO", logger="edgewise.edge.mqtt"):
+        with caplog.at_level("INFO", logger="edgewise.edge.link.mqtt"):
             conn.start()
             time.sleep(2.0)
         assert not conn.connected and conn.protocol == "5"
@@ -353,8 +353,8 @@ def test_watch_on_an_unreachable_broker_is_one_line_within_its_timeout(tmp_path:
 
 def test_paho_thread_survives_a_failing_message_handler(broker: LocalBroker) -> None:
     """A callback that raises must not end paho's network thread."""
-    from edgewise.edge.endpoint import Endpoint
-    from edgewise.edge.mqtt import MqttConnection
+    from edgewise.edge.link.endpoint import Endpoint
+    from edgewise.edge.link.mqtt import MqttConnection
 
     got: list[Message] = []
 
@@ -392,7 +392,7 @@ def test_oversized_requests_are_dropped_by_the_broker(
 ) -> None:
     """The agent announces an MQTT 5 Maximum Packet Size from max_payload: a burst of
     8 MB requests never reaches it (memory stays bounded), and it keeps answering."""
-    from edgewise.edge.role import receive_limit
+    from edgewise.edge.core.role import receive_limit
     from tests.agents import new_device, serving
 
     device = new_device("mps")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgewise.edge.health import LatencyWindow, cpu_temperature, rss_bytes
+from edgewise.edge.core.health import LatencyWindow, cpu_temperature, rss_bytes
 
 
 def test_latency_window_percentiles_over_the_last_values() -> None:

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.payload import encode_tensor_request
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.link.payload import encode_tensor_request
 from tests.mqtt_peer import Peer
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]

@@ -34,9 +34,9 @@ HOST_MODULES = [
 
 PROBE = """
 import json, sys
-from edgewise.edge.agent import Agent
+from edgewise.edge.core.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.config import AgentConfig
 import edgewise.cli
 edgewise.cli.build_parser("agent")
 a = build_agent(AgentConfig(bundles=(sys.argv[1],), broker=sys.argv[2], device="split"))
@@ -52,8 +52,8 @@ print(json.dumps(sorted(top | ours)))
 @pytest.fixture(params=["iris", "vibration"])
 def case(request: pytest.FixtureRequest) -> tuple[Path, str, list[Any], Any]:
     """(bundle, model name, instances, label the host process predicts): ONNX and TFLite."""
-    from edgewise.edge.bundle import load_bundle
-    from edgewise.edge.model import ServedModel
+    from edgewise.edge.runtime.bundle import load_bundle
+    from edgewise.edge.runtime.model import ServedModel
 
     if request.param == "iris":
         path, instances = request.getfixturevalue("iris_bundle"), [[5.1, 3.5, 1.4, 0.2]]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.manifest import (
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.manifest import (
     HEADS,
     ClassificationHead,
     Manifest,
@@ -18,7 +18,7 @@ from edgewise.edge.manifest import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "edge/schemas/manifest-v1.schema.json"
+SCHEMA = ROOT / "edge/src/edgewise/edge/runtime/schemas/manifest-v1.schema.json"
 
 
 def _raw(bundle: Path) -> dict[str, Any]:
@@ -26,7 +26,8 @@ def _raw(bundle: Path) -> dict[str, Any]:
 
 
 def test_schema_file_is_generated_from_the_classes() -> None:
-    """One source of truth: `python -m edgewise.edge.manifest > edge/schemas/...` rewrites it."""
+    """One source of truth: `python -m edgewise.edge.runtime.manifest > .../schemas/...`
+    rewrites it."""
     assert json.loads(SCHEMA.read_text()) == json_schema()
     switch = {c["if"]["properties"]["task"]["const"] for c in json_schema()["allOf"]}
     assert switch == set(HEADS)

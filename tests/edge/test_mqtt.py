@@ -1,4 +1,4 @@
-"""edge.mqtt: back-off (pure logic), protocol fallback on a 3.1.1-only broker, reconnect."""
+"""edge.link.mqtt: back-off (pure logic), protocol fallback on a 3.1.1-only broker, reconnect."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from edgewise.deploy.broker import start_amqtt, start_mosquitto
 from edgewise.edge.app import build_agent
-from edgewise.edge.backoff import Backoff
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.link.backoff import Backoff
+from edgewise.edge.link.endpoint import Endpoint
 from tests.conftest import require_mosquitto
 from tests.mqtt_peer import Peer
 

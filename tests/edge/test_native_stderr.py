@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from edgewise.edge.native_stderr import quiet_native_stderr
+from edgewise.edge.runtime.native_stderr import quiet_native_stderr
 
 
 def test_native_output_is_kept_for_the_debug_log(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    logger = "edgewise.edge.native_stderr"
+    logger = "edgewise.edge.runtime.native_stderr"
     with caplog.at_level(logging.INFO, logger=logger), quiet_native_stderr("a loader"):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
     assert "XNNPACK" not in capfd.readouterr().err

@@ -10,9 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgewise.edge.manifest import Feature, Marginal, OcclusionExplain
-from edgewise.edge.occlusion import Occlusion, image_groups, row_groups, target, window_groups
-from edgewise.edge.one_hot import OneHotRows
+from edgewise.edge.runtime.manifest import Feature, Marginal, OcclusionExplain
+from edgewise.edge.runtime.occlusion import (
+    Occlusion,
+    image_groups,
+    row_groups,
+    target,
+    window_groups,
+)
+from edgewise.edge.runtime.one_hot import OneHotRows
 
 
 @pytest.mark.parametrize(
@@ -88,7 +94,7 @@ def test_one_hot_rows() -> None:
 
 
 def test_manifest_checks_the_encoded_width() -> None:
-    from edgewise.edge.manifest import InputSpec
+    from edgewise.edge.runtime.manifest import InputSpec
 
     features = (
         Feature(name="t", dtype="float32", nullable=True),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgewise.edge.errors import RequestError
-from edgewise.edge.payload import (
+from edgewise.edge.link.payload import (
     TENSOR_MAGIC,
     decode_request,
     encode,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
 from tests.agents import new_device, serving
 from tests.mqtt_peer import Peer
@@ -114,7 +114,7 @@ def test_send_to_a_pool(broker: Any, iris_bundle: Path, tmp_path: Path) -> None:
 def test_a_pool_answer_claims_only_the_member_its_topic_names(
     topic: str, doc: dict[str, Any], taken: bool
 ) -> None:
-    from edgewise.edge.client import _signed_by_topic
+    from edgewise.edge.remote.client import _signed_by_topic
 
     assert _signed_by_topic(topic, doc, "p/pool/l/m/in") is taken
 
@@ -124,8 +124,8 @@ def test_send_to_a_pool_drops_answers_in_another_members_name(
 ) -> None:
     """A client on the open broker answers every request first, on its own member topic
     but claiming the real member: `send` counts only the real answers."""
-    from edgewise.edge.client import send_csv
-    from edgewise.edge.topics import Topics
+    from edgewise.edge.link.topics import Topics
+    from edgewise.edge.remote.client import send_csv
 
     pool = f"line-{uuid.uuid4().hex[:6]}"
     base = f"edgewise/pool/{pool}/iris-rf"

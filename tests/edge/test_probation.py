@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.probation import Probation, Trial
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.fleet.probation import Probation, Trial
 from edgewise.edge.testing import MemoryFactory, MemoryTransport, fake_classifier
 
 IN = "edgewise/unit/m/in"

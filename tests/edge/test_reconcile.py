@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge import bundle_store, reconcile
-from edgewise.edge.bundle_store import BundleStore
-from edgewise.edge.desired import Desired
-from edgewise.edge.endpoint import Endpoint
-from edgewise.edge.fleet_client import FleetLink, set_desired
-from edgewise.edge.fleet_topics import Target
-from edgewise.edge.transfer import BundleIndex, pack
+from edgewise.edge.fleet import bundle_store, reconcile
+from edgewise.edge.fleet.bundle_store import BundleStore
+from edgewise.edge.link.endpoint import Endpoint
+from edgewise.edge.link.fleet_topics import Target
+from edgewise.edge.remote.fleet_client import FleetLink, set_desired
+from edgewise.edge.runtime.desired import Desired
+from edgewise.edge.runtime.transfer import BundleIndex, pack
 from tests.agents import serving
 from tests.edge.test_fleet import MODEL, Watcher, operator_key, roll_out
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.app import build_agent
-from edgewise.edge.client import connect, wait_ready
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
+from edgewise.edge.remote.client import connect, wait_ready
 from tests.mqtt_peer import Peer
 
 
@@ -54,7 +54,7 @@ def test_spoofed_status_and_info_are_restored_within_a_second(
 def test_send_refuses_an_info_from_another_session(broker: LocalBroker) -> None:
     """No agent restores it here: `send` sees online + an info whose session is not the one
     in the health report, and says so instead of asking for the wrong columns."""
-    from edgewise.edge.topics import Topics
+    from edgewise.edge.link.topics import Topics
 
     device = f"sp-{uuid.uuid4().hex[:6]}"
     topics = Topics("edgewise", device)

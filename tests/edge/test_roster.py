@@ -1,4 +1,4 @@
-"""The operator's roster (edge/roster.py): parsing, signatures and the ACL it makes."""
+"""The operator's roster (edge.remote.roster): parsing, signatures and the ACL it makes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.roster import Roster
-from edgewise.edge.signing import generate_keys, load_private_key
+from edgewise.edge.remote.roster import Roster
+from edgewise.edge.runtime.signing import generate_keys, load_private_key
 from tests.conftest import ROOT
 
 GOOD = (

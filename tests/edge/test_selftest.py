@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.loader import load_models
-from edgewise.edge.model import ServedModel
-from edgewise.edge.selftest import SelfTestFailed, compare, run_selftest
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.loader import load_models
+from edgewise.edge.runtime.model import ServedModel
+from edgewise.edge.runtime.selftest import SelfTestFailed, compare, run_selftest
 
 
 @pytest.mark.parametrize("fixture", ["iris_bundle", "rooms_bundle", "vibration_int8_bundle"])

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.agent import Agent
-from edgewise.edge.bundle import load_bundle
-from edgewise.edge.client import send
+from edgewise.edge.core.agent import Agent
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.model import ServedModel
-from edgewise.edge.send_data import csv_rows, csv_windows, npz_arrays
-from edgewise.edge.topics import Topics
+from edgewise.edge.link.topics import Topics
+from edgewise.edge.remote.client import send
+from edgewise.edge.remote.send_data import csv_rows, csv_windows, npz_arrays
+from edgewise.edge.runtime.bundle import load_bundle
+from edgewise.edge.runtime.model import ServedModel
 from tests.agents import new_device, serving
 from tests.conftest import ROOT
 

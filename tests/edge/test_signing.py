@@ -14,8 +14,8 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.errors import BundleError, EdgewiseError
-from edgewise.edge.loader import load_models
-from edgewise.edge.signing import (
+from edgewise.edge.runtime.loader import load_models
+from edgewise.edge.runtime.signing import (
     SIGNATURE_NAME,
     generate_keys,
     key_id,

@@ -1,5 +1,6 @@
-"""Bundles as packs and chunks (edge.transfer), desired states (edge.desired), and the
-device's store of received bundles (edge.bundle_store): pure logic, no broker."""
+"""Bundles as packs and chunks (edge.runtime.transfer), desired states
+(edge.runtime.desired), and the device's store of received bundles
+(edge.fleet.bundle_store): pure logic, no broker."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.edge.bundle_store import BundleStore, Entry
-from edgewise.edge.desired import Desired
 from edgewise.edge.errors import BundleError, EdgewiseError
-from edgewise.edge.fleet_topics import FleetTopics, Target
-from edgewise.edge.topics import check_device
-from edgewise.edge.transfer import BundleIndex, check_chunk, pack, unpack
+from edgewise.edge.fleet.bundle_store import BundleStore, Entry
+from edgewise.edge.link.fleet_topics import FleetTopics, Target
+from edgewise.edge.link.topics import check_device
+from edgewise.edge.runtime.desired import Desired
+from edgewise.edge.runtime.transfer import BundleIndex, check_chunk, pack, unpack
 
 
 def test_pack_round_trips_and_is_content_addressed(iris_bundle: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``workers`` > 1: helper processes share the device's requests (edge/workers.py)."""
+"""``workers`` > 1: helper processes share the device's requests (edge.workers)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from edgewise.deploy.broker import LocalBroker, start_amqtt
-from edgewise.edge.agent import Agent
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.core.agent import Agent
+from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.mqtt import MqttConnection
+from edgewise.edge.link.endpoint import Endpoint
+from edgewise.edge.link.mqtt import MqttConnection
 from edgewise.edge.workers import Retirement, Workers
 from tests.agents import new_device, serving
 from tests.mqtt_peer import Peer

@@ -386,7 +386,7 @@ def test_a_keras_command_leaves_stderr_clean(tmp_path: Path) -> None:
 
 
 def test_native_banners_are_recognised_and_nothing_else() -> None:
-    from edgewise.edge.native_stderr import NATIVE_BANNER
+    from edgewise.edge.runtime.native_stderr import NATIVE_BANNER
 
     banners = [
         b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgewise.deploy.broker import LocalBroker
-from edgewise.edge.endpoint import Endpoint
+from edgewise.edge.link.endpoint import Endpoint
 from edgewise.monitor.serve import serve_exporter
 from tests.agents import new_device, serving
 from tests.conftest import ROOT
@@ -161,7 +161,7 @@ def test_cli_serves_until_stopped(broker: LocalBroker) -> None:
 def test_invented_model_names_and_huge_documents_stay_bounded(which: str) -> None:
     """50,000 model topics under one device id, or 1 MB health documents, once grew the
     monitors without bound: each device keeps at most 64 models, large documents go."""
-    from edgewise.edge.message import Message
+    from edgewise.edge.link.message import Message
 
     if which == "exporter":
         from edgewise.monitor.exporter import MAX_MODELS, FleetState

@@ -16,7 +16,7 @@ import pytest
 
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.config import AgentConfig
 from edgewise.trainer.compare import CandidateResult, CompareReport
 from edgewise.trainer.report import recommend, table_rows
 from tests.edgewise.test_cli import edgewise

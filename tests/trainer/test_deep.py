@@ -14,7 +14,7 @@ from edgewise.converters.keras_export import KerasExportOptions, export_keras
 from edgewise.converters.keras_host import save_keras_host_model
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.errors import EdgewiseError
-from edgewise.edge.model import ServedModel
+from edgewise.edge.runtime.model import ServedModel
 from edgewise.trainer.datasets import load_csv
 from edgewise.trainer.deep import train_deep
 from edgewise.trainer.tensors import TensorData, load_digits_images, load_vibration

@@ -14,7 +14,7 @@ import pytest
 from edgewise.converters.host_model import load_host_model
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
+from edgewise.edge.core.config import AgentConfig
 from edgewise.trainer import examples
 from tests.edgewise.test_cli import edgewise
 from tests.mqtt_peer import Peer

@@ -17,8 +17,8 @@ from edgewise.converters.parity import ParityError
 from edgewise.converters.sklearn_onnx import export_sklearn
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.app import build_agent
-from edgewise.edge.config import AgentConfig
-from edgewise.edge.payload import encode_tensor_request
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.link.payload import encode_tensor_request
 from edgewise.trainer.autoencoder import train_autoencoder
 from edgewise.trainer.datasets import load_builtin
 from edgewise.trainer.tensors import (
@@ -103,7 +103,7 @@ def test_window_features_model_serves_raw_windows(
 def _features(X: np.ndarray, bundle: Any) -> Any:
     import pandas as pd
 
-    from edgewise.edge.features import window_features
+    from edgewise.edge.runtime.features import window_features
 
     w = bundle.manifest.to_dict()["input"]["window_features"]
     names = [f["name"] for f in bundle.manifest.to_dict()["input"]["features"]]

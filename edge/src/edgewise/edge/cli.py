@@ -1,0 +1,212 @@
+"""Device-side commands: ``agent``, ``send``, ``watch``. They need only ``edgewise[edge]``.
+
+Only argparse is imported here; each command imports what it runs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Light (no NumPy, no paho): the defaults are defined once, with the topics.
+from edgewise.edge.link.topics import DEFAULT_PREFIX
+from edgewise.edge.remote.args import add_broker_arguments, connection_settings, endpoint_from_args
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number from 1 to 64, or auto")
+    return count
+
+
+def configure_agent(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise agent``."""
+    p.add_argument(
+        "--bundle",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="bundle directory to serve (repeat for several models)",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="serve only bundles signed by this Ed25519 public key (repeatable)",
+    )
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="follow the roll-outs of this device group (repeatable; docs/fleet.md)",
+    )
+    p.add_argument(
+        "--pool", default=None, metavar="NAME", help="also serve this device pool's requests"
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="processes serving this device's requests (auto: one per CPU; MQTT 5)",
+    )
+    add_broker_arguments(p)
+    p.add_argument(
+        "--qos", type=int, choices=[0, 1], default=None, help="QoS of requests, answers (default 1)"
+    )
+    p.add_argument("--num-threads", type=int, default=None, help="runtime threads per model")
+    p.add_argument("--queue-size", type=int, default=None, help="QoS 0 requests waiting at most")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the outbox lives (default $XDG_STATE_HOME/edgewise or ~/.local/state/edgewise)",
+    )
+    p.add_argument(
+        "--no-outbox",
+        dest="durable",
+        action="store_false",
+        default=None,
+        help="no persistent session or on-disk outbox (lower latency; answers can be lost)",
+    )
+    p.add_argument(
+        "--health-interval", type=float, default=None, help="seconds between health reports"
+    )
+    p.set_defaults(run=run_agent)
+
+
+def configure_send(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise send``."""
+    add_broker_arguments(p)
+    p.add_argument("--model", required=True, help="model name (as in its manifest)")
+    p.add_argument("--pool", metavar="NAME", help="send to a device pool instead of --device")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", metavar="FILE", help="rows to send, with a header")
+    src.add_argument(
+        "--npz",
+        metavar="FILE",
+        help="array x (instances, batch axis first) and optional labels y, sent as tensors",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="--csv of raw samples (a column per channel): cut into windows of N rows",
+    )
+    p.add_argument("--target", help="column with the true label, to print the accuracy")
+    p.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_send)
+
+
+def configure_watch(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise watch``."""
+    add_broker_arguments(p)
+    p.add_argument("--count", type=int, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    p.add_argument("--json", action="store_true", help="print raw JSON lines")
+    p.set_defaults(run=run_watch)
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    from edgewise.edge.app import run_agent as serve
+    from edgewise.edge.core.config import AgentConfig
+
+    base = AgentConfig.from_toml(args.config) if args.config else AgentConfig()
+    config = base.merged(
+        bundles=tuple(args.bundle) if args.bundle else None,
+        trusted_keys=tuple(args.trusted_key) if args.trusted_key else None,
+        groups=tuple(args.group) if args.group else None,
+        pool=args.pool,
+        workers=args.workers,
+        broker=args.broker,
+        **connection_settings(args),
+        device=args.device,
+        prefix=args.prefix,
+        protocol=args.protocol,
+        qos=args.qos,
+        num_threads=args.num_threads,
+        queue_size=args.queue_size,
+        state_dir=args.state_dir,
+        durable=args.durable,
+        health_interval=args.health_interval,
+    )
+    return serve(config)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.link.topics import Topics
+    from edgewise.edge.remote.client import send
+    from edgewise.edge.remote.send_data import csv_rows, csv_windows, npz_arrays
+
+    if args.window is not None and not args.csv:
+        raise EdgewiseError("--window goes with --csv FILE (raw samples, a column per channel)")
+    if args.npz:
+        plan = npz_arrays(args.npz)
+    elif args.window is not None:
+        plan = csv_windows(args.csv, args.window, args.target)
+    else:
+        plan = csv_rows(args.csv, args.target)
+    if args.pool and args.device:
+        raise EdgewiseError("--pool and --device: send to one or the other")
+    from edgewise.edge.core.config import default_state_dir
+    from edgewise.edge.core.device_id import default_device
+
+    device = args.device or default_device(default_state_dir())[0]  # the local agent's default
+    topics = Topics(args.prefix or DEFAULT_PREFIX, device, args.pool)
+    result = send(
+        endpoint_from_args(args),
+        topics,
+        args.model,
+        plan,
+        batch=args.batch,
+        timeout=args.timeout,
+        protocol=args.protocol or "auto",
+        progress=not args.no_progress,
+    )
+    unit = "instances" if args.npz else "windows" if args.window else "rows"
+    rate = result.answered / result.seconds if result.seconds else 0.0
+    print(
+        f"sent {result.sent} {unit}, {result.answered} answered "
+        f"in {result.seconds:.2f}s ({rate:.0f} {unit}/s)"
+    )
+    if result.errors:
+        print("errors: " + ", ".join(f"{code} x{n}" for code, n in result.errors.items()))
+    if result.accuracy is not None:
+        # Over what was sent: a held-out score only when the data was held out in training.
+        print(
+            f"accuracy on device over the {result.scored} labelled {unit} sent: "
+            f"{result.accuracy:.4f} ({result.correct}/{result.scored})"
+        )
+    if result.answered + sum(result.errors.values()) < result.sent:
+        print(f"{result.sent - result.answered - sum(result.errors.values())} {unit} unanswered")
+    # Any error answer is a failure for scripts: the counts by code are printed above.
+    return 0 if result.answered == result.sent else 1
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from edgewise.edge.remote.client import watch
+
+    watch(
+        endpoint_from_args(args),
+        args.prefix or DEFAULT_PREFIX,
+        args.device or "+",
+        sys.stdout,
+        count=args.count,
+        timeout=args.timeout,
+        as_json=args.json,
+        protocol=args.protocol or "auto",
+    )
+    return 0
