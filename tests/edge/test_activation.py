@@ -58,7 +58,13 @@ def test_swap_under_a_steady_stream_loses_nothing(
 ) -> None:
     live = Path(shutil.copytree(iris_bundle, tmp_path / "live"))
     device, total = new_device("swap"), 400
-    with serving(broker, [live], device) as agent, answers_peer(broker, device) as peer:
+    # What this checks is the swap; the p99 rule has its own tests (test_probation.py), and
+    # a sub-millisecond p99 of a loaded CI machine can trip it (3.4 ms against 0.25 ms seen).
+    loose = {"probation_max_p99_ratio": 1000.0}
+    with (
+        serving(broker, [live], device, **loose) as agent,
+        answers_peer(broker, device) as peer,
+    ):
         topic = f"edgewise/{device}/iris-rf/in"
 
         def stream() -> None:

@@ -170,10 +170,11 @@ def test_int8_probabilities_sum_to_one(vibration_int8_bundle: Path) -> None:
     """Dequantized int8 outputs step by 1/256; answers are renormalized distributions, and
     the label is still the most probable class."""
     from edgewise.edge.runtime.loader import load_models
-    from edgewise.trainer.vibration import generate
 
+    # The generator is host code: a device install does not hold it (run on the host).
+    vibration = pytest.importorskip("edgewise.trainer.vibration")
     model = next(iter(load_models([str(vibration_int8_bundle)]).values()))
-    windows, _ = generate(per_class=10, seed=7)
+    windows, _ = vibration.generate(per_class=10, seed=7)
     predictions = model.predict_tensor(windows)
     sums = [sum(p["probabilities"].values()) for p in predictions]
     assert np.allclose(sums, 1.0, atol=1e-5), sums

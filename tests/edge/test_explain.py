@@ -120,12 +120,12 @@ def test_every_task_explains(tmp_path: Path, dataset: str, model: str, target: s
     edge, host = served(tmp_path, dataset, model)
     rows = device_instances(host)  # type: ignore[arg-type]
     preds = edge.predict(rows[:5], explain=True, top=None)
-    n = len(edge.runtime.features)
+    n = len(edge.features)
     for pred in preds:
         why = pred["explanation"]
         assert why["method"] == "occlusion" and why["target"].startswith(target)
         assert n <= why["evaluations"] <= 64 and len(why["top"]) == n
-        assert {t["feature"] for t in why["top"]} == {f.name for f in edge.runtime.features}
+        assert {t["feature"] for t in why["top"]} == {f.name for f in edge.features}
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_explain_over_mqtt_and_unsupported_model(
     edge, _ = served(tmp_path, "iris", "logistic-regression")
     device = f"ex-{uuid.uuid4().hex[:6]}"
     config = AgentConfig(
-        bundles=(str(edge.runtime.bundle.path), str(rooms_bundle)), broker=broker.url, device=device
+        bundles=(str(edge.bundle.path), str(rooms_bundle)), broker=broker.url, device=device
     )
     agent = build_agent(config)
     agent.start()
@@ -169,7 +169,7 @@ def test_explain_over_mqtt_and_unsupported_model(
         [pred] = peer.expect_json("/out")["predictions"]
         assert pred["label"] == "setosa" and pred["explanation"]["method"] == "linear"
         assert {t["feature"] for t in pred["explanation"]["top"]} <= set(
-            f.name for f in edge.runtime.features
+            f.name for f in edge.features
         )
         peer.request(f"edgewise/{device}/{edge.name}/in", {"id": 2, "instances": [row]})
         assert "explanation" not in peer.expect_json("/out")["predictions"][0]

@@ -60,7 +60,7 @@ def test_full_outbox_drops_oldest_and_counts(
 def test_committed_entries_survive_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite"
     script = (
-        "import os, sys; from edge.link.outbox import Outbox, OutMessage; "
+        "import os, sys; from edgewise.edge.link.outbox import Outbox, OutMessage; "
         "box = Outbox(sys.argv[1]); "
         "[box.put([OutMessage('t', str(i).encode())]) for i in range(100)]; "
         "os.kill(os.getpid(), 9)"
