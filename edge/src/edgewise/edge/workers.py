@@ -100,6 +100,7 @@ class Workers(Feature):
         self.restart_requested = threading.Event()  # set by a roll-out, reload or rollback
         self._body = json.dumps(_helper_doc(host.config)).encode() + b"\n"
         self._stopping: threading.Thread | None = None
+        self._stop_deadline = 0.0
 
     # -- the feature's points -------------------------------------------------------------
 
@@ -110,13 +111,14 @@ class Workers(Feature):
         self.restart_requested.set()  # the helpers load what is active now
 
     def stopping(self, timeout: float) -> None:
-        """They drain beside this process."""
+        """They drain beside this process, within the same ``timeout``."""
         self._stopping = threading.Thread(target=self.stop, args=(timeout,), daemon=True)
         self._stopping.start()
+        self._stop_deadline = time.monotonic() + timeout
 
     def close(self) -> None:
         if self._stopping is not None:
-            self._stopping.join(self._config.drain_timeout + 5.0)
+            self._stopping.join(max(0.1, self._stop_deadline - time.monotonic()))
 
     def health(self, doc: dict[str, Any]) -> None:
         """The helpers' counters and per-model outcomes added in; their summary."""
