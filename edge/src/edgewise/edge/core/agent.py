@@ -47,7 +47,7 @@ from edgewise.edge.core.health import (
 )
 from edgewise.edge.core.retained import RetainedGuard
 from edgewise.edge.core.role import Role, make_link
-from edgewise.edge.core.supervision import Notifier, Supervisor, stop_on_signals
+from edgewise.edge.core.supervision import Notifier, Supervisor
 from edgewise.edge.link.backoff import Backoff
 from edgewise.edge.link.delivery import Delivery, DirectDelivery
 from edgewise.edge.link.message import Message
@@ -252,13 +252,6 @@ class Agent(RequestPath):
                 return 1
         self.stop()
         return 0
-
-    def run_forever(self) -> int:
-        """Serve until SIGTERM/SIGINT (exit status 0) or a thread failure (1); a second
-        signal exits at once."""
-        stop_requested = stop_on_signals()
-        self.start()
-        return self.wait(stop_requested)
 
     def activate(self, model: ServedModel) -> None:
         """Serve ``model`` from the next request on (a new model or a new version of one);
