@@ -79,11 +79,11 @@ class Agent(RequestPath):
         self.config = config
         self.role = role if role is not None else Role.main(config)
         self.topics = config.topics
-        self.backend_options = BackendOptions(config.num_threads, config.providers)
+        options = BackendOptions(config.num_threads, config.providers)
         self.models = (
             models
             if models is not None
-            else load_models(config.bundles, self.backend_options, config.trusted_keys)
+            else load_models(config.bundles, options, config.trusted_keys)
         )
         self.features = Features()
         self._router = Router()

@@ -159,13 +159,6 @@ class Features:
         """The attached feature of type ``kind`` (None when not attached)."""
         return next((f for f in self.all if isinstance(f, kind)), None)
 
-    def contained(self, feature: Feature, point: str, call: Callable[[], None]) -> None:
-        """Run one hook; what it raises is logged (once a minute) and counted."""
-        try:
-            call()
-        except Exception:
-            self._raised(feature, point)
-
     def _raised(self, feature: Feature, point: str) -> None:
         # Inside an except block: log.exception shows the hook's traceback.
         self.errors += 1
