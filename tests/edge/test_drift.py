@@ -426,11 +426,15 @@ def test_the_final_health_reports_the_capture_store(
     document is published, and that document counts the rows captured last."""
     device = new_device("capture")
     peer = Peer(broker.port)
-    peer.subscribe(f"edgewise/{device}/health", f"edgewise/{device}/iris-rf/out")
+    peer.subscribe(
+        f"edgewise/{device}/health", f"edgewise/{device}/iris-rf/out", f"edgewise/{device}/status"
+    )
     try:
         with serving(
             broker, [iris_bundle], device, state_dir=tmp_path, capture={"sample_rate": 1.0}
         ):
+            # `online` comes after the agent's subscriptions: the request is not lost before.
+            assert peer.expect("/status", timeout=10).payload == b"online"
             rows = [[5.1, 3.5, 1.4, 0.2]] * 3
             peer.request(f"edgewise/{device}/iris-rf/in", {"id": 1, "instances": rows})
             assert peer.expect_json("/out")["id"] == 1
