@@ -154,6 +154,12 @@ def test_status_and_info_are_retained(broker: LocalBroker, iris_bundle: Path, de
     a = build_agent(AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device))
     a.start()
     assert a.connection.wait_connected(10)
+    watcher = Peer(broker.port)
+    watcher.subscribe(f"edgewise/{device}/status")
+    # Once a first subscriber saw `online`, the broker holds it: a later subscriber gets it
+    # as retained (before, it might arrive live, retain=0, and say nothing about retention).
+    assert watcher.expect("/status", timeout=10).payload == b"online"
+    watcher.close()
     p = Peer(broker.port)
     try:
         p.subscribe(f"edgewise/{device}/status", f"edgewise/{device}/iris-rf/info")
