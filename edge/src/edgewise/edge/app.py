@@ -30,6 +30,7 @@ from edgewise.edge.observe.ha_discovery import Discovery
 from edgewise.edge.runtime.backends import BackendOptions
 from edgewise.edge.runtime.loader import load_models, trusted_public_keys
 from edgewise.edge.runtime.model import ServedModel
+from edgewise.edge.streams.feature import Streams
 from edgewise.edge.workers import Retirement, SupervisorReport, Workers, helper_client_id
 
 
@@ -65,6 +66,7 @@ def build_agent(
         Fleet(agent, record, activation, shadows),
         Retirement(config),  # helpers of a larger `workers` leave their subscription
         *([Workers(agent, agent.supervisor.fail)] if config.workers > 1 else []),
+        *([Streams(agent)] if config.streams else []),  # the user's sensors (docs/streams.md)
     )
     return agent
 
@@ -75,7 +77,9 @@ def build_helper(config: AgentConfig, index: int, retiring: bool = False) -> Age
     main process. A ``retiring`` helper subscribes to nothing: it answers what the broker
     held for its session, and leaves the shared subscription."""
     drift = config.drift.model_copy(update={"enabled": False})
-    config = config.model_copy(update={"ha_discovery": False, "capture": None, "drift": drift})
+    config = config.model_copy(
+        update={"ha_discovery": False, "capture": None, "drift": drift, "streams": ()}
+    )
     plain, shared = config.topics.requests, config.topics.shared_requests
     role = Role(
         client_id=helper_client_id(config.device, index),

@@ -34,7 +34,7 @@ from typing import Any
 
 from edgewise.edge.core.batching import answer_together
 from edgewise.edge.core.config import AgentConfig
-from edgewise.edge.core.feature import Feature, Features, Route, Router
+from edgewise.edge.core.feature import Answered, Feature, Features, Job, Route, Router
 from edgewise.edge.core.flood import FloodMemory
 from edgewise.edge.core.handler import RequestPath
 from edgewise.edge.core.health import (
@@ -92,7 +92,7 @@ class Agent(RequestPath):
         self.tally = ModelTally()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
-        self._queue: queue.Queue[Message] = queue.Queue(maxsize=config.queue_size)
+        self._queue: queue.Queue[Message | Job] = queue.Queue(maxsize=config.queue_size)
         self._recent: collections.OrderedDict[tuple[int, str, int], None] = (
             collections.OrderedDict()
         )
@@ -267,6 +267,28 @@ class Agent(RequestPath):
         self.connection.publish(topic, body, qos=1, retain=True)
         self.features.swapped(old, model)
 
+    def submit(self, job: Job) -> bool:
+        """Run ``job`` on the worker (feature.Job); False when the queue is full or the
+        agent stops (the feature keeps its work and counts it)."""
+        if not self._accepting.is_set():
+            return False
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            return False
+        return True
+
+    def record(self, answer: Answered) -> None:
+        """A prediction a job made (worker thread): its latency and tally, and the
+        features hear of it as of an answered request (drift, capture, probation)."""
+        name = answer.model.name
+        window = self.inference_ms.get(name)
+        if window is not None:
+            window.add(answer.elapsed_ms)
+        self.counters.backend_calls += 1
+        self.tally.add(name, "answered")
+        self.features.answered(answer)
+
     def remove(self, name: str) -> None:
         """Stop serving ``name`` (``edgewise undeploy``) and clear its retained info."""
         model = self.models.pop(name, None)
@@ -350,7 +372,7 @@ class Agent(RequestPath):
             except queue.Empty:
                 continue
             self._idle.clear()
-            batch = [first]
+            batch: list[Message | Job] = [first]
             # Take what is queued; with max_batch_wait_ms, wait that long for more.
             until = time.monotonic() + self.config.max_batch_wait_ms / 1000.0
             while len(batch) < BATCH:
@@ -368,23 +390,27 @@ class Agent(RequestPath):
                 if self._queue.empty():
                     self._flood.drained()
 
-    def _shed(self, batch: list[Message]) -> list[Message]:
+    def _shed(self, batch: list[Message | Job]) -> list[Message | Job]:
         """The batch without the QoS 0 requests that waited past ``max_wait_ms``: those are
         answered "overloaded" at once (a flood's backlog is cleared, not computed)."""
         limit = self.config.max_wait_ms / 1000.0
         if not limit:
             return batch
         now = time.monotonic()
-        keep = []
+        keep: list[Message | Job] = []
         for msg in batch:
-            if msg.qos == 0 and now - msg.received_at > limit:
+            if isinstance(msg, Job):
+                keep.append(msg)
+            elif msg.qos == 0 and now - msg.received_at > limit:
                 self._overloaded(msg, "waited too long in the agent's queue; retry later")
             else:
                 keep.append(msg)
         return keep
 
-    def _serve(self, batch: list[Message]) -> None:
+    def _serve(self, items: list[Message | Job]) -> None:
         """Answer a batch, commit the answers, then acknowledge the requests."""
+        batch = [m for m in items if not isinstance(m, Job)]
+        done = [out for job in items if isinstance(job, Job) for out in self._run(job)]
         keys = [(msg.mid, msg.topic, hash(msg.payload)) for msg in batch]
         fresh = []
         for msg, key in zip(batch, keys, strict=True):
@@ -396,7 +422,7 @@ class Agent(RequestPath):
             answers = answer_together(self, fresh)  # same-model requests: one backend call
         else:
             answers = [a for msg in fresh for a in self.contain(msg)]
-        if not self._store(answers):
+        if not self._store(answers + done if done else answers):
             return  # stopping with the outbox failing: unacknowledged, the broker keeps them
         now = time.monotonic()
         for msg, key in zip(batch, keys, strict=True):
@@ -408,6 +434,15 @@ class Agent(RequestPath):
                 self._recent[key] = None
                 if len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
+
+    def _run(self, job: Job) -> list[OutMessage]:
+        """A feature's job, contained: what it raises is logged and counted."""
+        try:
+            return job.run()
+        except Exception:
+            self.counters.internal_errors += 1
+            log.exception("job %s failed; the agent goes on", job.name)
+            return []
 
     def _store(self, answers: list[OutMessage]) -> bool:
         """Commit answers; while the outbox cannot, retry with back-off (nothing is acked

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from edgewise.edge.core.device_id import default_device
+from edgewise.edge.core.stream_settings import Binding, StreamSettings, check_streams
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.link.endpoint import Endpoint, redact_url
 from edgewise.edge.link.fleet_topics import check_group
@@ -178,6 +179,8 @@ class AgentConfig(BaseModel):
     # field data capture: off unless a [capture] table is given.
     drift: DriftSettings = DriftSettings.model_validate({})
     capture: CaptureSettings | None = None
+    # The user's own sensors bound to models (edge.streams, docs/streams.md).
+    streams: tuple[StreamSettings, ...] = ()
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -208,6 +211,16 @@ class AgentConfig(BaseModel):
     def device_source(self) -> str:
         """Where the device id came from: the config or flags, or how the default was made."""
         return self._device_source
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _stream_list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _streams(self) -> AgentConfig:
+        check_streams(self.streams)
+        return self
 
     @model_validator(mode="after")
     def _workers(self) -> AgentConfig:
@@ -330,6 +343,10 @@ class AgentConfig(BaseModel):
             raise EdgewiseError(f"config file {p}: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise EdgewiseError(f"config file {p}: not valid TOML ({exc})") from None
+        for stream in data.get("streams", []) if isinstance(data.get("streams"), list) else []:
+            # A program's relative paths are the config file's (recipes ship beside theirs).
+            if isinstance(stream, dict) and "cwd" not in stream and "command" in stream:
+                stream["cwd"] = str(p.resolve().parent)
         return cls.from_mapping(data, source=str(p))
 
     @classmethod
@@ -355,10 +372,16 @@ def describe(exc: ValidationError, data: dict[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across keys: its message names them
         return message
+    if error["loc"][0] == "streams":
+        key = _stream_key(error["loc"], data)
+        if error["type"] == "value_error" and len(error["loc"]) == 2:
+            return f"{key}: {message}"  # a check across the stream's keys names them
     if error["type"] == "extra_forbidden":
         tables: dict[str, type[BaseModel]] = {"drift": DriftSettings, "capture": CaptureSettings}
         nested = len(error["loc"]) > 1
         owner = tables.get(str(error["loc"][0]), AgentConfig) if nested else AgentConfig
+        if error["loc"][0] == "streams":
+            owner = Binding if "features" in error["loc"][2:3] else StreamSettings
         allowed = ", ".join(owner.model_fields)
         return f"unknown key {key!r}; allowed: {allowed}"
     if error["type"] == "missing":
@@ -367,6 +390,21 @@ def describe(exc: ValidationError, data: dict[str, Any]) -> str:
     if key == "broker" and isinstance(value, str):
         value = redact_url(value)  # a password in the URL never reaches a log line
     return f"{key} = {_show(value)}: {message}"
+
+
+def _stream_key(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """``streams[office].features.x.topic``: the stream named, not only numbered."""
+    if len(loc) < 2 or not isinstance(loc[1], int):
+        return ".".join(str(p) for p in loc)
+    streams = data.get("streams")
+    named = None
+    if isinstance(streams, (list, tuple)) and loc[1] < len(streams):
+        item = streams[loc[1]]
+        raw = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+        named = raw if isinstance(raw, str) and raw.isprintable() and len(raw) <= 64 else None
+    head = f"streams[{named!r}]" if named else f"streams[{loc[1]}]"
+    rest = ".".join(str(p) for p in loc[2:] if p != "function-after[_consistent()]")
+    return f"{head}.{rest}" if rest else head
 
 
 def _show(value: Any) -> str:

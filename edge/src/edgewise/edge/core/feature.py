@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from edgewise.edge.core.config import AgentConfig
     from edgewise.edge.link.message import Message
+    from edgewise.edge.link.outbox import OutMessage
     from edgewise.edge.link.topics import Topics
     from edgewise.edge.link.transport import Transport
     from edgewise.edge.runtime.model import ServedModel
@@ -84,6 +85,19 @@ class Host(Protocol):
 
     def activate(self, model: ServedModel) -> None: ...
     def remove(self, name: str) -> None: ...
+    def submit(self, job: Job) -> bool: ...
+    def record(self, answer: Answered) -> None: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """Work a feature hands the core's worker (``Host.submit``): run there, between
+    requests, inside a containment boundary; the messages it returns are committed to the
+    outbox with the batch's answers (durable, like answers). A stream's predictions are
+    jobs: one backend call for what its source assembled since the last one."""
+
+    run: Callable[[], list[OutMessage]]
+    name: str = "job"
 
 
 @dataclass(frozen=True)

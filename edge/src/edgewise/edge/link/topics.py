@@ -17,6 +17,9 @@ FLEET_LEVEL = "fleet"
 # Likewise the level of device pools: edgewise/pool/{pool}/{model}/in is served by every
 # member through an MQTT 5 shared subscription (docs/mqtt.md#pools).
 POOL_LEVEL = "pool"
+# Under a device: the level of sensor streams' predictions (docs/streams.md); one level
+# deeper than a model's topics, so no request filter (``+/in``) reaches them.
+STREAM_LEVEL = "streams"
 
 
 def check_segment(kind: str, value: str) -> str:
@@ -102,6 +105,10 @@ class Topics:
 
     def model(self, model: str, kind: str) -> str:
         return f"{self.prefix}/{self.device}/{model}/{kind}"
+
+    def stream(self, name: str, kind: str) -> str:
+        """A stream's ``events`` (every prediction) or ``state`` (the latest, retained)."""
+        return f"{self.prefix}/{self.device}/{STREAM_LEVEL}/{name}/{kind}"
 
     def pool_model(self, model: str, kind: str) -> str:
         """A pool's topic (``send --pool``; answers go one level below, per member)."""
