@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgewise.edge.core.config import AgentConfig
 
 # Light (no NumPy, no paho): the defaults are defined once, with the topics.
 from edgewise.edge.link.topics import DEFAULT_PREFIX
@@ -82,6 +86,12 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--health-interval", type=float, default=None, help="seconds between health reports"
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config (bundles loaded, streams checked against their models) "
+        "and exit without connecting",
+    )
     p.set_defaults(run=run_agent)
 
 
@@ -142,7 +152,23 @@ def run_agent(args: argparse.Namespace) -> int:
         durable=args.durable,
         health_interval=args.health_interval,
     )
+    if args.check:
+        return check_agent(config)
     return serve(config)
+
+
+def check_agent(config: AgentConfig) -> int:
+    """``edgewise agent --check``: build the agent as it would start (bundles loaded and
+    self-tested, streams checked against their models, programs found), print what it
+    would serve, and exit 0; a problem is the usual one line (exit 2)."""
+    from edgewise.edge.app import build_agent
+
+    agent = build_agent(config)
+    models = ", ".join(f"{m.name} v{m.version}" for m in agent.models.values()) or "none"
+    print(f"config ok: device {config.device}, broker {agent.connection.broker}, models {models}")
+    for s in config.streams:
+        print(f"  stream {s.name}: {s.source} -> {s.assemble} -> {s.model} (publish {s.publish})")
+    return 0
 
 
 def run_send(args: argparse.Namespace) -> int:

@@ -210,12 +210,13 @@ class Stream:
             self.counts["samples"] += 1
             done = self.windows.push(values, t)
         for window in done:
-            self.offer(window)
+            self.offer(window, {"t": round(t, 6)})  # the time of the window's last sample
 
     def on_frame(self, frame: np.ndarray[Any, Any], now: float) -> None:
         """Images: a decoded (H, W, C) frame in RGB order, kept at most ``fps`` times a second."""
         with self._lock:
             self.counts["samples"] += 1
+            number = self.counts["samples"]
             if not self.frames.due(now):
                 return
         assert self.shape is not None
@@ -229,15 +230,17 @@ class Stream:
         if frame.shape[2] != channels:
             self.bad_sample("bad_frame", f"a frame with {frame.shape[2]} channels")
             return
-        self.offer(resize(frame, height, width).astype(np.float32))
+        self.offer(resize(frame, height, width).astype(np.float32), {"frame": number})
 
     # -- instances to the worker ----------------------------------------------------------
 
-    def offer(self, instance: Any) -> None:
-        """An assembled instance: queued; a job is handed to the worker unless one waits."""
+    def offer(self, instance: Any, meta: dict[str, Any] | None = None) -> None:
+        """An assembled instance (``meta``: what its events carry besides the prediction:
+        a window's sample time, a frame's number): queued; a job is handed to the worker
+        unless one waits."""
         with self._lock:
             self.counts["instances"] += 1
-            self._pending.append(instance)
+            self._pending.append((instance, meta))
             if len(self._pending) > self.settings.queue:
                 self._pending.popleft()
                 self.counts["dropped"] += 1
@@ -270,7 +273,7 @@ class Stream:
         """Worker thread (a Job): one backend call for what waits; the messages to commit."""
         with self._lock:
             n = min(len(self._pending), MAX_PER_JOB)
-            batch = [self._pending.popleft() for _ in range(n)]
+            taken = [self._pending.popleft() for _ in range(n)]
             self._scheduled = False
             more = bool(self._pending)
         if more:
@@ -278,8 +281,9 @@ class Stream:
                 self._scheduled = True
             self._schedule()
         model = self._host.models.get(self.settings.model)
-        if not batch:
+        if not taken:
             return []
+        batch, metas = [b for b, _ in taken], [m for _, m in taken]
         if model is None or "incompatible" in self.source:  # undeployed, or does not fit
             with self._lock:
                 self.counts["dropped"] += len(batch)
@@ -296,15 +300,19 @@ class Stream:
         self._host.record(
             Answered(model, None, batch if tensor is None else None, tensor, preds, elapsed)
         )
-        return self._messages(model, preds)
+        return self._messages(model, preds, metas)
 
-    def _messages(self, model: ServedModel, preds: list[dict[str, Any]]) -> list[OutMessage]:
+    def _messages(
+        self, model: ServedModel, preds: list[dict[str, Any]], metas: list[dict[str, Any] | None]
+    ) -> list[OutMessage]:
         out: list[OutMessage] = []
         last = None
         now = round(time.time(), 3)
-        for pred in preds:
+        for pred, meta in zip(preds, metas):
             self._seq += 1
             doc = self.summary(model, pred)
+            if meta:
+                doc.update(meta)
             key = tuple(doc.get(k) for k in (*_SHOWN, "anomaly"))
             if self.settings.publish == "change" and key == self._last_key:
                 continue
