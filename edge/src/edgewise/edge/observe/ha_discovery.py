@@ -23,6 +23,7 @@ from edgewise.edge.core.feature import Feature, Route
 
 if TYPE_CHECKING:
     from edgewise.edge.core.feature import Host
+    from edgewise.edge.core.stream_settings import StreamSettings
     from edgewise.edge.link.message import Message
     from edgewise.edge.link.topics import Topics
     from edgewise.edge.runtime.model import ServedModel
@@ -144,18 +145,72 @@ def model_configs(
     return configs
 
 
+def stream_configs(
+    topics: Topics, stream: StreamSettings, model: ServedModel, sw_version: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(component, object id, config) for one stream's entities (docs/streams.md): its
+    latest prediction and confidence (the retained state), an anomaly binary sensor fed
+    from every prediction (the events topic, never a once-a-second sample), and counts."""
+    name, task = stream.name, model.bundle.task
+    dev = object_id("edgewise", topics.device)
+    obj = object_id("stream", name)
+    base = {"device": _device(topics, sw_version), "availability_topic": topics.status,
+            "payload_available": "online", "payload_not_available": "offline"}  # fmt: skip
+    state, events = topics.stream(name, "state"), topics.stream(name, "events")
+    shown = {"classification": "label", "regression": "value", "anomaly": "score",
+             "clustering": "cluster"}[task]  # fmt: skip
+    per_stream = f"streams[{json.dumps(name)}]"
+    configs: list[tuple[str, str, dict[str, Any]]] = [
+        ("sensor", f"{obj}_prediction", base | {
+            "name": f"{name} prediction", "unique_id": f"{dev}_{obj}_prediction",
+            "state_topic": state, "value_template": "{{ value_json." + shown + " }}",
+            "json_attributes_topic": state,
+            "json_attributes_template": "{{ {'model': value_json.model, 'version': "
+            "value_json.version, 'seq': value_json.seq} | tojson }}"}),
+        ("sensor", f"{obj}_predictions", base | {
+            "name": f"{name} predictions", "unique_id": f"{dev}_{obj}_predictions",
+            "state_topic": topics.health, "state_class": "total_increasing",
+            "entity_category": "diagnostic",
+            "value_template": _health(f"{per_stream}.predictions")}),
+        ("sensor", f"{obj}_bad_samples", base | {
+            "name": f"{name} bad samples", "unique_id": f"{dev}_{obj}_bad_samples",
+            "state_topic": topics.health, "state_class": "total_increasing",
+            "entity_category": "diagnostic",
+            "value_template": "{{ value_json." + per_stream + ".bad.values() | sum }}"}),
+    ]  # fmt: skip
+    if task == "classification" and model.head.probabilities_output:  # type: ignore[union-attr]
+        configs.append(("sensor", f"{obj}_confidence", base | {
+            "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
+            "state_topic": state, "state_class": "measurement",
+            "value_template": "{{ value_json.confidence }}"}))  # fmt: skip
+    if task == "anomaly" or (task == "classification" and stream.normal):
+        configs.append(("binary_sensor", f"{obj}_anomaly", base | {
+            "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",
+            "state_topic": events, "device_class": "problem", "payload_on": "ON",
+            "payload_off": "OFF",
+            "value_template": "{{ 'ON' if value_json.anomaly else 'OFF' }}"}))  # fmt: skip
+    return configs
+
+
 def config_topic(ha_prefix: str, topics: Topics, component: str, obj: str) -> str:
     return f"{ha_prefix}/{component}/{object_id('edgewise', topics.device)}/{obj}/config"
 
 
 def messages(
-    ha_prefix: str, topics: Topics, models: dict[str, ServedModel], sw_version: str
+    ha_prefix: str,
+    topics: Topics,
+    models: dict[str, ServedModel],
+    sw_version: str,
+    streams: tuple[StreamSettings, ...] = (),
 ) -> list[tuple[str, bytes]]:
-    """Every discovery config of the device and its models, as (topic, payload)."""
+    """Every discovery config of the device, its models and streams, as (topic, payload)."""
     out = []
     configs = device_configs(topics, sw_version)
     for model in models.values():
         configs += model_configs(topics, model, sw_version)
+    for stream in streams:
+        if stream.model in models:
+            configs += stream_configs(topics, stream, models[stream.model], sw_version)
     for component, obj, config in configs:
         out.append((config_topic(ha_prefix, topics, component, obj), json.dumps(config).encode()))
     return out
@@ -215,13 +270,18 @@ class Discovery(Feature):
     def publish_all(self) -> None:
         if self.enabled:
             models = dict(self._host.models)
-            for topic, body in messages(self.prefix, self.topics, models, self.version):
+            streams = self._host.config.streams
+            for topic, body in messages(self.prefix, self.topics, models, self.version, streams):
                 self._host.link.publish(topic, body, qos=1, retain=True)
 
     def added(self, model: ServedModel) -> None:
         """A model new to the device: its configs (the device's are out already)."""
         if self.enabled:
-            for component, obj, config in model_configs(self.topics, model, self.version):
+            configs = model_configs(self.topics, model, self.version)
+            for stream in self._host.config.streams:  # streams waiting for this model
+                if stream.model == model.name:
+                    configs += stream_configs(self.topics, stream, model, self.version)
+            for component, obj, config in configs:
                 topic = config_topic(self.prefix, self.topics, component, obj)
                 self._host.link.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
 
