@@ -6,6 +6,7 @@ predictions compared with ``ServedModel`` on the same rows."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -219,3 +220,102 @@ def test_a_stream_that_cannot_work_is_refused_at_start(
     with pytest.raises(EdgewiseError) as exc:
         build_agent(config)
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+# -- a local program: the accelerometer recipe into the vibration CNN ---------------------
+
+
+@pytest.mark.slow
+def test_accelerometer_program_turns_the_anomaly_sensor_on_within_one_window(
+    broker: LocalBroker,
+    vibration_int8_bundle: Path,
+    started: list[Agent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fault_at = 3.0  # seconds of signal: the simulator adds an imbalance from then on
+    monkeypatch.setenv("ACCEL_FAULT_AFTER", str(fault_at))
+    agent = recipe_agent("accelerometer.toml", vibration_int8_bundle, broker, ha_discovery=True)
+    peer = Peer(broker.port)
+    ha = Peer(broker.port)
+    ha.subscribe(
+        f"homeassistant/binary_sensor/edgewise_{agent.config.device}/stream_pump_anomaly/config"
+    )
+    start(agent, started, peer, "pump")
+    events = collect(peer, 55, timeout=30)  # 0.1 s windows: 5.5 s of signal
+    assert len(events) == 55 and [e["seq"] for e in events] == list(range(1, 56))
+    before = [e for e in events if e["t"] < fault_at]
+    after = [e for e in events if e["t"] - 0.1 >= fault_at]  # windows wholly after the fault
+    assert sum(not e["anomaly"] for e in before) >= 0.9 * len(before), before
+    # The first window wholly after the fault, and every one after it, is an anomaly.
+    assert after and all(e["anomaly"] and e["label"] != "normal" for e in after), after[:3]
+    # Home Assistant's anomaly binary sensor reads every event: ON from that window on.
+    import jinja2
+
+    config = json.loads(ha.expect("/config").payload)
+    assert config["state_topic"] == agent.topics.stream("pump", "events")
+    template = jinja2.Environment().from_string(config["value_template"])
+    assert template.render(value_json=after[0]) == "ON"
+    assert template.render(value_json=before[0]) == "OFF"
+    health = agent.health()["streams"]["pump"]
+    assert health["source"]["state"] == "running" and health["source"]["restarts"] == 0
+    assert health["gaps"] == 0 and health["bad"] == {}
+    ha.close()
+
+
+def test_a_program_that_exits_is_restarted_and_reported(
+    broker: LocalBroker, rooms_bundle: Path, rooms_model: ServedModel, started: list[Agent],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    (row,) = rows_of("north", 1, seed=7)
+    script = tmp_path / "once.py"  # a CSV sensor that prints a header, a row and exits
+    script.write_text(
+        "print('temp,hum,power')\n"
+        f"print('{row['temp c']},{row['humidity']},{row['power']}', flush=True)\n"
+    )
+    stream = {
+        "name": "csv", "model": "rooms", "source": "program", "format": "csv",
+        "command": ["python3", script.name], "cwd": str(tmp_path),
+        "features": {"temp c": {"column": 0}, "humidity": {"column": 1},
+                     "power": {"column": 2}, "zone": {"value": "north"}},
+    }  # fmt: skip
+    config = AgentConfig(bundles=(str(rooms_bundle),), broker=broker.url,
+                         device=f"st-{uuid.uuid4().hex[:6]}", streams=[stream])  # fmt: skip
+    agent = build_agent(config)
+    peer = Peer(broker.port)
+    start(agent, started, peer, "csv")
+    first, second = collect(peer, 2, timeout=15)  # once per run: it was started again
+    assert first["label"] == second["label"] == expected(rooms_model, row)["label"]
+    health = agent.health()["streams"]["csv"]
+    assert health["source"]["restarts"] >= 1 and health["source"]["last_exit"] == 0
+    assert health["bad"]["not_a_number"] >= 2  # each run's header line
+
+
+def test_a_flooding_program_drops_the_oldest_and_counts_them(
+    broker: LocalBroker, rooms_bundle: Path, started: list[Agent], tmp_path: Path
+) -> None:
+    script = tmp_path / "flood.py"
+    script.write_text(
+        "import sys\n"
+        'line = b\'{"t": 21.0, "h": 40.0, "p": 60.0}\\n\' * 1000\n'
+        "for _ in range(200):\n    sys.stdout.buffer.write(line)\n"
+        "sys.stdout.flush()\nimport time; time.sleep(60)\n"
+    )
+    stream = {
+        "name": "flood", "model": "rooms", "source": "program", "queue": 10,
+        "command": [sys.executable, str(script)],
+        "features": {"temp c": {"field": "t"}, "humidity": {"field": "h"},
+                     "power": {"field": "p"}, "zone": {"value": "north"}},
+    }  # fmt: skip
+    config = AgentConfig(bundles=(str(rooms_bundle),), broker=broker.url,
+                         device=f"st-{uuid.uuid4().hex[:6]}", streams=[stream])  # fmt: skip
+    agent = build_agent(config)
+    peer = Peer(broker.port)
+    start(agent, started, peer, "flood")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        h = agent.health()["streams"]["flood"]
+        if h["samples"] == 200_000 and h["queued"] == 0:
+            break
+        time.sleep(0.2)
+    assert h["samples"] == 200_000 and h["instances"] == 200_000
+    assert h["dropped"] > 0 and h["predictions"] + h["dropped"] == 200_000, h
