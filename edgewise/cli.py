@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("edgewise.edge.cli", "serve bundles over MQTT on this device"),
     "send": ("edgewise.edge.cli", "publish rows, windows or arrays as requests; collect answers"),
     "watch": ("edgewise.edge.cli", "print predictions and errors as they arrive"),
+    "record": (
+        "edgewise.edge.cli",
+        "write a stream's samples as labelled training data (CSV or image folder)",
+    ),
     "exporter": ("edgewise.monitor.cli", "serve the fleet's health as Prometheus metrics"),
     "dashboard": ("edgewise.monitor.cli", "a live web page of the fleet"),
     "keys": ("edgewise.edge.remote.signing_cli", "make an Ed25519 key pair for signing bundles"),

@@ -58,10 +58,13 @@ def _room(module: str) -> str:
 RULES = [
     # (rooms the rule is about, rooms they must not import)
     ({"edge.core"}, {"edge.fleet", "edge.observe", "edge.remote", "edge.app", "edge.workers",
-                     "edge.helper", "edge.cli"}),
-    ({"edge.runtime"}, {"edge.link", "edge.core", "edge.fleet", "edge.observe",
+                     "edge.helper", "edge.cli", "edge.streams"}),
+    # Streams are a feature: they use the core, the link and the runtime, no other feature.
+    ({"edge.streams"}, {"edge.fleet", "edge.observe", "edge.remote", "edge.app",
+                        "edge.workers", "edge.helper", "edge.cli"}),
+    ({"edge.runtime"}, {"edge.link", "edge.core", "edge.fleet", "edge.observe", "edge.streams",
                         "edge.remote", "edge.app", "edge.workers", "edge.helper", "edge.cli"}),
-    ({"edge.link"}, {"edge.core", "edge.fleet", "edge.observe", "edge.remote", "edge.app",
+    ({"edge.link"}, {"edge.core", "edge.fleet", "edge.observe", "edge.streams", "edge.remote", "edge.app",
                      "edge.workers", "edge.helper", "edge.cli"}),
     ({"edge.remote"}, {"edge.core", "edge.fleet", "edge.observe", "edge.app", "edge.workers",
                        "edge.helper", "edge.cli"}),

@@ -20,7 +20,6 @@ outside the agent's environment. It exits on SIGTERM or when stdout closes.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random

@@ -319,3 +319,161 @@ def test_a_flooding_program_drops_the_oldest_and_counts_them(
         time.sleep(0.2)
     assert h["samples"] == 200_000 and h["instances"] == 200_000
     assert h["dropped"] > 0 and h["predictions"] + h["dropped"] == 200_000, h
+
+
+class EventLog:
+    """A plain paho subscriber with a persistent session: what it misses while the broker
+    is down waits for it there (Mosquitto with persistence)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.seqs: list[int] = []
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"events-{uuid.uuid4().hex[:6]}",
+            protocol=paho.MQTTv5,
+        )  # fmt: skip
+        self.client.on_message = lambda c, u, m: self.seqs.append(json.loads(m.payload)["seq"])
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.reconnect_delay_set(0.05, 0.5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.slow
+def test_a_broker_restart_loses_no_prediction_from_a_local_source(
+    tmp_path: Path, vibration_int8_bundle: Path, started: list[Agent]
+) -> None:
+    from edgewise.deploy.broker import start_mosquitto
+    from tests.conftest import require_mosquitto
+
+    require_mosquitto()
+    broker = start_mosquitto(tmp_path / "broker", persistence=True)
+    agent = recipe_agent("accelerometer.toml", vibration_int8_bundle, broker)
+    log = EventLog(broker.port, agent.topics.stream("pump", "events"))
+    try:
+        time.sleep(0.5)  # subscribed
+        agent.start()
+        started.append(agent)
+        deadline = time.monotonic() + 20
+        while len(log.seqs) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(log.seqs) >= 20, "no predictions before the outage"
+        broker.stop()
+        time.sleep(2.0)  # ~20 windows made while the broker is away: into the outbox
+        broker.restart()
+        time.sleep(2.0)
+        agent.stop(timeout=10)  # what is left in the outbox is flushed
+        made = agent.health()["streams"]["pump"]["predictions"]
+        deadline = time.monotonic() + 20
+        while len(set(log.seqs)) < made and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert made >= 50
+        assert set(log.seqs) == set(range(1, made + 1)), sorted(
+            set(range(1, made + 1)) - set(log.seqs)
+        )
+    finally:
+        log.close()
+        broker.stop()
+
+
+# -- a serial port (a pseudo-terminal) and a camera (a video file the test writes) ---------
+
+
+def test_a_serial_port_feeds_a_stream(
+    broker: LocalBroker, rooms_bundle: Path, rooms_model: ServedModel, started: list[Agent]
+) -> None:
+    import os
+
+    pytest.importorskip("serial")
+    master, slave = os.openpty()  # the agent opens the terminal end, as it would /dev/ttyUSB0
+    stream = {
+        "name": "uart", "model": "rooms", "source": "serial", "port": os.ttyname(slave),
+        "baud": 9600, "features": {"temp c": {"field": "T"}, "humidity": {"field": "H"},
+                                   "power": {"field": "P"}, "zone": {"value": "attic"}},
+    }  # fmt: skip
+    config = AgentConfig(bundles=(str(rooms_bundle),), broker=broker.url,
+                         device=f"st-{uuid.uuid4().hex[:6]}", streams=[stream])  # fmt: skip
+    agent = build_agent(config)
+    peer = Peer(broker.port)
+    try:
+        start(agent, started, peer, "uart")
+        rows = rows_of("attic", 4, seed=8)
+        deadline = time.monotonic() + 10
+        while agent.health()["streams"]["uart"]["source"].get("state") != "running":
+            assert time.monotonic() < deadline, agent.health()["streams"]["uart"]
+            time.sleep(0.05)
+        os.write(master, b"\x00garbage\r\n")  # line noise on the wire: one bad line
+        for r in rows:
+            os.write(master, json.dumps({"T": r["temp c"], "H": r["humidity"],
+                                         "P": r["power"]}).encode() + b"\r\n")  # fmt: skip
+        events = collect(peer, len(rows))
+        assert [e["label"] for e in events] == [expected(rooms_model, r)["label"] for r in rows]
+        assert agent.health()["streams"]["uart"]["bad"] == {"bad_line": 1}
+    finally:
+        agent.stop(timeout=5)
+        os.close(master)
+        os.close(slave)
+
+
+def write_video(path: Path, frames: list[Any], fps: float) -> None:
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+@pytest.mark.slow
+def test_the_camera_recipe_on_a_video_file(
+    broker: LocalBroker, digits_bundle: Path, started: list[Agent], tmp_path: Path
+) -> None:
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images[:20]  # 0..16: as the model learnt them, drawn 8x larger
+    frames = [np.repeat(np.repeat(d, 8, 0), 8, 1)[..., None].repeat(3, 2).astype(np.uint8)
+              for d in digits]  # fmt: skip
+    video = tmp_path / "door.avi"
+    write_video(video, frames, fps=10.0)
+    decoded = []  # what OpenCV gives back (MJPG is lossy): the frames the stream sees
+    cap = cv2.VideoCapture(str(video))
+    while (got := cap.read())[0]:
+        decoded.append(got[1][..., ::-1])
+    cap.release()
+    assert len(decoded) == 20
+    base = AgentConfig.from_toml(RECIPES / "camera.toml")
+    stream = base.streams[0].model_copy(update={"camera": str(video)})  # no /dev/video0 here
+    config = base.merged(bundles=(str(digits_bundle),), broker=broker.url,
+                         device=f"st-{uuid.uuid4().hex[:6]}", streams=(stream,))  # fmt: skip
+    agent = build_agent(config)
+    model = ServedModel.load(load_bundle(digits_bundle))
+    peer = Peer(broker.port)
+    start(agent, started, peer, "door")
+    events = collect(peer, 3, timeout=15)
+    assert len(events) == 3
+    for event in events:
+        frame = decoded[(event["frame"] - 1) % len(decoded)]
+        gray = frame.mean(axis=2, keepdims=True)[::8, ::8].astype(np.float32)
+        want = model.predict_tensor(gray[None])[0]
+        assert event["label"] == want["label"]
+        assert event["confidence"] == pytest.approx(
+            want["probabilities"][str(want["label"])], abs=1e-5
+        )
+    health = agent.health()["streams"]["door"]
+    assert health["source"]["state"] in ("running", "ended") and health["source"]["camera"] == str(
+        video
+    )
+    kept = health["predictions"] / max(1, health["samples"])
+    assert kept <= 0.5  # at most 2 of the file's 10 frames a second

@@ -120,6 +120,48 @@ def configure_send(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run_send)
 
 
+def configure_record(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgewise record``."""
+    p.add_argument("--config", required=True, metavar="FILE", help="config with [[streams]]")
+    p.add_argument("--stream", required=True, metavar="NAME", help="the stream to record")
+    p.add_argument(
+        "--out", required=True, metavar="PATH", help="a .csv (rows, samples) or a folder (images)"
+    )
+    label = p.add_mutually_exclusive_group(required=True)
+    label.add_argument("--label", help="the label of everything recorded in this run")
+    label.add_argument(
+        "--label-topic", metavar="TOPIC", help="the label is the latest message on this topic"
+    )
+    p.add_argument(
+        "--label-field", default="", metavar="PATH", help="where the label is in that message"
+    )
+    p.add_argument("--count", type=int, help="stop after this many records")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_broker_arguments(p, with_device=False)
+    p.set_defaults(run=run_record)
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgewise.edge.core.config import AgentConfig
+    from edgewise.edge.errors import EdgewiseError
+    from edgewise.edge.streams.record import record
+
+    if args.count is not None and args.count < 1:
+        raise EdgewiseError(f"--count {args.count}: use 1 or more")
+    if args.duration is not None and not 0 < args.duration < 1e9:
+        raise EdgewiseError(f"--duration {args.duration}: use a positive number of seconds")
+    config = AgentConfig.from_toml(args.config).merged(
+        broker=args.broker, prefix=args.prefix, protocol=args.protocol, **connection_settings(args)
+    )
+    record(
+        config, args.stream, Path(args.out), args.label, args.label_topic, args.label_field,
+        args.count, args.duration,
+    )  # fmt: skip
+    return 0
+
+
 def configure_watch(p: argparse.ArgumentParser) -> None:
     """Arguments of ``edgewise watch``."""
     add_broker_arguments(p)

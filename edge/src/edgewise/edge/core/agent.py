@@ -34,7 +34,7 @@ from typing import Any
 
 from edgewise.edge.core.batching import answer_together
 from edgewise.edge.core.config import AgentConfig
-from edgewise.edge.core.feature import Answered, Feature, Features, Job, Route, Router
+from edgewise.edge.core.feature import Feature, Features, Job, Route, Router
 from edgewise.edge.core.flood import FloodMemory
 from edgewise.edge.core.handler import RequestPath
 from edgewise.edge.core.health import (
@@ -268,8 +268,7 @@ class Agent(RequestPath):
         self.features.swapped(old, model)
 
     def submit(self, job: Job) -> bool:
-        """Run ``job`` on the worker (feature.Job); False when the queue is full or the
-        agent stops (the feature keeps its work and counts it)."""
+        """Run ``job`` on the worker (feature.Job); False when full or stopping."""
         if not self._accepting.is_set():
             return False
         try:
@@ -277,17 +276,6 @@ class Agent(RequestPath):
         except queue.Full:
             return False
         return True
-
-    def record(self, answer: Answered) -> None:
-        """A prediction a job made (worker thread): its latency and tally, and the
-        features hear of it as of an answered request (drift, capture, probation)."""
-        name = answer.model.name
-        window = self.inference_ms.get(name)
-        if window is not None:
-            window.add(answer.elapsed_ms)
-        self.counters.backend_calls += 1
-        self.tally.add(name, "answered")
-        self.features.answered(answer)
 
     def remove(self, name: str) -> None:
         """Stop serving ``name`` (``edgewise undeploy``) and clear its retained info."""
@@ -434,15 +422,6 @@ class Agent(RequestPath):
                 self._recent[key] = None
                 if len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
-
-    def _run(self, job: Job) -> list[OutMessage]:
-        """A feature's job, contained: what it raises is logged and counted."""
-        try:
-            return job.run()
-        except Exception:
-            self.counters.internal_errors += 1
-            log.exception("job %s failed; the agent goes on", job.name)
-            return []
 
     def _store(self, answers: list[OutMessage]) -> bool:
         """Commit answers; while the outbox cannot, retry with back-off (nothing is acked

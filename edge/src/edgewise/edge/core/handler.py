@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgewise.edge.core.feature import Answered, Features
+from edgewise.edge.core.feature import Answered, Features, Job
 from edgewise.edge.errors import RequestError
 from edgewise.edge.link.outbox import OutMessage
 from edgewise.edge.link.payload import Request, decode_request, encode, error_doc, peek_id
@@ -151,3 +151,22 @@ class RequestPath:
             answer["device"] = self.config.device  # a pool's answer: which member served
             # (its topic names the member too: .../out/{device}, Topics.answer_topic)
         return [reply(msg, out, encode(answer), self.config.qos)]
+
+    def record(self, answer: Answered) -> None:
+        """A job's predictions (worker thread), told to the features like an answer."""
+        name = answer.model.name
+        window = self.inference_ms.get(name)
+        if window is not None:
+            window.add(answer.elapsed_ms)
+        self.counters.backend_calls += 1
+        self.tally.add(name, "answered")
+        self.features.answered(answer)
+
+    def _run(self, job: Job) -> list[OutMessage]:
+        """A feature's job, contained: what it raises is logged, counted."""
+        try:
+            return job.run()
+        except Exception:
+            self.counters.internal_errors += 1
+            log.exception("job %s failed; the agent goes on", job.name)
+            return []

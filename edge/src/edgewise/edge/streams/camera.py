@@ -20,7 +20,7 @@ import numpy as np
 
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.link.backoff import Backoff
-from edgewise.edge.streams.stream import Stream
+from edgewise.edge.streams.samples import Sink
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class CameraSource:
     """Reads frames with ``cv2.VideoCapture`` on its own thread."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Sink) -> None:
         self.stream = stream
         where = str(stream.settings.camera)
         self.file = os.path.isfile(where)

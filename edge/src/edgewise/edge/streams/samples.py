@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from edgewise.edge.core.stream_settings import Binding
+import numpy as np
+
+from edgewise.edge.core.stream_settings import Binding, StreamSettings
 from edgewise.edge.link.field_path import FieldPath, SampleError, as_number
 
 MAX_LINE = 65536  # bytes of one line from a program or serial port
@@ -76,3 +78,15 @@ def read_time(path: FieldPath | None, sample: Any, arrival: float) -> float:
             raise SampleError("missing", f"no timestamp column {path.text!r}")
         return as_number(sample[int(step)])
     return as_number(path.read(sample))
+
+
+class Sink(Protocol):
+    """What a source feeds: a running stream (``edge.streams.stream``), or ``record``."""
+
+    name: str
+    settings: StreamSettings
+    source: dict[str, Any]  # what health says of the source
+
+    def on_line(self, line: bytes, now: float) -> None: ...
+    def on_frame(self, frame: np.ndarray[Any, Any], now: float) -> None: ...
+    def bad_sample(self, reason: str, message: str) -> None: ...

@@ -22,8 +22,7 @@ from typing import Any
 
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.link.backoff import Backoff
-from edgewise.edge.streams.samples import MAX_LINE
-from edgewise.edge.streams.stream import Stream
+from edgewise.edge.streams.samples import MAX_LINE, Sink
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def pause(seconds: float, halted: Callable[[], bool]) -> bool:
     return True
 
 
-def _lines(stream: Stream) -> Lines:
+def _lines(stream: Sink) -> Lines:
     return Lines(
         lambda line: stream.on_line(line, time.monotonic()),
         lambda: stream.bad_sample("too_large", f"a line of more than {MAX_LINE} bytes"),
@@ -83,7 +82,7 @@ def _lines(stream: Stream) -> Lines:
 class ProgramSource:
     """Runs ``command`` and feeds its standard output to a stream, restarting it."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Sink) -> None:
         self.stream = stream
         s = stream.settings
         self.command, self.cwd = list(s.command), s.cwd
@@ -185,7 +184,7 @@ class ProgramSource:
 class SerialSource:
     """Reads lines from a serial port (pyserial), reopening it after a failure."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Sink) -> None:
         self.stream = stream
         self.port, self.baud = str(stream.settings.port), stream.settings.baud
         stream.source.update(state="starting", restarts=0, port=self.port)
@@ -227,7 +226,7 @@ class SerialSource:
         """Nothing to do: the reader closes the port when the stop event is set."""
 
 
-def source_for(stream: Stream) -> Any:
+def source_for(stream: Sink) -> Any:
     """The threaded source of a stream (None for MQTT streams)."""
     kind = stream.settings.source
     if kind == "program":
