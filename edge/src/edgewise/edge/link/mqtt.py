@@ -49,6 +49,45 @@ REFUSALS = {
 }
 
 
+class ReceivedProperties(Properties):  # type: ignore[misc]
+    """paho's ``Properties`` for received PUBLISH packets, without its per-packet cost.
+
+    paho builds each Properties object from scratch (three tables of ~27 entries) and
+    ``clear()`` probes every property name with ``str.replace`` and ``hasattr``: about
+    25 µs per received MQTT 5 message on this VM, more than the rest of its handling
+    (bench/bench_streams.py). Here the tables are shared (paho only reads them) and
+    ``clear()`` drops the properties actually set. Decoding is paho's own ``unpack``;
+    tests/edge/test_mqtt_properties.py checks it against paho's class on real packets.
+    """
+
+    _tables = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    _private = frozenset(("packetType", "types", "names", "properties"))
+
+    def __init__(self, packetType: int) -> None:
+        own = self.__dict__
+        own["packetType"] = packetType
+        own["types"], own["names"] = self._tables.types, self._tables.names
+        own["properties"] = self._tables.properties
+
+    def clear(self) -> None:
+        for name in [n for n in self.__dict__ if n not in self._private]:
+            del self.__dict__[name]
+
+
+def _install_received_properties() -> None:
+    """Decode received PUBLISH properties with ``ReceivedProperties`` (paho >= 2.1 decodes
+    them in ``paho.mqtt._packet``; with an older paho nothing changes: slower, same)."""
+    try:
+        from paho.mqtt import _packet
+    except ImportError:  # pragma: no cover - paho 2.0
+        return
+    if getattr(_packet, "Properties", None) is Properties:
+        _packet.Properties = ReceivedProperties  # type: ignore[attr-defined]
+
+
+_install_received_properties()
+
+
 def _no_op_socket_hook(client: paho.Client, userdata: Any, sock: Any) -> None:
     """paho's external-loop hook; the network thread's loop() does the writing."""
 
