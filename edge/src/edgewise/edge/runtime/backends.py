@@ -83,6 +83,10 @@ class OnnxRuntimeBackend:
         if options.num_threads is not None:
             so.intra_op_num_threads = options.num_threads
         so.log_severity_level = 3
+        # Pool threads sleep between runs instead of spinning: spinning burnt 20 us of CPU
+        # per sample on a 2-core VM (bench/bench_streams.py), CPU the MQTT thread needed.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = pick_providers(options.providers, ort.get_available_providers())
         try:
             self._session = ort.InferenceSession(

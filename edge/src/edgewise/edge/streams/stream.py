@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,12 @@ class Stream:
             constants = {n: b.value for n, b in s.features.items() if b.constant}
             self.rows = Rows(names, constants, s.max_age)
         self.frames = Frames(s.fps)
+        plain = all(
+            len(b.path.steps) == 1 and isinstance(b.path.steps[0], str) and not b.string
+            and b.binding.column is None
+            for b in self.bound
+        )  # fmt: skip
+        self._keys = [str(b.path.steps[0]) for b in self.bound] if plain else None
         self._by_topic: dict[str, list[Bound]] = {}
         for b in self.bound:
             if b.binding.topic is not None:
@@ -201,7 +208,9 @@ class Stream:
     def _sample(self, sample: Any, now: float) -> None:
         """Windows: one sample of every channel appended."""
         try:
-            values = [read_field(b, sample) for b in self.bound]
+            values = self._plain(sample)
+            if values is None:  # anything but plain numbers under plain keys: checked fully
+                values = [read_field(b, sample) for b in self.bound]
             t = read_time(self._time, sample, now)
         except SampleError as exc:
             self.bad_sample(exc.reason, str(exc))
@@ -211,6 +220,21 @@ class Stream:
             done = self.windows.push(values, t)
         for window in done:
             self.offer(window, {"t": round(t, 6)})  # the time of the window's last sample
+
+    def _plain(self, sample: Any) -> list[Any] | None:
+        """The channels of a JSON object holding finite numbers under top-level keys, or
+        None (the common case of a 1-3 kHz sensor, read without the general path)."""
+        keys = self._keys
+        if keys is None or type(sample) is not dict:
+            return None
+        try:
+            values = [sample[k] for k in keys]
+        except KeyError:
+            return None
+        for v in values:
+            if type(v) is not float and type(v) is not int:
+                return None
+        return values if math.isfinite(sum(values)) else None
 
     def on_frame(self, frame: np.ndarray[Any, Any], now: float) -> None:
         """Images: a decoded (H, W, C) frame in RGB order, kept at most ``fps`` times a second."""
