@@ -477,3 +477,30 @@ def test_the_camera_recipe_on_a_video_file(
     )
     kept = health["predictions"] / max(1, health["samples"])
     assert kept <= 0.5  # at most 2 of the file's 10 frames a second
+
+
+def test_stream_predictions_feed_drift_and_capture(
+    broker: LocalBroker, iris_bundle: Path, started: list[Agent]
+) -> None:
+    names = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    device = f"st-{uuid.uuid4().hex[:6]}"
+    topic = f"lab/{device}/iris"
+    stream = {
+        "name": "iris",
+        "model": "iris-rf",
+        "features": {n: {"topic": topic, "field": f"v[{i}]"} for i, n in enumerate(names)},
+    }
+    config = AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device,
+                         streams=[stream], capture={"sample_rate": 1.0})  # fmt: skip
+    agent = build_agent(config)
+    peer = Peer(broker.port)
+    start(agent, started, peer, "iris")
+    from sklearn.datasets import load_iris
+
+    rows = load_iris().data[::5].tolist()  # 30 rows
+    for row in rows:
+        peer.publish(topic, json.dumps({"v": row}))
+    assert len(collect(peer, len(rows))) == len(rows)
+    health = agent.health()
+    assert health["drift"]["iris-rf"]["window"] == len(rows)
+    assert health["capture"]["captured"] == len(rows)

@@ -81,6 +81,34 @@ def test_health_becomes_metrics(broker: LocalBroker, iris_bundle: Path, exporter
     assert value(got, "edgewise_up", device=device) == 0
 
 
+def test_stream_counters_become_metrics(
+    broker: LocalBroker, iris_bundle: Path, exporter: str
+) -> None:
+    device = new_device("promst")
+    names = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    topic = f"lab/{device}/iris"
+    stream = {
+        "name": "bench",
+        "model": "iris-rf",
+        "features": {n: {"topic": topic, "field": f"v[{i}]"} for i, n in enumerate(names)},
+    }
+    with serving(broker, [iris_bundle], device, health_interval=1.0, streams=[stream]):
+        peer = Peer(broker.port)
+        try:
+            for _ in range(4):
+                peer.publish(topic, json.dumps({"v": ROW}))
+            peer.publish(topic, json.dumps({"v": ["a", 1, 2, 3]}))
+        finally:
+            peer.close()
+        labels = {"device": device, "stream": "bench", "model": "iris-rf"}
+        # The last sample still updates three fields: a row with the first one kept.
+        got = wait_for(exporter, "edgewise_stream_predictions_total", 5, **labels)
+        assert value(got, "edgewise_stream_predictions_total", **labels) == 5
+        assert value(got, "edgewise_stream_samples_total", **labels) == 5
+        assert value(got, "edgewise_stream_bad_samples_total", **labels, reason="not_a_number") == 1
+        assert value(got, "edgewise_stream_dropped_total", **labels) == 0
+
+
 def test_hostile_documents_do_not_break_it(broker: LocalBroker, exporter: str) -> None:
     peer = Peer(broker.port)
     try:

@@ -147,6 +147,7 @@ class FleetCollector(Collector):
         yield up
         yield from _device_metrics(health)
         yield from _model_metrics(health)
+        yield from _stream_metrics(health)
         state = GaugeMetricFamily(
             "edgewise_deploy_state",
             "1 for the deployment state each model is in",
@@ -195,6 +196,52 @@ def _device_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     yield from counters.values()
     yield from gauges.values()
     yield from simple.values()
+
+
+STREAM_COUNTERS = {
+    "samples": ("edgewise_stream_samples", "Samples a sensor stream took in"),
+    "predictions": ("edgewise_stream_predictions", "Predictions a sensor stream made"),
+    "stale": ("edgewise_stream_stale", "Rows not predicted: a feature older than max_age"),
+    "dropped": ("edgewise_stream_dropped", "Instances dropped: the stream's queue was full"),
+}
+
+
+def _stream_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Per device and stream: the counters of ``health.streams`` (docs/streams.md)."""
+    labels = ["device", "stream", "model"]
+    counters = {
+        k: CounterMetricFamily(n, t, labels=labels) for k, (n, t) in STREAM_COUNTERS.items()
+    }
+    bad = CounterMetricFamily(
+        "edgewise_stream_bad_samples", "Samples a stream could not use, by reason",
+        labels=[*labels, "reason"],
+    )  # fmt: skip
+    restarts = CounterMetricFamily(
+        "edgewise_stream_source_restarts", "Times a stream's program, port or camera was "
+        "started again", labels=labels,
+    )  # fmt: skip
+    for device, doc in sorted(health.items()):
+        streams = doc.get("streams")
+        for name, st in sorted(streams.items()) if isinstance(streams, dict) else []:
+            if not isinstance(st, dict):
+                continue
+            these = [_label(device), _label(name), _label(st.get("model", ""))]
+            for key, family in counters.items():
+                if (value := finite_number(st.get(key))) is not None:
+                    family.add_metric(these, value)
+            reasons = st.get("bad")
+            for reason, n in sorted(reasons.items()) if isinstance(reasons, dict) else []:
+                if (value := finite_number(n)) is not None:
+                    bad.add_metric([*these, _label(reason)], value)
+            source = st.get("source")
+            if (
+                isinstance(source, dict)
+                and (n := finite_number(source.get("restarts"))) is not None
+            ):
+                restarts.add_metric(these, n)
+    yield from counters.values()
+    yield bad
+    yield restarts
 
 
 def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
