@@ -156,3 +156,37 @@ def test_record_refuses_bad_options_in_one_line(
     )  # fmt: skip
     assert run.returncode != 0 and message in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_record_a_window_stream_as_samples(tmp_path: Path) -> None:
+    """The accelerometer recipe's program, recorded as the CSV of samples that
+    ``edgewise train --csv FILE --target label --window 256`` cuts into windows."""
+    config = AgentConfig.from_toml(ROOT / "deploy" / "streams" / "accelerometer.toml")
+    out = tmp_path / "pump.csv"
+    counts = record(config, "pump", out, "normal", None, "", 600, 30.0, io.StringIO())
+    assert counts["recorded"] >= 600
+    with out.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["x", "y", "z", "label"]
+    assert len(table) - 1 == counts["recorded"]
+    assert all(len(r) == 4 and r[3] == "normal" for r in table[1:])
+    assert all(abs(float(v)) < 5 for r in table[1:] for v in r[:3])
+
+
+@pytest.mark.slow
+def test_record_a_camera_into_an_image_folder(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    video = tmp_path / "door.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
+    for i in range(20):
+        writer.write(np.full((24, 32, 3), i * 10, dtype=np.uint8))
+    writer.release()
+    base = AgentConfig.from_toml(ROOT / "deploy" / "streams" / "camera.toml")
+    stream = base.streams[0].model_copy(update={"camera": str(video)})
+    config = base.merged(streams=(stream,))
+    counts = record(config, "door", tmp_path / "images", "closed", None, "", 3, 20.0, io.StringIO())
+    images = sorted((tmp_path / "images" / "closed").glob("*.png"))
+    assert counts["recorded"] == len(images) >= 3
+    assert cv2.imread(str(images[0])).shape == (24, 32, 3)

@@ -504,3 +504,15 @@ def test_stream_predictions_feed_drift_and_capture(
     health = agent.health()
     assert health["drift"]["iris-rf"]["window"] == len(rows)
     assert health["capture"]["captured"] == len(rows)
+
+
+@pytest.mark.slow
+def test_a_window_length_the_model_does_not_take_is_refused(
+    broker: LocalBroker, vibration_int8_bundle: Path
+) -> None:
+    base = AgentConfig.from_toml(RECIPES / "accelerometer.toml")
+    stream = base.streams[0].model_copy(update={"window": 128})
+    config = base.merged(bundles=(str(vibration_int8_bundle),), broker=broker.url,
+                         device="d", streams=(stream,))  # fmt: skip
+    with pytest.raises(EdgewiseError, match="window = 128, but the model takes windows of 256"):
+        build_agent(config)

@@ -100,6 +100,7 @@ class StreamSettings(BaseModel):
     max_age: Positive = 300.0
     # Windows: samples between window starts (default: the window length), the longest
     # gap between samples inside one window, and where a sample's time is (seconds).
+    window: int | None = Field(None, ge=2, le=10_000_000)  # checked against the model's
     stride: int | None = Field(None, ge=1, le=10_000_000)
     max_gap: Positive = 1.0
     timestamp: str | None = None
@@ -173,6 +174,8 @@ class StreamSettings(BaseModel):
                 raise ValueError("features: a window's channels are measured, not constants")
             if src == "mqtt" and len({b.topic for b in self.features.values()}) != 1:
                 raise ValueError("features: a window's channels come from one topic")
+        if self.window is not None and self.assemble != "windows":
+            raise ValueError(f"window belongs to windows (assemble = {self.assemble})")
         if self.trigger == "topic" and self.trigger_topic is None:
             raise ValueError("trigger = 'topic' needs trigger_topic")
         if self.trigger == "interval" and self.interval is None:

@@ -60,6 +60,11 @@ def check_model(settings: StreamSettings, model: ServedModel) -> None:
         if shape is None or len(shape) != 2:
             raise EdgewiseError(f"{where}: the model does not take windows (assemble = rows?)")
         names = channel_names(model)
+        if settings.window is not None and settings.window != shape[0]:
+            raise EdgewiseError(
+                f"{where}: window = {settings.window}, but the model takes windows of "
+                f"{shape[0]} samples"
+            )
         if len(names) != shape[1]:
             raise EdgewiseError(f"{where}: {len(names)} channel names for {shape[1]} channels")
     else:
