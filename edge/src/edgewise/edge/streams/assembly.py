@@ -7,6 +7,7 @@ arrival times, or the sample's own timestamps for windows).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,48 @@ class Rows:
                 return None, "stale"
             row.append(self._values[name])
         return row, None
+
+
+class RowTrigger:
+    """When a row is assembled: on every update, on a trigger topic, or every ``interval``
+    seconds; shared by a running stream (a row is offered to the model) and ``edgewise
+    record`` (a row is written). The user provides ``rows``, ``_lock``, ``counts`` (why no
+    row: ``waiting``, ``stale``), ``trigger``, ``interval`` and ``emit``."""
+
+    rows: Rows
+    _lock: threading.Lock
+    counts: Any
+    trigger: str
+    interval: float | None
+    _due: float | None = None
+
+    def emit(self, row: list[Any]) -> None:
+        raise NotImplementedError
+
+    def update(self, values: list[tuple[str, Any]], now: float) -> None:
+        """New values of some features (under one sample); a row if on every update."""
+        with self._lock:
+            self.counts["samples"] += 1
+            for name, value in values:
+                self.rows.update(name, value, now)
+        if self.trigger == "update":
+            self.assemble(now)
+
+    def assemble(self, now: float) -> None:
+        with self._lock:
+            row, why = self.rows.assemble(now)
+            if row is None:
+                self.counts[str(why)] += 1
+                return
+        self.emit(row)
+
+    def due(self, now: float) -> None:
+        """Interval rows (called a few times a second)."""
+        if self.trigger == "interval" and self.interval is not None:
+            due = self._due if self._due is not None else now
+            if now >= due:
+                self._due = max(due + self.interval, now)
+                self.assemble(now)
 
 
 class Windows:

@@ -29,7 +29,7 @@ from edgewise.edge.core.stream_settings import StreamSettings, check_filter
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.link.field_path import FieldPath, SampleError, decode_payload
 from edgewise.edge.link.mqtt import MqttConnection
-from edgewise.edge.streams.assembly import Frames, Rows
+from edgewise.edge.streams.assembly import Frames, Rows, RowTrigger
 from edgewise.edge.streams.samples import Bound, parse_line, read_field
 from edgewise.edge.streams.sources import source_for
 
@@ -61,11 +61,12 @@ def _loose(bound: Bound, sample: Any) -> Any:
     return raw
 
 
-class Recorder:
+class Recorder(RowTrigger):
     """Writes one stream's samples; sources feed it as they feed a running stream."""
 
     def __init__(self, settings: StreamSettings, out: Path, label: str | None) -> None:
         self.settings, self.name = settings, settings.name
+        self.trigger, self.interval = settings.trigger, settings.interval
         self.source: dict[str, Any] = {"kind": settings.source}
         self.label = check_label(label) if label is not None else None
         self.counts: Counter[str] = Counter()
@@ -110,7 +111,7 @@ class Recorder:
         self._take(bound, doc, now)
         trigger = self.settings.trigger_topic
         if trigger is not None and matches(trigger.split("/"), levels):
-            self._row(now)
+            self.assemble(now)
 
     def on_line(self, line: bytes, now: float) -> None:
         try:
@@ -159,18 +160,10 @@ class Recorder:
                 if label is not None:
                     self._write([v for _, v in values], label)
             return
-        with self._lock:
-            for name, value in values:
-                self.rows.update(name, value, now)
-        if self.settings.trigger == "update":
-            self._row(now)
+        self.update(values, now)
 
-    def _row(self, now: float) -> None:
+    def emit(self, row: list[Any]) -> None:
         with self._lock:
-            row, why = self.rows.assemble(now)
-            if row is None:
-                self.counts[str(why)] += 1
-                return
             label = self._label()
             if label is not None:
                 self._write(row, label)
@@ -181,12 +174,7 @@ class Recorder:
 
     def tick(self, now: float) -> None:
         """Flush; interval rows."""
-        s = self.settings
-        if s.trigger == "interval" and s.interval is not None:
-            due = getattr(self, "_due", now)
-            if now >= due:
-                self._due = max(due + s.interval, now)
-                self._row(now)
+        self.due(now)
         with self._lock:
             if self._file is not None:
                 self._file.flush()

@@ -28,7 +28,7 @@ from edgewise.edge.errors import EdgewiseError, RequestError
 from edgewise.edge.link.field_path import FieldPath, SampleError, decode_payload
 from edgewise.edge.link.outbox import OutMessage
 from edgewise.edge.link.payload import encode
-from edgewise.edge.streams.assembly import Frames, Rows, Windows, resize
+from edgewise.edge.streams.assembly import Frames, Rows, RowTrigger, Windows, resize
 from edgewise.edge.streams.samples import Bound, parse_line, read_field, read_time
 
 if TYPE_CHECKING:
@@ -81,11 +81,12 @@ def check_model(settings: StreamSettings, model: ServedModel) -> None:
         )
 
 
-class Stream:
+class Stream(RowTrigger):
     """The run-time state of one ``[[streams]]`` table (any thread may offer samples)."""
 
     def __init__(self, settings: StreamSettings, host: Host) -> None:
         self.settings = s = settings
+        self.trigger, self.interval = s.trigger, s.interval
         self._host = host
         model = host.models.get(s.model)
         if model is None:
@@ -170,8 +171,8 @@ class Stream:
                 self._sample(doc, now)
             else:
                 self._fields(bound, doc, now)
-        if self.settings.trigger == "topic" and self.settings.trigger_topic in filters:
-            self._row(now)
+        if self.trigger == "topic" and self.settings.trigger_topic in filters:
+            self.assemble(now)
 
     def on_line(self, line: bytes, now: float) -> None:
         """One line from a program or serial port."""
@@ -193,21 +194,10 @@ class Stream:
                 values.append((b.name, read_field(b, sample)))
             except SampleError as exc:
                 self.bad_sample(exc.reason, str(exc))
-        if not values:
-            return
-        with self._lock:
-            self.counts["samples"] += 1
-            for name, value in values:
-                self.rows.update(name, value, now)
-        if self.settings.trigger == "update":
-            self._row(now)
+        if values:
+            self.update(values, now)
 
-    def _row(self, now: float) -> None:
-        with self._lock:
-            row, why = self.rows.assemble(now)
-            if row is None:
-                self.counts[str(why)] += 1
-                return
+    def emit(self, row: list[Any]) -> None:
         self.offer(row)
 
     def _sample(self, sample: Any, now: float) -> None:
@@ -285,12 +275,7 @@ class Stream:
 
     def tick(self, now: float) -> None:
         """Worker thread: hand over what waits (a full queue refused it), interval rows."""
-        s = self.settings
-        if s.trigger == "interval" and s.interval is not None:
-            due = getattr(self, "_due", now)
-            if now >= due:
-                self._due = max(due + s.interval, now)
-                self._row(now)
+        self.due(now)
         with self._lock:
             waiting = bool(self._pending) and not self._scheduled
             if waiting:
