@@ -501,9 +501,14 @@ def test_stream_predictions_feed_drift_and_capture(
     for row in rows:
         peer.publish(topic, json.dumps({"v": row}))
     assert len(collect(peer, len(rows))) == len(rows)
-    health = agent.health()
-    assert health["drift"]["iris-rf"]["window"] == len(rows)
-    assert health["capture"]["captured"] == len(rows)
+    deadline = time.monotonic() + 10  # captured rows are written on the worker's next round
+    while True:
+        health = agent.health()
+        seen = (health["drift"]["iris-rf"]["window"], health["capture"]["captured"])
+        if seen == (len(rows), len(rows)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert seen == (len(rows), len(rows))
 
 
 @pytest.mark.slow

@@ -17,26 +17,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edgewise.edge.core.feature import Answered, Feature
+from edgewise.edge.runtime.decode import flat
 
 if TYPE_CHECKING:
     from edgewise.edge.core.feature import Host
     from edgewise.edge.runtime.model import ServedModel
 
 EVERY_S = 1.0
-_FIELDS = ("label", "value", "score", "is_anomaly", "cluster")
 
 
 def state_doc(
     model: str, version: str, rid: Any, prediction: dict[str, Any], count: int
 ) -> dict[str, Any]:
     """The flat summary of one prediction."""
-    doc: dict[str, Any] = {"model": model, "version": version, "id": rid}
-    for key in _FIELDS:
-        if key in prediction:
-            doc[key] = prediction[key]
+    doc: dict[str, Any] = {"model": model, "version": version, "id": rid, **flat(prediction)}
     probabilities = prediction.get("probabilities")
     if isinstance(probabilities, dict) and "label" in prediction:
-        doc["confidence"] = probabilities.get(str(prediction["label"]))
         doc["probabilities"] = probabilities
     doc["instances"] = count
     doc["time"] = round(time.time(), 3)

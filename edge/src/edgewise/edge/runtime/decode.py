@@ -95,3 +95,16 @@ def output_names(head: Head) -> list[str]:
         )
     ]
     return [n for n in names if n]
+
+
+SHOWN = ("label", "value", "score", "is_anomaly", "cluster")  # what a summary keeps
+
+
+def flat(prediction: dict[str, Any]) -> dict[str, Any]:
+    """One prediction flattened for dashboards (state topics, stream events): its label,
+    value, score, anomaly flag or cluster, and the label's probability as ``confidence``."""
+    doc = {key: prediction[key] for key in SHOWN if key in prediction}
+    probabilities = prediction.get("probabilities")
+    if isinstance(probabilities, dict) and "label" in prediction:
+        doc["confidence"] = probabilities.get(str(prediction["label"]))
+    return doc

@@ -28,6 +28,7 @@ from edgewise.edge.errors import EdgewiseError, RequestError
 from edgewise.edge.link.field_path import FieldPath, SampleError, decode_payload
 from edgewise.edge.link.outbox import OutMessage
 from edgewise.edge.link.payload import encode
+from edgewise.edge.runtime.decode import SHOWN, flat
 from edgewise.edge.streams.assembly import Frames, Rows, RowTrigger, Windows, resize
 from edgewise.edge.streams.samples import Bound, parse_line, read_field, read_time
 
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0  # one log line per stream and reason at most this often
 MAX_PER_JOB = 256  # instances per backend call; the rest go in the next job
-_SHOWN = ("label", "value", "score", "is_anomaly", "cluster")
 
 
 def channel_names(model: ServedModel) -> list[str]:
@@ -327,7 +327,7 @@ class Stream(RowTrigger):
             doc = self.summary(model, pred)
             if meta:
                 doc.update(meta)
-            key = tuple(doc.get(k) for k in (*_SHOWN, "anomaly"))
+            key = tuple(doc.get(k) for k in (*SHOWN, "anomaly"))
             if self.settings.publish == "change" and key == self._last_key:
                 continue
             self._last_key = key
@@ -343,13 +343,7 @@ class Stream(RowTrigger):
 
     def summary(self, model: ServedModel, pred: dict[str, Any]) -> dict[str, Any]:
         """The flat document of one prediction (events and state)."""
-        doc: dict[str, Any] = {"stream": self.name, "model": model.name, "version": model.version}
-        for key in _SHOWN:
-            if key in pred:
-                doc[key] = pred[key]
-        probabilities = pred.get("probabilities")
-        if isinstance(probabilities, dict) and "label" in pred:
-            doc["confidence"] = probabilities.get(str(pred["label"]))
+        doc = {"stream": self.name, "model": model.name, "version": model.version, **flat(pred)}
         if "is_anomaly" in pred:
             doc["anomaly"] = bool(pred["is_anomaly"])
         elif "label" in pred and self.settings.normal:
