@@ -65,6 +65,9 @@ def test_payloads_are_json_or_plain_text() -> None:
     assert decode_payload(b"ON\n") == "ON"
     with pytest.raises(SampleError):
         decode_payload(b"\xff\xfe")
+    with pytest.raises(SampleError) as exc:
+        decode_payload(b"[" * 100_000 + b"]" * 100_000)  # deeper than the parser goes
+    assert exc.value.reason == "bad_payload"
 
 
 def _stream(**keys: Any) -> dict[str, Any]:

@@ -108,6 +108,8 @@ def decode_payload(payload: bytes) -> Any:
         raise SampleError("bad_payload", "the payload is not UTF-8") from None
     try:
         return json.loads(text)
+    except RecursionError:  # nested deeper than the parser goes: no sensor sends that
+        raise SampleError("bad_payload", "JSON nested too deeply") from None
     except ValueError:
         return text.strip()
 

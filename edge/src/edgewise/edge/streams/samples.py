@@ -51,7 +51,7 @@ def parse_line(line: bytes, fmt: str) -> Any:
         return next(csv.reader([text]), [])
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SampleError("bad_line", f"not JSON: {text[:40]!r}") from None
     if not isinstance(doc, dict):
         raise SampleError("bad_line", "a JSON line must be an object")
