@@ -521,3 +521,26 @@ def test_a_window_length_the_model_does_not_take_is_refused(
                          device="d", streams=(stream,))  # fmt: skip
     with pytest.raises(EdgewiseError, match="window = 128, but the model takes windows of 256"):
         build_agent(config)
+
+
+def test_agent_check_validates_streams_and_writes_nothing(
+    rooms_bundle: Path, tmp_path: Path, state_home: Path
+) -> None:
+    import subprocess
+
+    def check(config: Path) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "edgewise", "agent", "--config", str(config), "--bundle",
+               str(rooms_bundle), "--device", "chk", "--check"]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+    ok = check(RECIPES / "zigbee2mqtt.toml")
+    assert ok.returncode == 0, ok.stderr
+    assert "stream office: mqtt -> rows -> rooms" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        (RECIPES / "zigbee2mqtt.toml").read_text().replace('model = "rooms"', 'model = "roms"')
+    )
+    refused = check(bad)
+    errors = [line for line in refused.stderr.splitlines() if " INFO " not in line]
+    assert refused.returncode != 0 and len(errors) == 1 and "no model 'roms'" in errors[0]
+    assert not state_home.exists() or not any(state_home.rglob("*.sqlite"))

@@ -204,10 +204,12 @@ def check_agent(config: AgentConfig) -> int:
     self-tested, streams checked against their models, programs found), print what it
     would serve, and exit 0; a problem is the usual one line (exit 2)."""
     from edgewise.edge.app import build_agent
+    from edgewise.edge.link.endpoint import redact_url
 
-    agent = build_agent(config)
+    agent = build_agent(config)  # the link (and its outbox file) is made only on start
     models = ", ".join(f"{m.name} v{m.version}" for m in agent.models.values()) or "none"
-    print(f"config ok: device {config.device}, broker {agent.connection.broker}, models {models}")
+    broker = redact_url(config.broker)
+    print(f"config ok: device {config.device}, broker {broker}, models {models}")
     for s in config.streams:
         print(f"  stream {s.name}: {s.source} -> {s.assemble} -> {s.model} (publish {s.publish})")
     return 0
