@@ -40,6 +40,14 @@ def recipe_agent(recipe: str, bundle: Path, broker: LocalBroker, **keys: Any) ->
     return build_agent(config)
 
 
+def stream_agent(bundle: Path, broker: LocalBroker, stream: dict[str, Any], **keys: Any) -> Agent:
+    """An agent serving ``bundle`` with one ``[[streams]]`` table (not started)."""
+    keys.setdefault("device", f"st-{uuid.uuid4().hex[:6]}")
+    return build_agent(
+        AgentConfig(bundles=(str(bundle),), broker=broker.url, streams=[stream], **keys)
+    )
+
+
 def rows_of(zone: str, n: int, seed: int) -> list[dict[str, Any]]:
     """Complete rooms rows (no missing value) in the recipe's zone, labels alternating."""
     from edgewise.trainer.examples import rooms
@@ -278,9 +286,7 @@ def test_a_program_that_exits_is_restarted_and_reported(
         "features": {"temp c": {"column": 0}, "humidity": {"column": 1},
                      "power": {"column": 2}, "zone": {"value": "north"}},
     }  # fmt: skip
-    config = AgentConfig(bundles=(str(rooms_bundle),), broker=broker.url,
-                         device=f"st-{uuid.uuid4().hex[:6]}", streams=[stream])  # fmt: skip
-    agent = build_agent(config)
+    agent = stream_agent(rooms_bundle, broker, stream)
     peer = Peer(broker.port)
     start(agent, started, peer, "csv")
     first, second = collect(peer, 2, timeout=15)  # once per run: it was started again
@@ -306,9 +312,7 @@ def test_a_flooding_program_drops_the_oldest_and_counts_them(
         "features": {"temp c": {"field": "t"}, "humidity": {"field": "h"},
                      "power": {"field": "p"}, "zone": {"value": "north"}},
     }  # fmt: skip
-    config = AgentConfig(bundles=(str(rooms_bundle),), broker=broker.url,
-                         device=f"st-{uuid.uuid4().hex[:6]}", streams=[stream])  # fmt: skip
-    agent = build_agent(config)
+    agent = stream_agent(rooms_bundle, broker, stream)
     peer = Peer(broker.port)
     start(agent, started, peer, "flood")
     deadline = time.monotonic() + 30
@@ -400,9 +404,7 @@ def test_a_serial_port_feeds_a_stream(
         "baud": 9600, "features": {"temp c": {"field": "T"}, "humidity": {"field": "H"},
                                    "power": {"field": "P"}, "zone": {"value": "attic"}},
     }  # fmt: skip
-    config = AgentConfig(bundles=(str(rooms_bundle),), broker=broker.url,
-                         device=f"st-{uuid.uuid4().hex[:6]}", streams=[stream])  # fmt: skip
-    agent = build_agent(config)
+    agent = stream_agent(rooms_bundle, broker, stream)
     peer = Peer(broker.port)
     try:
         start(agent, started, peer, "uart")
@@ -490,9 +492,7 @@ def test_stream_predictions_feed_drift_and_capture(
         "model": "iris-rf",
         "features": {n: {"topic": topic, "field": f"v[{i}]"} for i, n in enumerate(names)},
     }
-    config = AgentConfig(bundles=(str(iris_bundle),), broker=broker.url, device=device,
-                         streams=[stream], capture={"sample_rate": 1.0})  # fmt: skip
-    agent = build_agent(config)
+    agent = stream_agent(iris_bundle, broker, stream, device=device, capture={"sample_rate": 1.0})
     peer = Peer(broker.port)
     start(agent, started, peer, "iris")
     from sklearn.datasets import load_iris

@@ -288,11 +288,8 @@ class Stream(RowTrigger):
         with self._lock:
             n = min(len(self._pending), MAX_PER_JOB)
             taken = [self._pending.popleft() for _ in range(n)]
-            self._scheduled = False
-            more = bool(self._pending)
+            more = self._scheduled = bool(self._pending)  # the rest: the next job
         if more:
-            with self._lock:
-                self._scheduled = True
             self._schedule()
         model = self._host.models.get(self.settings.model)
         if not taken:
