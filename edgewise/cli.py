@@ -49,6 +49,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgewise.edge.remote.fleet_status_cli",
         "devices and models: desired vs reported state; unpin, forget",
     ),
+    "kit": (
+        "edgewise.deploy.kit_cli",
+        "an offline install kit for one device: wheels, config, identity, install.sh",
+    ),
+    "identity": (
+        "edgewise.deploy.kit_cli",
+        "device identities (passwords, client certificates): issue, revoke, broker files",
+    ),
     "roster": (
         "edgewise.edge.remote.roster_cli",
         "the operator's signed roster of groups and pools",

@@ -92,6 +92,7 @@ def shipped_config(name: str, workdir: Path, pki: Pki, port: int, wss_port: int 
     text = (SHIPPED / name).read_text()
     text = text.replace("/etc/mosquitto/edgewise/ca.crt", str(pki.ca))
     text = text.replace("/etc/mosquitto/edgewise/server.", str(pki.dir / "server."))
+    text = text.replace("/etc/mosquitto/edgewise/crl.pem", str(pki.dir / "crl.pem"))
     text = text.replace("/etc/mosquitto/edgewise/", f"{workdir}/")
     text = text.replace("listener 8883", f"listener {port} 127.0.0.1")
     text = text.replace("persistence true", "persistence false")
