@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgewise.edge.core.health import LatencyWindow, cpu_temperature, rss_bytes
+from edgewise.deploy.broker import LocalBroker
+from edgewise.edge.core.config import AgentConfig
+from edgewise.edge.core.health import (
+    LatencyWindow,
+    cpu_temperature,
+    probe,
+    probe_path,
+    rss_bytes,
+)
+from tests.agents import new_device, serving
 
 
 def test_latency_window_percentiles_over_the_last_values() -> None:
@@ -52,3 +65,46 @@ def test_cpu_temperature(
     for name, kind, value in zones:
         zone(tmp_path, name, kind, value)
     assert cpu_temperature(tmp_path) == expected
+
+
+# -- the local probe (edgewise agent --probe: a container's health check) -----------------
+
+
+def test_probe_follows_the_running_agent(
+    broker: LocalBroker, iris_bundle: Path, tmp_path: Path
+) -> None:
+    device = new_device("probe")
+    with serving(broker, [iris_bundle], device, state_dir=tmp_path, health_interval=1.0) as agent:
+        deadline = time.monotonic() + 10
+        while probe(agent.config) is not None:
+            assert time.monotonic() < deadline, probe(agent.config)
+            time.sleep(0.1)
+        config = agent.config
+        command = [sys.executable, "-m", "edgewise", "agent", "--bundle", str(iris_bundle)]
+        command += ["--device", device, "--state-dir", str(tmp_path), "--health-interval", "1"]
+        healthy = subprocess.run([*command, "--probe"], capture_output=True, text=True)
+        assert healthy.returncode == 0 and healthy.stdout.strip() == f"healthy: {device}"
+    # Stopped: the last report ages out.
+    assert "s old" in (probe(config, now=time.time() + 60) or "")
+    stale = subprocess.run([*command, "--probe"], capture_output=True, text=True)
+    assert stale.returncode == 0  # still within three intervals right after the stop
+    doc = json.loads(probe_path(config).read_text())
+    assert doc["connected"] is True
+
+
+def test_probe_says_why(tmp_path: Path, iris_bundle: Path) -> None:
+    config = AgentConfig(bundles=(str(iris_bundle),), device="p-1", state_dir=str(tmp_path))
+    assert probe(config) == f"no agent has reported in {probe_path(config)} yet"
+    probe_path(config).write_text("{")
+    assert "unreadable" in (probe(config) or "")
+    now = time.time()
+    for doc, why in [
+        ({"time": now, "connected": False, "worker_heartbeat_age_s": 0.1}, "not connected"),
+        (
+            {"time": now, "connected": True, "worker_heartbeat_age_s": 31.0},
+            "has not beaten for 31 s",
+        ),
+        ({"time": now, "connected": True, "worker_heartbeat_age_s": 0.1}, None),
+    ]:
+        probe_path(config).write_text(json.dumps(doc))
+        assert probe(config) == why or why in (probe(config) or "")

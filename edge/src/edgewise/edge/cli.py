@@ -92,6 +92,12 @@ def configure_agent(p: argparse.ArgumentParser) -> None:
         help="validate the config (bundles loaded, streams checked against their models) "
         "and exit without connecting",
     )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="exit 0 when the agent running with this config is alive and connected, else 1 "
+        "(a container's health check; it reads STATE_DIR/DEVICE.alive.json)",
+    )
     p.set_defaults(run=run_agent)
 
 
@@ -196,6 +202,12 @@ def run_agent(args: argparse.Namespace) -> int:
     )
     if args.check:
         return check_agent(config)
+    if args.probe:
+        from edgewise.edge.core.health import probe
+
+        problem = probe(config)
+        print(f"unhealthy: {problem}" if problem else f"healthy: {config.device}")
+        return 1 if problem else 0
     return serve(config)
 
 

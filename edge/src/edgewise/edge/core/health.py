@@ -196,6 +196,7 @@ class LatencyWindow:
 def report_health(agent: Reporting, stop: threading.Event) -> None:
     """The health thread: a report once connected (or after one interval), then one per
     ``health_interval``; ``stop`` ends any wait."""
+    write_probe(agent)
     first = time.monotonic() + agent.config.health_interval
     while not agent.connection.connected and time.monotonic() < first:
         if stop.wait(0.2):
@@ -203,7 +204,64 @@ def report_health(agent: Reporting, stop: threading.Event) -> None:
     while not stop.is_set():
         if agent.connection.connected:
             publish_health(agent)
+        write_probe(agent)
         stop.wait(agent.config.health_interval)
+
+
+# A worker whose last heartbeat is older than this is stalled (the unit's WatchdogSec).
+STALLED_S = 30.0
+_probe_failed = False
+
+
+def probe_path(config: AgentConfig) -> Path:
+    """The file ``edgewise agent --probe`` reads: a container's health check."""
+    return Path(config.state_dir) / f"{config.device}.alive.json"
+
+
+def write_probe(agent: Reporting) -> None:
+    """Say locally, once per health interval, that the agent lives and whether it is
+    connected; never raises (a read-only state folder costs the probe, not the agent)."""
+    global _probe_failed
+    path = probe_path(agent.config)
+    doc = {
+        "time": time.time(),
+        "connected": agent.connection.connected,
+        "worker_heartbeat_age_s": round(agent.heartbeat_age, 3),
+    }
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(encode(doc))
+        os.replace(tmp, path)
+    except OSError as exc:
+        if not _probe_failed:  # once: it would fail the same way every interval
+            log.warning("cannot write %s (edgewise agent --probe reads it): %s", path, exc)
+        _probe_failed = True
+
+
+def probe(config: AgentConfig, now: float | None = None) -> str | None:
+    """Why the agent running with ``config`` is unhealthy, or None when it is healthy:
+    it wrote its probe file within three health intervals, is connected to the broker,
+    and its inference worker is not stalled."""
+    import json
+
+    path = probe_path(config)
+    try:
+        doc = json.loads(path.read_bytes())
+        written, connected = float(doc["time"]), doc["connected"] is True
+        heartbeat = float(doc["worker_heartbeat_age_s"])
+    except FileNotFoundError:
+        return f"no agent has reported in {path} yet"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{path}: unreadable ({exc})"
+    age = (time.time() if now is None else now) - written
+    if age > 3 * config.health_interval + 5:
+        interval = config.health_interval
+        return f"the agent's last report is {age:.0f} s old (health_interval {interval:g} s)"
+    if not connected:
+        return "the agent is not connected to the broker"
+    if heartbeat > STALLED_S:
+        return f"the inference worker has not beaten for {heartbeat:.0f} s"
+    return None
 
 
 def publish_health(agent: Reporting) -> None:
