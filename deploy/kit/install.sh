@@ -73,14 +73,21 @@ rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
 # --without-pip: Debian keeps ensurepip in python3-venv; pip comes from its wheel instead.
 "$python" -m venv --without-pip $system_site "$venv"
+# The caller's pip settings (an index, find-links, constraints) do not apply here.
+for name in $(env | sed -n 's/^\(PIP_[A-Z0-9_]*\)=.*/\1/p'); do unset "$name"; done
 PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
   "$venv/bin/python" "$pip_wheel/pip" install --quiet --no-cache-dir --no-index \
   --find-links "$kit/wheels" "$pip_wheel" "$spec" \
   || die "pip could not install $spec from the kit's wheels (see above)"
 
-# 6. Config, identity, trusted keys, bundles.
+# 6. Config, identity, trusted keys, bundles (a --wheels-only kit, for an image, has none).
 umask 022
 mkdir -p "$etc" "$state/bundles"
+if [ ! -f "$kit/etc/agent.toml" ]; then
+  [ "$service" = 1 ] && chown -R edgewise:edgewise "$state"
+  echo "edgewise installed in $venv (no config in this kit: $etc/agent.toml is yours to add)"
+  exit 0
+fi
 cp -pR "$kit/etc/." "$etc/"
 sed -e "s#@ETC@#$etc#g" -e "s#@STATE@#$state#g" "$kit/etc/agent.toml" > "$etc/agent.toml"
 for secret in "$etc/mqtt-password" "$etc/device.key"; do

@@ -83,6 +83,8 @@ class KitRequest:
     config: Path | None = None
     extras: tuple[str, ...] = ()
     force: bool = False
+    # Only the wheels and install.sh: for an image, whose config and identity are volumes.
+    wheels_only: bool = False
 
 
 def check(req: KitRequest) -> None:
@@ -92,6 +94,16 @@ def check(req: KitRequest) -> None:
     from edgewise.edge.runtime.signing import load_public_key
 
     check_target(req.platform, req.python)
+    for extra in req.extras:
+        if extra not in EXTRAS:
+            raise EdgewiseError(f"--extra {extra!r}: use one of {', '.join(EXTRAS)}")
+    if req.out.exists() and any(req.out.iterdir()) and not req.force:
+        raise EdgewiseError(f"--out {req.out} exists and is not empty (--force replaces it)")
+    if req.wheels_only:
+        return
+    for name, value in (("--device", req.device), ("--broker", req.broker)):
+        if not value:
+            raise EdgewiseError(f"{name} is required (or --wheels-only, for an image)")
     check_name(req.device)
     if req.auth not in ("password", "cert"):
         raise EdgewiseError(f"--auth {req.auth!r}: use password or cert")
@@ -101,11 +113,6 @@ def check(req: KitRequest) -> None:
             f"--broker {req.broker!r}: a kit carries credentials, so it connects with TLS: "
             "use mqtts://HOST[:PORT] or wss://HOST/PATH"
         )
-    for extra in req.extras:
-        if extra not in EXTRAS:
-            raise EdgewiseError(f"--extra {extra!r}: use one of {', '.join(EXTRAS)}")
-    if req.out.exists() and any(req.out.iterdir()) and not req.force:
-        raise EdgewiseError(f"--out {req.out} exists and is not empty (--force replaces it)")
     if not req.bundles:
         raise EdgewiseError("--bundle: give at least one bundle for the agent to serve")
     for bundle in req.bundles:
@@ -143,25 +150,15 @@ def build(req: KitRequest) -> dict[str, Any]:
         req.source / "constraints.txt", wheels,
     )  # fmt: skip
     pip_wheel(wheels)
-    # The identity last: a kit that failed above has not used up a secret.
-    issued = store.issue(req.device, req.auth, reissue=req.reissue)
-    etc = req.out / "etc"
-    _identity_files(issued, store, etc)
-    trusted = []
-    for key in req.trusted_keys:
-        (etc / "trusted").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(key, etc / "trusted" / key.name)
-        trusted.append(f"{ETC}/trusted/{key.name}")
-    for bundle in req.bundles:
-        shutil.copytree(bundle, req.out / "bundles" / bundle.name)
-    (etc / "agent.toml").write_text(_agent_toml(req, issued, trusted))
+    if not req.wheels_only:
+        _device_files(req, store)
     (req.out / "systemd").mkdir()
     shutil.copy2(req.source / "deploy" / "systemd" / "edgewise-agent.service", req.out / "systemd")
     shutil.copy2(req.source / "deploy" / "kit" / "install.sh", req.out / "install.sh")
     os.chmod(req.out / "install.sh", 0o755)
     doc: dict[str, Any] = {
         "kit": 1,
-        "device": req.device,
+        "device": "" if req.wheels_only else req.device,
         "platform": req.platform,
         "machine": target.machine,
         "python": req.python,
@@ -178,6 +175,22 @@ def build(req: KitRequest) -> dict[str, Any]:
     (req.out / "kit.json").write_text(json.dumps(doc, indent=1) + "\n")
     _checksums(req.out)
     return doc
+
+
+def _device_files(req: KitRequest, store: IdentityStore) -> None:
+    """Config, identity, trusted keys and bundles; the identity is issued last of all the
+    kit's work, so that a kit that failed earlier has not used up a secret."""
+    issued = store.issue(req.device, req.auth, reissue=req.reissue)
+    etc = req.out / "etc"
+    _identity_files(issued, store, etc)
+    trusted = []
+    for key in req.trusted_keys:
+        (etc / "trusted").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(key, etc / "trusted" / key.name)
+        trusted.append(f"{ETC}/trusted/{key.name}")
+    for bundle in req.bundles:
+        shutil.copytree(bundle, req.out / "bundles" / bundle.name)
+    (etc / "agent.toml").write_text(_agent_toml(req, issued, trusted))
 
 
 def _identity_files(issued: Issued, store: IdentityStore, etc: Path) -> None:

@@ -38,11 +38,11 @@ def configure_kit(p: argparse.ArgumentParser) -> None:
         "--python", required=True, metavar="X.Y", help="the device's CPython (3.10 .. 3.13)"
     )
     p.add_argument(
-        "--device", required=True, metavar="ID", help="the device's id (its MQTT user name)"
+        "--device", default="", metavar="ID", help="the device's id (its MQTT user name)"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the kit into")
     p.add_argument(
-        "--broker", required=True, metavar="URL", help="mqtts://HOST[:PORT] or wss://HOST/PATH"
+        "--broker", default="", metavar="URL", help="mqtts://HOST[:PORT] or wss://HOST/PATH"
     )
     p.add_argument(
         "--auth",
@@ -75,6 +75,11 @@ def configure_kit(p: argparse.ArgumentParser) -> None:
         help="the edgewise checkout to build wheels from (default: this one)",
     )
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument(
+        "--wheels-only",
+        action="store_true",
+        help="only the wheels and install.sh (for an image: config and identity are volumes)",
+    )
     p.set_defaults(run=run_kit)
 
 
@@ -100,12 +105,14 @@ def run_kit(args: argparse.Namespace) -> int:
         config=Path(args.config) if args.config else None,
         extras=tuple(args.extra),
         force=args.force,
+        wheels_only=args.wheels_only,
     )
     started = time.monotonic()
     doc = build(req)
     size = kit_size(req.out) / 1e6
     print(
-        f"kit for {doc['device']} ({doc['platform']}, CPython {doc['python']}) in {req.out}: "
+        f"kit for {doc['device'] or 'an image'} ({doc['platform']}, CPython {doc['python']}) "
+        f"in {req.out}: "
         f"{len(doc['wheels'])} wheels, {size:.1f} MB, {time.monotonic() - started:.0f} s"
     )
     system = doc["system_packages"]
