@@ -31,6 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 HOST = all(importlib.util.find_spec(m) is not None for m in ("sklearn", "tensorflow", "pandas"))
 needs_host = pytest.mark.skipif(not HOST, reason="needs the host libraries (edgewise[host])")
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# 32-bit Raspberry Pi OS (armv7l) has no ONNX Runtime: its device subset serves the TFLite
+# bundles, and tests of the ONNX bundles skip there (scripts/test-device armhf).
+ONNX = importlib.util.find_spec("onnxruntime") is not None
+
+
+def require_onnx() -> None:
+    """Skip where no ONNX Runtime exists for the platform; everywhere else it must be there."""
+    if not ONNX:
+        if os.uname().machine != "armv7l":
+            pytest.fail("onnxruntime is missing (it is part of edgewise[edge] on this platform)")
+        pytest.skip("no ONNX Runtime for armv7l: TFLite bundles only")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,12 +89,14 @@ def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def iris_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random forest on iris, trained, converted and written as a bundle."""
+    require_onnx()
     return prebuilt("iris-rf") or build_iris(tmp_path_factory.mktemp("bundles") / "iris-rf")
 
 
 @pytest.fixture(scope="session")
 def rooms_bundle(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """Gradient boosting on the mixed CSV (column layout: strings and missing values)."""
+    require_onnx()
     return prebuilt("rooms") or build_rooms(
         tmp_path_factory.mktemp("bundles") / "rooms", request.getfixturevalue("mixed_csv")
     )

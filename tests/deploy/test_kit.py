@@ -25,7 +25,7 @@ from edgewise.deploy.broker import LocalBroker, free_port, start_mosquitto
 from edgewise.deploy.identity import IdentityStore, check_name, password_hash, render_acl
 from edgewise.edge.errors import EdgewiseError
 from tests.conftest import ROOT, require_mosquitto
-from tests.deploy.test_security import IRIS_ROW, SHIPPED, Client, Pki
+from tests.deploy.test_security import SHIPPED, Client, Pki
 
 ARM64 = ROOT / ".cache" / "arm64"
 
@@ -93,41 +93,50 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet.broker.stop()
 
 
-def aarch64_python() -> tuple[str, dict[str, str]]:
-    """The project's emulated aarch64 CPython 3.11 (scripts/arm64-sysroot) and its env."""
+def emulated_python(arch: str) -> tuple[str, dict[str, str]]:
+    """The project's emulated Debian CPython 3.11 for ``arch`` (scripts/arm-sysroot)."""
     built = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "arm64-sysroot")], capture_output=True, text=True
+        ["bash", str(ROOT / "scripts" / "arm-sysroot"), arch], capture_output=True, text=True
     )
     assert built.returncode == 0, built.stderr[-2000:]
-    env = {"QEMU_LD_PREFIX": str(ARM64 / "sysroot"), "QEMU_CPU": "cortex-a72"}
-    return str(ARM64 / "sysroot" / "usr" / "bin" / "python3.11"), env
+    sysroot = ROOT / ".cache" / arch / "sysroot"
+    env = {
+        "QEMU_LD_PREFIX": str(sysroot),
+        "QEMU_CPU": "cortex-a72" if arch == "arm64" else "cortex-a7",
+    }
+    return str(sysroot / "usr" / "bin" / "python3.11"), env
 
 
+# (platform, the bundle it serves): 32-bit ARM has no ONNX Runtime, so a TFLite bundle.
 PLATFORMS = [
-    pytest.param("linux-x86_64", id="x86_64"),
-    pytest.param("linux-aarch64", id="aarch64-3.11", marks=pytest.mark.slow),
+    pytest.param("linux-x86_64", "iris_bundle", id="x86_64"),
+    pytest.param("linux-aarch64", "iris_bundle", id="aarch64-3.11", marks=pytest.mark.slow),
+    pytest.param("linux-armv7l", "digits_bundle", id="armv7l-3.11", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize(("platform", "bundle_fixture"), PLATFORMS)
 def test_kit_installs_offline_and_serves_with_its_identity(
-    platform: str, fleet: Fleet, iris_bundle: Path, tmp_path: Path
+    platform: str, bundle_fixture: str, fleet: Fleet, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     if shutil.which("unshare") is None or os.geteuid() != 0:
         pytest.fail("the offline install runs in a network namespace: needs root and unshare")
+    source: Path = request.getfixturevalue(bundle_fixture)
     if platform == "linux-x86_64":
         python, env = "/usr/bin/python3", {}
         version = subprocess.check_output(
             [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], text=True
         ).strip()
     else:
-        (python, env), version = aarch64_python(), "3.11"
+        python, env = emulated_python("arm64" if platform == "linux-aarch64" else "armhf")
+        version = "3.11"
     device = f"kit-{platform.split('-')[1]}"
     # The operator signs the bundle; the device trusts only that key.
     keys = tmp_path / "keys"
     assert edgewise("keys", "new", "--out", str(keys)).returncode == 0
-    bundle = tmp_path / "iris-rf"
-    shutil.copytree(iris_bundle, bundle)
+    bundle = tmp_path / source.name
+    shutil.copytree(source, bundle)
+    expected = json.loads((source / "expected.json").read_text())
     signed = edgewise("sign", str(bundle), "--key", str(next(keys.glob("*.key"))))
     assert signed.returncode == 0, signed.stderr
     kit = tmp_path / "kit"
@@ -180,15 +189,16 @@ def test_kit_installs_offline_and_serves_with_its_identity(
     )
     try:
         assert operator.connected, operator.refused
-        operator.subscribe(f"edgewise/{device}/status", f"edgewise/{device}/iris-rf/out")
+        operator.subscribe(f"edgewise/{device}/status", f"edgewise/{device}/{bundle.name}/out")
         deadline = time.monotonic() + 120
         while b"online" not in operator.got(f"edgewise/{device}/status", 0.5):
             assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        request = json.dumps({"id": "kit-1", "instances": [IRIS_ROW]})
-        operator.publish(f"edgewise/{device}/iris-rf/in", request)
-        [answer] = operator.got(f"edgewise/{device}/iris-rf/out", 30)[:1]
+        body = json.dumps({"id": "kit-1", "instances": expected["instances"][:1]})
+        operator.publish(f"edgewise/{device}/{bundle.name}/in", body)
+        [answer] = operator.got(f"edgewise/{device}/{bundle.name}/out", 60)[:1]
         doc = json.loads(answer)
-        assert doc["id"] == "kit-1" and doc["predictions"][0]["label"] == "setosa", doc
+        label = expected["predictions"][0]["label"]
+        assert doc["id"] == "kit-1" and doc["predictions"][0]["label"] == label, doc
     finally:
         operator.close()
         agent.terminate()

@@ -155,7 +155,8 @@ def start_amqtt(workdir: str | Path, port: int | None = None) -> LocalBroker:
         import amqtt  # noqa: F401
     except ImportError:
         raise EdgewiseError(
-            "no MQTT broker available: install mosquitto, or pip install 'edgewise[broker]'"
+            "no MQTT broker available: install mosquitto, or from the checkout: "
+            "pip install '.[broker]'"
         ) from None
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ dependencies.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class Platform:
     machine: str
     glibc: int  # the newest manylinux_2_N its wheels may need (Debian 12: glibc 2.36)
     system: tuple[tuple[str, str], ...] = ()  # (Python package, Debian package)
+    # Fetched without their dependencies: what they need is among ``system``.
+    on_system: frozenset[str] = frozenset()
 
     def tags(self) -> list[str]:
         m = self.machine
@@ -45,8 +48,15 @@ PLATFORMS = {
     for p in (
         Platform("linux-x86_64", "x86_64", 36),
         Platform("linux-aarch64", "aarch64", 36),
-        # PyPI has no armv7l numpy wheel; Raspberry Pi OS 32-bit has python3-numpy 1.24.
-        Platform("linux-armv7l", "armv7l", 36, (("numpy", "python3-numpy"),)),
+        # PyPI has no armv7l numpy or cffi wheel; Raspberry Pi OS 32-bit has python3-numpy
+        # 1.24 and python3-cffi 1.15 (which cryptography 45 accepts: constraints.txt).
+        Platform(
+            "linux-armv7l",
+            "armv7l",
+            36,
+            (("numpy", "python3-numpy"), ("cffi", "python3-cffi")),
+            frozenset({"tflite-runtime", "cryptography", "opencv-python-headless"}),
+        ),
     )
 }
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
@@ -137,7 +147,7 @@ def download(
     system = {name for name, _ in platform.system}
     own = [w for w in wanted if Requirement(w).name not in system]
     # With a Debian-provided package: who depends on it comes without dependencies.
-    needs_system = [w for w in own if Requirement(w).name in _NUMPY_USERS] if system else []
+    needs_system = [w for w in own if Requirement(w).name in platform.on_system]
     rest = [w for w in own if w not in needs_system]
     runs = [(rest, []), (needs_system, ["--no-deps"])]
     for group, flags in runs:
@@ -178,6 +188,8 @@ def build_own(source: Path, parts: tuple[str, ...], dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     built = []
     for part in (".", *parts):
+        # setuptools reuses build/lib: a module deleted since would ride along in the wheel.
+        shutil.rmtree(source / part / "build", ignore_errors=True)
         before = set(dest.glob("*.whl"))
         cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dest)]
         done = subprocess.run(
@@ -193,9 +205,3 @@ def _pip_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
-
-
-# Packages that need numpy: fetched without dependencies where numpy is Debian's.
-_NUMPY_USERS = frozenset(
-    {"tflite-runtime", "onnxruntime", "ai-edge-litert", "opencv-python-headless", "ml-dtypes"}
-)

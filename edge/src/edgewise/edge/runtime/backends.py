@@ -233,7 +233,8 @@ BackendFactory = Callable[[Path, BackendOptions], Backend]
 INSTALL_HINTS = {
     "onnx": "pip install onnxruntime (not available on 32-bit armv7l: convert the model to "
     "TFLite there, edgewise convert --format tflite)",
-    "tflite": "install edgewise[edge] (ai-edge-litert; tflite-runtime on 32-bit armv7l)",
+    "tflite": "pip install ai-edge-litert (tflite-runtime on 32-bit armv7l; an edgewise kit "
+    "carries the right one: docs/devices.md)",
 }
 
 # Model format -> backends to try, in order of preference. Registering is explicit: a new
@@ -264,5 +265,5 @@ def load_backend(model_format: str, model_path: Path, options: BackendOptions) -
         return backend
     raise BackendUnavailableError(
         f"no runtime for {model_format} models is installed (tried {', '.join(missing)}); "
-        f"{INSTALL_HINTS.get(model_format, 'install edgewise[edge]')}"
+        f"{INSTALL_HINTS.get(model_format, 'see docs/devices.md')}"
     )

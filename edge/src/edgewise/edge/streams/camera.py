@@ -39,7 +39,8 @@ class CameraSource:
         except ImportError:
             raise EdgewiseError(
                 f"stream {stream.name!r}: source = 'camera' needs OpenCV "
-                "(pip install 'edgewise-edge[camera]')"
+                "(the camera extra: edgewise kit --extra camera, or pip install './edge[camera]' "
+                "from the checkout; docs/devices.md)"
             ) from None
 
     def run(self, stop: threading.Event) -> None:

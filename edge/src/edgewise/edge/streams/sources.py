@@ -193,7 +193,8 @@ class SerialSource:
         except ImportError:
             raise EdgewiseError(
                 f"stream {stream.name!r}: source = 'serial' needs pyserial "
-                "(pip install 'edgewise-edge[serial]')"
+                "(the serial extra: edgewise kit --extra serial, or pip install './edge[serial]' "
+                "from the checkout; docs/devices.md)"
             ) from None
 
     def run(self, stop: threading.Event) -> None:
