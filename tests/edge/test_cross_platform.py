@@ -16,6 +16,7 @@ import pytest
 from edgewise.edge.runtime.bundle import load_bundle
 from edgewise.edge.runtime.model import ServedModel
 from tests.bundles import NAMES, prebuilt
+from tests.conftest import require_onnx
 
 # float32 runtimes on different CPUs (x86 AVX vs ARM NEON) sum in different orders.
 TOLERANCE = 1e-4
@@ -40,6 +41,8 @@ def test_answers_like_the_host(name: str) -> None:
     path = prebuilt(name)
     if path is None:
         pytest.skip("needs prebuilt bundles with the host's answers ($EDGEWISE_TEST_BUNDLES)")
+    if load_bundle(path).manifest.model.format == "onnx":
+        require_onnx()
     expected = json.loads((path / "expected.json").read_text())
     got = ServedModel.load(load_bundle(path)).predict(expected["instances"])
     assert [p.get("label") for p in got] == [p.get("label") for p in expected["predictions"]]
@@ -55,5 +58,7 @@ def test_selftest_passes_on_this_platform(name: str) -> None:
     path = prebuilt(name)
     if path is None:
         pytest.skip("needs prebuilt bundles ($EDGEWISE_TEST_BUNDLES)")
+    if load_bundle(path).manifest.model.format == "onnx":
+        require_onnx()
     report = run_selftest(ServedModel.load(load_bundle(path)))
     assert report is not None and report.passed

@@ -66,6 +66,9 @@ from edgewise.edge.runtime.manifest import (
 )
 
 log = logging.getLogger(__name__)
+# A quantized model's self-test allows this many output steps of difference (twice the
+# largest measured across runtimes; labels must still agree).
+QUANTIZED_STEPS = 8
 
 # What to try when a mode loses too much: the next less aggressive one.
 NEXT_MODE = {
@@ -289,11 +292,13 @@ def export_keras(
     final = manifest.model_copy(
         update={"parity": report, "metrics": manifest.metrics | {"accuracy_converted": acc_new}}
     )
-    # Self-test tolerance: quantized arithmetic may differ by a step between runtimes.
+    # Self-test tolerance: integer kernels round differently between runtimes and CPUs,
+    # and the steps add up through the layers: tflite-runtime 2.14 on armv7l answered one
+    # of 24 vibration windows 4 output steps away from x86 LiteRT (label equal).
     tolerance = options.tolerance
     if options.quantize != "none":
         head_quant = getattr(final.output, "quantization", None)
-        tolerance = max(1e-3, 1.5 * float(head_quant.scale) if head_quant else 0.0)
+        tolerance = max(1e-3, QUANTIZED_STEPS * float(head_quant.scale) if head_quant else 0.0)
     final = with_reference(final, host.meta.reference, answers)
     inputs = host.client_inputs
     instances = inputs.tolist() if isinstance(inputs, np.ndarray) else inputs
