@@ -7,19 +7,25 @@
 #   sudo sh install.sh                        /opt/edgewise, /etc/edgewise, /var/lib/edgewise
 #   sh install.sh --prefix DIR --no-service   the same three under DIR; no user, no unit
 #   --python PATH                             the interpreter (default: pythonX.Y of the kit)
+#   --trust PUB                               an operator key the kit must be signed by
+#                                             (besides those already in /etc/edgewise/trusted)
 set -eu
 kit=$(cd "$(dirname "$0")" && pwd)
 prefix=""
 service=1
 python=""
+trust=""
 die() { echo "install.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; prefix=$2; shift 2 ;;
     --no-service) service=0; shift ;;
     --python) [ $# -ge 2 ] || die "--python needs a path"; python=$2; shift 2 ;;
+    --trust) [ $# -ge 2 ] && [ -f "$2" ] || die "--trust needs a public key file"
+             case "$2" in *[!A-Za-z0-9._/-]*) die "--trust: use a path of A-Z a-z 0-9 . _ - /" ;; esac
+             trust="$trust $2"; shift 2 ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-    *) die "unknown option $1 (--prefix DIR, --no-service, --python PATH)" ;;
+    *) die "unknown option $1 (--prefix DIR, --no-service, --python PATH, --trust PUB)" ;;
   esac
 done
 if [ -n "$prefix" ]; then
@@ -58,6 +64,26 @@ for pair in $(sed -n 's/^ *"\([a-z0-9_-]*\)": "\(python3-[a-z0-9-]*\)",\{0,1\}$/
   system_site=--system-site-packages
 done
 
+# 3b. Who made the kit: SHA256SUMS.sig against the operator keys this device trusts (those
+# of an earlier install, and --trust). Checked with the installed agent's Python where
+# there is one, so that a foreign kit is refused before anything is replaced.
+signed=0
+[ -f "$kit/SHA256SUMS.sig" ] && signed=1
+[ "$signed" = 1 ] || [ -z "$trust" ] || die "--trust given, but the kit is not signed (edgewise kit --sign-key)"
+keys="$trust"
+for key in "$etc"/trusted/*.pub; do
+  [ -f "$key" ] && keys="$keys $key"
+done
+verify() {  # verify PYTHON
+  "$1" -c 'import sys; from edgewise.deploy.kit import verify_main; sys.exit(verify_main(sys.argv[1:]))' "$kit" $keys
+}
+verified=0
+if [ "$signed" = 1 ] && [ -n "$keys" ] && [ -x "$venv/bin/python" ] \
+   && "$venv/bin/python" -c 'from edgewise.deploy.kit import verify_main' 2>/dev/null; then
+  verify "$venv/bin/python" || die "refusing the kit (nothing was changed)"
+  verified=1
+fi
+
 # 4. The service user.
 if [ "$service" = 1 ]; then
   [ "$(id -u)" = 0 ] || die "installing the service needs root (or: --prefix DIR --no-service)"
@@ -79,6 +105,11 @@ PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
   "$venv/bin/python" "$pip_wheel/pip" install --quiet --no-cache-dir --no-index \
   --find-links "$kit/wheels" "$pip_wheel" "$spec" \
   || die "pip could not install $spec from the kit's wheels (see above)"
+if [ "$signed" = 1 ] && [ -n "$keys" ] && [ "$verified" = 0 ]; then
+  verify "$venv/bin/python" || { rm -rf "$venv"; die "refusing the kit"; }
+elif [ "$signed" = 1 ] && [ -z "$keys" ]; then
+  echo "install.sh: note: the kit is signed, but this device trusts no operator key yet; only its checksums were checked (--trust operator.pub checks the signature)" >&2
+fi
 
 # 6. Config, identity, trusted keys, bundles (a --wheels-only kit, for an image, has none).
 umask 022

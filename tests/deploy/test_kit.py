@@ -145,7 +145,7 @@ def test_kit_installs_offline_and_serves_with_its_identity(
         "kit", "--platform", platform, "--python", version, "--device", device,
         "--out", str(kit), "--broker", f"mqtts://127.0.0.1:{fleet.port}",
         "--store", str(fleet.store.dir), "--bundle", str(bundle),
-        "--trusted-key", str(next(keys.glob("*.pub"))),
+        "--trusted-key", str(next(keys.glob("*.pub"))), "--sign-key", str(next(keys.glob("*.key"))),
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     print(made.stdout.strip(), f"({time.monotonic() - started:.0f} s)")
@@ -162,10 +162,11 @@ def test_kit_installs_offline_and_serves_with_its_identity(
     started = time.monotonic()
     installed = subprocess.run(
         ["unshare", "-n", "sh", str(kit / "install.sh"), "--prefix", str(prefix),
-         "--no-service", "--python", python],
+         "--no-service", "--python", python, "--trust", str(next(keys.glob("*.pub")))],
         capture_output=True, text=True, timeout=900, env={**os.environ, **env},
     )  # fmt: skip
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "the kit's signature checks out" in installed.stdout + installed.stderr
     print(f"installed offline in {time.monotonic() - started:.0f} s")
     venv = prefix / "opt" / "edgewise"
     config = prefix / "etc" / "edgewise" / "agent.toml"
@@ -215,6 +216,21 @@ def test_kit_installs_offline_and_serves_with_its_identity(
     finally:
         locked.close()
     assert f"user {device}\n" not in (fleet.files / "acl").read_text()
+
+    # The same kit, re-signed by a key this device does not trust: refused, nothing changed.
+    if platform == "linux-x86_64":
+        from edgewise.deploy.kit import _sign
+
+        assert edgewise("keys", "new", "--out", str(tmp_path / "foreign")).returncode == 0
+        _sign(kit, tmp_path / "foreign" / "edgewise-signing.key")
+        again = subprocess.run(
+            ["sh", str(kit / "install.sh"), "--prefix", str(prefix), "--no-service",
+             "--python", python],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert again.returncode == 1 and "which is none of the 1 keys" in again.stderr, again.stderr
+        assert "nothing was changed" in again.stderr
+        assert (venv / "bin" / "edgewise").exists()
 
 
 def test_certificate_identity_is_revoked_by_the_crl(fleet: Fleet, tmp_path: Path) -> None:
@@ -340,3 +356,25 @@ def test_acl_writes_patterns_out_per_device() -> None:
         "user pi-1\ntopic read edgewise/pi-1/+/in\ntopic write edgewise/pi-1/#\n"
     ) < acl.index("user pi-2")
     assert acl.startswith("user operator\ntopic readwrite edgewise/#\n")
+
+
+def test_install_refuses_a_kit_its_device_does_not_trust(fleet: Fleet, tmp_path: Path) -> None:
+    """A kit signed by a key the device does not trust is refused before anything changes,
+    with the Python of the earlier install (here: this one)."""
+    from edgewise.deploy.kit import verify
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for d in (ours, theirs):
+        assert edgewise("keys", "new", "--out", str(d)).returncode == 0
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "SHA256SUMS").write_text("0" * 64 + "  kit.json\n")
+    from edgewise.deploy.kit import _sign
+
+    _sign(kit, theirs / "edgewise-signing.key")
+    with pytest.raises(EdgewiseError, match="none of the 1 keys this device trusts"):
+        verify(kit, [ours / "edgewise-signing.pub"])
+    assert verify(kit, [ours / "edgewise-signing.pub", theirs / "edgewise-signing.pub"])
+    (kit / "SHA256SUMS").write_text("1" * 64 + "  kit.json\n")  # changed after signing
+    with pytest.raises(EdgewiseError, match="none of the 2 keys"):
+        verify(kit, [ours / "edgewise-signing.pub", theirs / "edgewise-signing.pub"])

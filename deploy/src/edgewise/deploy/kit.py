@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ KIT_KEYS = frozenset(
     }
 )
 EXTRAS = ("camera", "serial")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Placeholders install.sh fills in (with --prefix DIR, under DIR).
 ETC, STATE = "@ETC@", "@STATE@"
 
@@ -85,15 +87,20 @@ class KitRequest:
     force: bool = False
     # Only the wheels and install.sh: for an image, whose config and identity are volumes.
     wheels_only: bool = False
+    # The operator's Ed25519 private key: SHA256SUMS.sig, which install.sh checks against
+    # the keys the device already trusts (or install.sh --trust PUB).
+    sign_key: Path | None = None
 
 
 def check(req: KitRequest) -> None:
     """Every option, before a wheel is fetched: one line naming what is wrong."""
     from edgewise.deploy.identity import check_name
     from edgewise.edge.runtime.bundle import load_bundle
-    from edgewise.edge.runtime.signing import load_public_key
+    from edgewise.edge.runtime.signing import load_private_key, load_public_key
 
     check_target(req.platform, req.python)
+    if req.sign_key is not None:
+        load_private_key(req.sign_key)
     for extra in req.extras:
         if extra not in EXTRAS:
             raise EdgewiseError(f"--extra {extra!r}: use one of {', '.join(EXTRAS)}")
@@ -121,7 +128,11 @@ def check(req: KitRequest) -> None:
     if len(set(names)) != len(names):
         raise EdgewiseError(f"--bundle: two bundles share a folder name ({', '.join(names)})")
     for key in req.trusted_keys:
+        if not _FILE_NAME.fullmatch(key.name):
+            raise EdgewiseError(f"--trusted-key {key}: name the file with A-Z a-z 0-9 . _ - only")
         load_public_key(key)
+    if req.sign_key is not None:
+        load_private_key(req.sign_key)
     if req.config is not None:
         try:
             doc = tomllib.loads(req.config.read_text())
@@ -174,7 +185,64 @@ def build(req: KitRequest) -> dict[str, Any]:
     del third
     (req.out / "kit.json").write_text(json.dumps(doc, indent=1) + "\n")
     _checksums(req.out)
+    if req.sign_key is not None:
+        _sign(req.out, req.sign_key)
     return doc
+
+
+SIGNATURE = "SHA256SUMS.sig"
+
+
+def _sign(root: Path, key_path: Path) -> None:
+    """Sign SHA256SUMS (which names every other file) with the operator's key."""
+    import base64
+
+    from edgewise.edge.runtime.signing import key_id, load_private_key
+
+    key = load_private_key(key_path)
+    signature = key.sign((root / "SHA256SUMS").read_bytes())
+    doc = {"key_id": key_id(key.public_key()), "signature": base64.b64encode(signature).decode()}
+    (root / SIGNATURE).write_text(json.dumps(doc) + "\n")
+
+
+def verify(root: Path, trusted: list[Path]) -> str:
+    """The id of the trusted key that signed the kit's SHA256SUMS; EdgewiseError if none."""
+    import base64
+    import binascii
+
+    from cryptography.exceptions import InvalidSignature
+
+    from edgewise.edge.runtime.signing import key_id, load_public_key
+
+    try:
+        doc = json.loads((root / SIGNATURE).read_text())
+        signature = base64.b64decode(doc["signature"], validate=True)
+        signer = str(doc["key_id"])
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise EdgewiseError(f"{root / SIGNATURE}: unreadable ({exc})") from None
+    sums = (root / "SHA256SUMS").read_bytes()
+    for path in trusted:
+        public = load_public_key(path)
+        try:
+            public.verify(signature, sums)
+        except InvalidSignature:
+            continue
+        return key_id(public)
+    raise EdgewiseError(
+        f"the kit is signed by key {signer}, which is none of the {len(trusted)} keys this "
+        "device trusts: it was not made by this fleet's operator"
+    )
+
+
+def verify_main(argv: list[str]) -> int:
+    """``python -c ... verify_main`` from install.sh: KIT_DIR PUB...; one line, exit 0/1."""
+    try:
+        kid = verify(Path(argv[0]), [Path(p) for p in argv[1:]])
+    except EdgewiseError as exc:
+        print(f"install.sh: {exc}", file=sys.stderr)
+        return 1
+    print(f"the kit's signature checks out: operator key {kid}")
+    return 0
 
 
 def _device_files(req: KitRequest, store: IdentityStore) -> None:

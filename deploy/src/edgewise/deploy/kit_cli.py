@@ -76,6 +76,12 @@ def configure_kit(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument(
+        "--sign-key",
+        metavar="KEY",
+        help="the operator's private key (edgewise keys new): sign the kit; install.sh checks "
+        "it against the keys the device trusts",
+    )
+    p.add_argument(
         "--wheels-only",
         action="store_true",
         help="only the wheels and install.sh (for an image: config and identity are volumes)",
@@ -106,6 +112,7 @@ def run_kit(args: argparse.Namespace) -> int:
         extras=tuple(args.extra),
         force=args.force,
         wheels_only=args.wheels_only,
+        sign_key=Path(args.sign_key) if args.sign_key else None,
     )
     started = time.monotonic()
     doc = build(req)
