@@ -79,7 +79,7 @@ def test_batched_answers_equal_one_at_a_time(agents: tuple[Agent, Agent], max_ba
     batched, single = agents
     object.__setattr__(batched.config, "max_batch", max_batch)  # frozen config: test only
     msgs = _requests()
-    got = _docs(answer_together(batched, msgs))
+    got = _docs([a for outs in answer_together(batched, msgs) for a in outs])
     want = _docs([a for m in msgs for a in single.handle(m)])
     assert got == want
     c = batched.counters

@@ -155,6 +155,7 @@ class MemoryTransport:
     refuse: str | None = None
     reconnects: int = 0
     callback_errors: int = 0
+    generation: int = 0
     _connected: bool = False
     _started: bool = False
     _mid: int = 0

@@ -50,6 +50,7 @@ from edgewise.edge.core.role import Role, make_link
 from edgewise.edge.core.supervision import Notifier, Supervisor
 from edgewise.edge.link.backoff import Backoff
 from edgewise.edge.link.delivery import Delivery, DirectDelivery
+from edgewise.edge.link.forward import Forwarder
 from edgewise.edge.link.message import Message
 from edgewise.edge.link.outbox import OutMessage, StorageError
 from edgewise.edge.link.payload import encode, error_doc, peek_id
@@ -117,6 +118,7 @@ class Agent(RequestPath):
         self._threads: list[str] = []
         self._transport = transport or mqtt_transport
         self._link: tuple[Transport, Delivery, DirectDelivery] | None = None
+        self._forwarder: Forwarder | None = None
 
     # -- assembly -----------------------------------------------------------------------
 
@@ -161,6 +163,8 @@ class Agent(RequestPath):
             on_published=self._on_published,
             on_failure=self.supervisor.fail,
         )
+        if self.config.durable and self.config.qos == 1 and self.config.ack == "forwarded":
+            self._forwarder = Forwarder(self._link[0])
         return self._link
 
     # -- what features see (feature.Host) -------------------------------------------------
@@ -228,6 +232,12 @@ class Agent(RequestPath):
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
         self.supervisor.join(max(0.1, deadline - time.monotonic()), tuple(self._threads))
         self.features.tick()  # what is due: captured samples, drift documents
+        forwarder = self._forwarder
+        if forwarder is not None and not forwarder.flush(max(0.0, deadline - time.monotonic())):
+            log.warning(
+                "%d requests stay unacknowledged: the broker delivers them again",
+                forwarder.pending,
+            )
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         if self.role.announce:
@@ -345,7 +355,14 @@ class Agent(RequestPath):
         self._direct.send(error_replies(self.topics, msg, name, encode(doc), self.config.qos))
 
     def _on_published(self, mid: int) -> None:
+        if self._forwarder is not None:
+            self._forwarder.on_published(mid)
         self.delivery.on_published(mid)
+
+    @property
+    def forwarding(self) -> int:
+        """Requests whose answers are out but not yet acknowledged by the broker."""
+        return self._forwarder.pending if self._forwarder is not None else 0
 
     def _heartbeat(self) -> None:
         self._heartbeat_at = time.monotonic()
@@ -396,7 +413,8 @@ class Agent(RequestPath):
         return keep
 
     def _serve(self, items: list[Message | Job]) -> None:
-        """Answer a batch, commit the answers, then acknowledge the requests."""
+        """Answer a batch; forward the answers to broker requests (acked after their
+        PUBACKs), commit the rest to the outbox, then acknowledge what was stored."""
         batch = [m for m in items if not isinstance(m, Job)]
         done = [out for job in items if isinstance(job, Job) for out in self._run(job)]
         keys = [(msg.mid, msg.topic, hash(msg.payload)) for msg in batch]
@@ -409,15 +427,28 @@ class Agent(RequestPath):
         if self.config.max_batch > 1 and len(fresh) > 1:
             answers = answer_together(self, fresh)  # same-model requests: one backend call
         else:
-            answers = [a for msg in fresh for a in self.contain(msg)]
-        if not self._store(answers + done if done else answers):
+            answers = [self.contain(msg) for msg in fresh]
+        forwarder = self._forwarder
+        if forwarder is None:
+            stored = [a for outs in answers for a in outs]
+            forwarded: list[tuple[Message, list[OutMessage]]] = []
+        else:
+            by_msg = dict(zip(map(id, fresh), answers, strict=True))
+            # Every request of this connection goes in order, duplicates too (no answers).
+            forwarded = [(m, by_msg.get(id(m), [])) for m in batch if forwarder.takes(m)]
+            taken = {id(m) for m, _ in forwarded}
+            stored = [a for m, outs in zip(fresh, answers) if id(m) not in taken for a in outs]
+        if (stored or done) and not self._store(stored + done):
             return  # stopping with the outbox failing: unacknowledged, the broker keeps them
+        if forwarder is not None and forwarded:
+            forwarder.forward(forwarded)
         now = time.monotonic()
         for msg, key in zip(batch, keys, strict=True):
             window = self.e2e_ms.get(self.topics.model_of(msg.topic) or "")
             if window is not None:
                 window.add((now - msg.received_at) * 1000.0)
-            self.connection.ack(msg)
+            if forwarder is None or not forwarder.takes(msg):
+                self.connection.ack(msg)
             if msg.qos:
                 self._recent[key] = None
                 if len(self._recent) > RECENT:
@@ -467,7 +498,12 @@ class Agent(RequestPath):
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing being answered, nothing waiting to be published."""
-        return self._queue.empty() and self._idle.is_set() and self.delivery.depth == 0
+        return (
+            self._queue.empty()
+            and self._idle.is_set()
+            and self.delivery.depth == 0
+            and self.forwarding == 0
+        )
 
     @property
     def uptime(self) -> float:

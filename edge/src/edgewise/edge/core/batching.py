@@ -127,8 +127,8 @@ def _answer_group(agent: RequestPath, group: list[tuple[int, Pending]]) -> list[
     return [results[k] for k in range(len(group))]
 
 
-def answer_together(agent: RequestPath, msgs: list[Message]) -> list[OutMessage]:
-    """The answers to ``msgs`` in their order, same-model JSON requests batched."""
+def answer_together(agent: RequestPath, msgs: list[Message]) -> list[list[OutMessage]]:
+    """Each of ``msgs``' answers, in their order, same-model JSON requests batched."""
     out: list[list[OutMessage] | None] = [None] * len(msgs)
     by_model: dict[str, list[tuple[int, Pending]]] = {}
     for i, msg in enumerate(msgs):
@@ -146,4 +146,4 @@ def answer_together(agent: RequestPath, msgs: list[Message]) -> list[OutMessage]
                 answers = [agent.contain(p.msg) for _, p in group]
             for (i, _), a in zip(group, answers):
                 out[i] = a
-    return [a for answers in out if answers is not None for a in answers]
+    return [answers if answers is not None else [] for answers in out]

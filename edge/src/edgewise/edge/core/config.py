@@ -147,6 +147,9 @@ class AgentConfig(BaseModel):
     drain_timeout: Seconds = Field(10.0, gt=0, le=3600)
     # Durable delivery (docs/mqtt.md): persistent session + on-disk outbox.
     durable: bool = True
+    # When a QoS 1 request from the broker is acknowledged: once the broker acknowledged its
+    # answers ("forwarded", edge.link.forward), or once they are in the outbox ("stored").
+    ack: Literal["forwarded", "stored"] = "forwarded"
     state_dir: str = Field(default_factory=default_state_dir, min_length=1)
     outbox_max_count: int = Field(100_000, ge=1, le=1_000_000_000)
     outbox_max_bytes: int = Field(64 << 20, ge=1, le=1 << 40)

@@ -37,6 +37,7 @@ class Transport(Protocol):
     protocol: str  # the MQTT version spoken ("5" or "3.1.1"), settled on connecting
     reconnects: int
     callback_errors: int
+    generation: int  # which connection this is: a new one after every reconnect
 
     @property
     def connected(self) -> bool: ...
