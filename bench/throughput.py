@@ -8,13 +8,16 @@ the load generator is not the bottleneck. Cases, in one run on the same broker:
 
 - echo: bench/peers.py republishes each request (the broker + paho floor);
 - ort: bench/peers.py's hand-written paho + onnxruntime peer (parse, run, answer);
-- the agent (durable outbox) with max_batch = 1 (no micro-batching), 1-row requests;
+- the agent acknowledging requests once their answers are in the outbox (ack = "stored",
+  the way before forward-then-ack), max_batch = 1, 1-row requests: the baseline;
+- the agent (forward-then-ack, the default) with max_batch = 1 (no micro-batching);
 - the same with --workers 2 (two processes on one shared subscription);
 - the agent with max_batch = 64, 1-row requests;
 - the agent with max_batch = 64, 8-row requests (instances/s).
 
-Printed: messages/s, instances/s and the ratio to echo's messages/s, and the agent's
-backend runs per answered request (from its health).
+Printed: messages/s, instances/s, the ratio to echo's messages/s and to the onnxruntime
+peer's, and the agent's backend runs per answered request (from its health).
+`--inflight N` sets Mosquitto's max_inflight_messages (its default is 20).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def health(port: int, device: str) -> dict:  # type: ignore[type-arg]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=20000, help="requests per case")
+    ap.add_argument("--inflight", type=int, default=None, help="Mosquitto max_inflight_messages")
     args = ap.parse_args()
 
     from edgewise.converters.sklearn_onnx import export_sklearn
@@ -65,7 +69,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="edgewise-bench-throughput-"))
     bundle = export_sklearn(train(load_builtin("iris"), "random-forest", "iris-rf"), work / "b")
-    broker = start_mosquitto(work / "broker", extra=["max_queued_messages 1000000"])
+    extra = ["max_queued_messages 1000000"]
+    if args.inflight is not None:
+        extra.append(f"max_inflight_messages {args.inflight}")
+    broker = start_mosquitto(work / "broker", extra=extra)
     lines = {}
     for rows in (1, 8):
         path = work / f"rows{rows}.txt"
@@ -84,15 +91,16 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
             results.append((label, args.n / secs, args.n / secs, None))
-        for label, max_batch, rows, workers in [
-                ("agent, max_batch 1, 1-row requests", 1, 1, 1),
-                ("agent --workers 2, 1-row requests", 1, 1, 2),
-                ("agent, max_batch 64, 1-row requests", 64, 1, 1),
-                ("agent, max_batch 64, 8-row requests", 64, 8, 1)]:  # fmt: skip
-            device = f"b{max_batch}r{rows}w{workers}"
+        for label, max_batch, rows, workers, ack in [
+                ("agent, ack stored (before), 1-row", 1, 1, 1, "stored"),
+                ("agent, max_batch 1, 1-row requests", 1, 1, 1, "forwarded"),
+                ("agent --workers 2, 1-row requests", 1, 1, 2, "forwarded"),
+                ("agent, max_batch 64, 1-row requests", 64, 1, 1, "forwarded"),
+                ("agent, max_batch 64, 8-row requests", 64, 8, 1, "forwarded")]:  # fmt: skip
+            device = f"b{max_batch}r{rows}w{workers}{ack[0]}"
             toml = work / f"{device}.toml"
             toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n"
-                            f"workers = {workers}\n")  # fmt: skip
+                            f"workers = {workers}\nack = \"{ack}\"\n")  # fmt: skip
             agent = subprocess.Popen([sys.executable, "-m", "edgewise", "agent", "--bundle",
                                       str(bundle.path), "--broker", broker.url, "--device",
                                       device, "--prefix", "bench", "--config", str(toml),
@@ -110,12 +118,15 @@ def main() -> None:
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    base = results[0][1]
-    print(f"{args.n} requests per case, QoS 1 both ways, C load clients")
-    print(f"{'case':<38} {'msg/s':>8} {'inst/s':>9} {'vs echo':>8} {'runs/answer':>12}")
+    base, peer = results[0][1], results[1][2]
+    inflight = args.inflight if args.inflight is not None else "default (20)"
+    print(f"{args.n} requests per case, QoS 1 both ways, C load clients, inflight {inflight}")
+    print(f"{'case':<38} {'msg/s':>8} {'inst/s':>9} {'vs echo':>8} {'inst vs peer':>13} "
+          f"{'runs/answer':>12}")  # fmt: skip
     for label, msgs, inst, runs in results:
         r = f"{runs:.2f}" if runs is not None else "-"
-        print(f"{label:<38} {msgs:>8.0f} {inst:>9.0f} {msgs / base:>7.2f}x {r:>12}")
+        print(f"{label:<38} {msgs:>8.0f} {inst:>9.0f} {msgs / base:>7.2f}x "
+              f"{inst / peer:>12.2f}x {r:>12}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -56,7 +56,11 @@ START_GRACE_S = 30.0  # a new run has this long to send its first report (import
 STEADY_S = 30.0  # a helper that ran this long restarts without back-off
 MAXED = ("peak_queued", "largest_batch")  # counters that combine by max, not sum
 RETIRE_QUIET_S = 2.0  # a retiring helper stops after this long with nothing to answer
-GAUGES = ("queued", "outbox_depth")  # a level now: an ended run's last value is not kept
+GAUGES = (
+    "queued",
+    "outbox_depth",
+    "forwarding",
+)  # a level now: an ended run's last value is not kept
 
 
 def helper_client_id(device: str, index: int) -> str:

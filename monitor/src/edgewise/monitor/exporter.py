@@ -41,6 +41,10 @@ DEVICE_COUNTERS = {  # health counter -> metric (device-level, _total added)
 DEVICE_GAUGES = {  # health counter -> gauge
     "outbox_depth": ("edgewise_outbox_depth", "Answers waiting in the outbox"),
     "queued": ("edgewise_queued_requests", "Requests waiting for the worker"),
+    "forwarding": (
+        "edgewise_forwarding_requests",
+        "Requests answered, waiting for the broker's PUBACKs of their answers",
+    ),
 }
 
 

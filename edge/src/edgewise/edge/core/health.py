@@ -101,6 +101,8 @@ class Reporting(Protocol):
     @property
     def queued(self) -> int: ...
     @property
+    def forwarding(self) -> int: ...
+    @property
     def overwritten(self) -> int: ...
 
 
@@ -165,6 +167,8 @@ def counters_document(agent: Reporting) -> dict[str, Any]:
         outbox_depth=agent.delivery.depth,
         reconnects=agent.connection.reconnects,
         queued=agent.queued,
+        # answered and forwarded, waiting for the broker's PUBACKs before their own
+        forwarding=agent.forwarding,
         # paho callbacks and feature hooks that raised (each logged, none stopped a thread)
         callback_errors=agent.connection.callback_errors + agent.features.errors,
         overwritten=agent.overwritten,
