@@ -57,6 +57,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=30000)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument(
+        "--ack",
+        default="forwarded",
+        choices=["forwarded", "stored"],
+        help="the agent's ack setting (stored: the outbox on the hot path, as before)",
+    )
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -74,10 +80,12 @@ def main() -> None:
     lines.write_text("".join(json.dumps({"id": i, "instances": [ROW]}) + "\n"
                              for i in range(args.n)))  # fmt: skip
     raw = work / "profile.txt"
+    (work / "agent.toml").write_text(f'ack = "{args.ack}"\n')
     try:
         agent = subprocess.Popen([sys.executable, "-m", "edgewise", "agent", "--bundle",
                                   str(bundle.path), "--broker", broker.url, "--device", "p",
-                                  "--prefix", "bench", "--state-dir", str(work / "state")],
+                                  "--prefix", "bench", "--state-dir", str(work / "state"),
+                                  "--config", str(work / "agent.toml")],
                                  stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(4)
         sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-t",
@@ -110,7 +118,7 @@ def main() -> None:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     total = sum(areas.values()) or 1
-    print(f"agent process, {args.seconds} s of a {args.n}-request QoS 1 stream; "
+    print(f"agent process (ack {args.ack}), {args.seconds} s of a {args.n}-request QoS 1 stream; "
           f"{total} busy samples at 200 Hz (all threads)")  # fmt: skip
     for name, count in areas.most_common():
         print(f"  {name:<36} {100 * count / total:5.1f} %")

@@ -364,6 +364,12 @@ class Agent(RequestPath):
         """Requests whose answers are out but not yet acknowledged by the broker."""
         return self._forwarder.pending if self._forwarder is not None else 0
 
+    @property
+    def dead_letters(self) -> int:
+        """Answers that could never be published, forwarded or from the outbox."""
+        forwarded = self._forwarder.dead_letters if self._forwarder is not None else 0
+        return self.delivery.dead_letters + forwarded
+
     def _heartbeat(self) -> None:
         self._heartbeat_at = time.monotonic()
         self.notifier.ping()

@@ -103,6 +103,8 @@ class Reporting(Protocol):
     @property
     def forwarding(self) -> int: ...
     @property
+    def dead_letters(self) -> int: ...
+    @property
     def overwritten(self) -> int: ...
 
 
@@ -163,7 +165,7 @@ def counters_document(agent: Reporting) -> dict[str, Any]:
     counters = asdict(agent.counters)
     counters.update(
         dropped=agent.delivery.dropped,
-        dead_letters=agent.delivery.dead_letters,
+        dead_letters=agent.dead_letters,
         outbox_depth=agent.delivery.depth,
         reconnects=agent.connection.reconnects,
         queued=agent.queued,
