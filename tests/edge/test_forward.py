@@ -17,7 +17,7 @@ import pytest
 from edgewise.deploy.broker import LocalBroker
 from edgewise.edge.app import build_agent
 from edgewise.edge.core.config import AgentConfig
-from edgewise.edge.link.forward import Forwarder
+from edgewise.edge.link.forward import Forwarder, _Pending
 from edgewise.edge.link.message import Message, PublishRefused
 from edgewise.edge.link.outbox import OutMessage
 from tests.agents import new_device
@@ -129,8 +129,8 @@ def out(topic: str = "a/out", qos: int = 1) -> OutMessage:
 
 
 def test_acks_follow_pubacks_in_arrival_order() -> None:
-    conn = FakeConnection()
-    fwd = Forwarder(conn)  # type: ignore[arg-type]
+    conn, others = FakeConnection(), []
+    fwd = Forwarder(conn, others.append)  # type: ignore[arg-type]
     # 1: two answers; 2: a duplicate (no answers); 3: one answer.
     fwd.forward([(request(1), [out(), out()]), (request(2), []), (request(3), [out()])])
     assert conn.published == ["a/out"] * 3 and conn.acked == [] and fwd.pending == 3
@@ -140,20 +140,20 @@ def test_acks_follow_pubacks_in_arrival_order() -> None:
     assert conn.acked == []  # request 1 has a second answer out
     fwd.on_published(2)
     assert conn.acked == [1, 2, 3] and fwd.pending == 0
-    fwd.on_published(2)  # a PUBACK nobody waits for (a resent answer) changes nothing
-    assert conn.acked == [1, 2, 3]
+    # Another publisher's PUBACK (the outbox's) is passed on at once.
+    assert fwd.on_published(99) is False and conn.acked == [1, 2, 3]
 
 
 def test_unpublishable_and_qos0_answers_do_not_hold_a_request() -> None:
-    conn = FakeConnection()
-    fwd = Forwarder(conn)  # type: ignore[arg-type]
+    conn, others = FakeConnection(), []
+    fwd = Forwarder(conn, others.append)  # type: ignore[arg-type]
     fwd.forward([(request(1), [out("refused"), out("b/out", qos=0)])])
     assert conn.acked == [1] and fwd.dead_letters == 1 and fwd.forwarded == 1
 
 
 def test_a_new_connection_drops_what_waited_on_the_old_one() -> None:
-    conn = FakeConnection()
-    fwd = Forwarder(conn)  # type: ignore[arg-type]
+    conn, others = FakeConnection(), []
+    fwd = Forwarder(conn, others.append)  # type: ignore[arg-type]
     fwd.forward([(request(1), [out()])])
     conn.generation = 1  # reconnected: message ids start over, the broker resends request 1
     fwd.forward([(request(7, generation=0), [out()]), (request(1, generation=1), [out()])])
@@ -166,8 +166,8 @@ def test_a_new_connection_drops_what_waited_on_the_old_one() -> None:
 
 
 def test_flush_waits_for_the_last_puback() -> None:
-    conn = FakeConnection()
-    fwd = Forwarder(conn)  # type: ignore[arg-type]
+    conn, others = FakeConnection(), []
+    fwd = Forwarder(conn, others.append)  # type: ignore[arg-type]
     fwd.forward([(request(1), [out()])])
     assert not fwd.flush(0.05)
     fwd.on_published(1)
@@ -212,3 +212,22 @@ def test_answers_are_identical_either_way(
             agent.stop(timeout=5)
     assert got["forwarded"] == got["stored"]
     assert [kind for kind, _ in got["forwarded"]] == ["out", "error", "error", "out"]
+
+
+def test_a_puback_racing_the_registration_is_not_lost() -> None:
+    """paho may deliver a PUBACK before the worker has recorded the message id: while the
+    worker holds the lock, unknown ids are queued; the ones that were not ours are passed
+    on when settled."""
+    conn, others = FakeConnection(), []
+    fwd = Forwarder(conn, others.append)  # type: ignore[arg-type]
+    with fwd._lock:  # the worker, between paho taking the answer and recording its id
+        assert fwd.on_published(1) is True  # maybe ours: queued, not lost
+        assert fwd.on_published(50) is True
+        fwd._by_mid[1] = pending = fwd_pending(request(1))
+        fwd._order.append(pending)
+        fwd._settle()
+    assert conn.acked == [1] and others == [50]
+
+
+def fwd_pending(msg: Message) -> _Pending:
+    return _Pending(msg, left=1)

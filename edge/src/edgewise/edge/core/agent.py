@@ -164,7 +164,7 @@ class Agent(RequestPath):
             on_failure=self.supervisor.fail,
         )
         if self.config.durable and self.config.qos == 1 and self.config.ack == "forwarded":
-            self._forwarder = Forwarder(self._link[0])
+            self._forwarder = Forwarder(self._link[0], self._link[1].on_published)
         return self._link
 
     # -- what features see (feature.Host) -------------------------------------------------
@@ -355,8 +355,8 @@ class Agent(RequestPath):
         self._direct.send(error_replies(self.topics, msg, name, encode(doc), self.config.qos))
 
     def _on_published(self, mid: int) -> None:
-        if self._forwarder is not None:
-            self._forwarder.on_published(mid)
+        if self._forwarder is not None and self._forwarder.on_published(mid):
+            return
         self.delivery.on_published(mid)
 
     @property

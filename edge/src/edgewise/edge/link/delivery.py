@@ -215,7 +215,10 @@ class OutboxDelivery:
         with self._lock:
             room = self._window - len(self._in_flight)
             after = self._last_seq
-        if room <= 0:
+            # Everything stored is in flight or settled: no query (the thread wakes on
+            # every PUBACK of the connection, answers forwarded past the outbox too).
+            held = len(self._in_flight) + len(self._unremoved) + len(self._skipped)
+        if room <= 0 or self.outbox.depth <= held:
             return
         pending = self.outbox.peek(after, room)
         with self._lock:

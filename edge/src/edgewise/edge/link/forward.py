@@ -17,7 +17,8 @@ Locking: the worker holds ``_lock`` while it hands answers to paho, so that a PU
 be settled before its message id is known. paho calls ``on_published`` from its network
 thread while holding its own locks, so that thread never waits for ``_lock``: it queues
 the id and settles only if the lock is free; whoever holds the lock settles before
-letting go.
+letting go. PUBACKs of what others published (the outbox) are passed on: at once when
+the id cannot be ours, else when settled.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgewise.edge.link.message import Message
@@ -46,8 +47,9 @@ class _Pending:
 class Forwarder:
     """Publishes requests' answers and acknowledges the requests after their PUBACKs."""
 
-    def __init__(self, connection: Transport) -> None:
+    def __init__(self, connection: Transport, fallback: Callable[[int], None]) -> None:
         self._connection = connection
+        self._fallback = fallback  # PUBACKs of what others published (the outbox's)
         self._lock = threading.Lock()
         self._order: deque[_Pending] = deque()  # arrival order: acks go out in it
         self._by_mid: dict[int, _Pending] = {}
@@ -95,10 +97,17 @@ class Forwarder:
             self._settle()
         self._drain()
 
-    def on_published(self, mid: int) -> None:
-        """paho's network thread: the broker acknowledged ``mid``. Never blocks."""
+    def on_published(self, mid: int) -> bool:
+        """paho's network thread: the broker acknowledged ``mid``; whether it was one of
+        ours. Never blocks."""
+        # Lock first, then map: the worker registers a mid under the lock right after paho
+        # took it, so an id that is ours is either in the map or its registration is under
+        # way. An id that turns out not to be ours goes to ``fallback`` when settled.
+        if not self._lock.locked() and mid not in self._by_mid:
+            return False
         self._acks.put(mid)
         self._drain()
+        return True
 
     def flush(self, timeout: float) -> bool:
         """Wait until every forwarded request is acknowledged, up to ``timeout`` seconds."""
@@ -128,6 +137,8 @@ class Forwarder:
             pending = self._by_mid.pop(mid, None)
             if pending is not None:
                 pending.left -= 1
+            else:
+                self._fallback(mid)
         order = self._order
         while order and order[0].left <= 0:
             self._connection.ack(order.popleft().msg)

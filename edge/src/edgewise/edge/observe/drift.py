@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JUDGE_EVERY = 50  # instances between two judgements (a status change is seen this soon)
+# Answered requests are binned in batches, not one by one (the binning's cost is per call):
+# a model's buffer is binned once it holds this many instances, or from the worker's loop
+# once its oldest request waited this long.
+BATCH_ROWS = 128
+BATCH_AGE_S = 0.1
 
 
 class DriftMonitor:
@@ -139,6 +144,58 @@ def _channels(model: ServedModel) -> list[str]:
     return [f"c{i}" for i in range(shape[-1] if shape else 0)]
 
 
+class _Pending:
+    """Answered requests of one monitor, waiting to be binned together."""
+
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self.monitor = monitor
+        self.clear()
+
+    def clear(self) -> None:
+        self.instances: list[Any] = []
+        self.instance_predictions: list[dict[str, Any]] = []
+        self.tensors: list[np.ndarray[Any, Any]] = []
+        self.tensor_predictions: list[dict[str, Any]] = []
+        self.rows = 0
+        self.since = time.monotonic()
+
+    def add(
+        self,
+        instances: list[Any] | None,
+        tensor: np.ndarray[Any, Any] | None,
+        predictions: list[dict[str, Any]],
+    ) -> None:
+        if not self.rows:
+            self.since = time.monotonic()
+        if tensor is not None:
+            self.tensors.append(tensor)
+            self.tensor_predictions += predictions
+            self.rows += len(tensor)
+        else:
+            self.instances += instances or []
+            self.instance_predictions += predictions
+            self.rows += len(instances or [])
+
+    def bin(self) -> bool:
+        """Into the window, in as few calls as the shapes allow; True if the status changed."""
+        changed = False
+        if self.instances:
+            changed |= self.monitor.observe(self.instances, None, self.instance_predictions)
+        if self.tensors:
+            shapes = {t.shape[1:] for t in self.tensors}
+            if len(shapes) == 1:
+                joined = np.concatenate(self.tensors)
+                changed |= self.monitor.observe(None, joined, self.tensor_predictions)
+            else:  # requests of other shapes (refused ones never get here): one at a time
+                start = 0
+                for t in self.tensors:
+                    preds = self.tensor_predictions[start : start + len(t)]
+                    changed |= self.monitor.observe(None, t, preds)
+                    start += len(t)
+        self.clear()
+        return changed
+
+
 class Drift:
     """The agent's drift monitors: the worker observes and publishes; health reads."""
 
@@ -146,6 +203,7 @@ class Drift:
         self._host = host
         self._settings = host.config.drift
         self._monitors: dict[str, DriftMonitor] = {}
+        self._pending: dict[str, _Pending] = {}
         self._published_at: dict[str, float] = {}
         self._broken: set[str] = set()
 
@@ -168,26 +226,47 @@ class Drift:
         tensor: np.ndarray[Any, Any] | None,
         predictions: list[dict[str, Any]],
     ) -> str | None:
-        """Add an answered request (worker thread); the model's drift status after it."""
+        """Add an answered request (worker thread); the model's drift status (as of the
+        last binned batch: a status change is seen within ``BATCH_ROWS`` instances or
+        ``BATCH_AGE_S`` seconds)."""
         monitor = self.monitor(model)
         if monitor is None or model.name in self._broken:
             return None
-        fresh = monitor.observed == 0
-        try:
-            changed = monitor.observe(instances, tensor, predictions)
-        except Exception:  # drift bookkeeping must never cost an answer
-            self._broken.add(model.name)
-            log.exception("drift monitoring of %s failed; it is off until restart", model.name)
-            return None
-        if changed:
-            log.info("%s drift: %s", model.name, monitor.status)
-        if changed or fresh:  # a new version's window is announced as "collecting"
-            self._publish(monitor)
+        pending = self._pending.get(model.name)
+        if pending is not None and pending.monitor is not monitor:
+            self._bin(pending)  # the old version's last requests, into its own window
+            pending = None
+        if pending is None:
+            pending = self._pending[model.name] = _Pending(monitor)
+        fresh = monitor.observed == 0 and not pending.rows
+        pending.add(instances, tensor, predictions)
+        if fresh or pending.rows >= BATCH_ROWS:
+            self._bin(pending)  # a new version's window is announced at once
         return monitor.status
 
-    def flush(self) -> None:
-        """Publish each judged model's document once per health interval (worker loop)."""
+    def _bin(self, pending: _Pending) -> None:
+        monitor = pending.monitor
+        name = monitor.model.name
+        fresh = monitor.observed == 0
+        try:
+            changed = pending.bin()
+        except Exception:  # drift bookkeeping must never cost an answer
+            self._broken.add(name)
+            self._pending.pop(name, None)
+            log.exception("drift monitoring of %s failed; it is off until restart", name)
+            return
+        if changed:
+            log.info("%s drift: %s", name, monitor.status)
+        if changed or fresh:  # a new version's window is announced as "collecting"
+            self._publish(monitor)
+
+    def flush(self, force: bool = False) -> None:
+        """Bin what waited long enough (everything with ``force``), and publish each judged
+        model's document once per health interval (worker loop)."""
         now = time.monotonic()
+        for pending in list(self._pending.values()):
+            if pending.rows and (force or now - pending.since >= BATCH_AGE_S):
+                self._bin(pending)
         every = self._host.config.health_interval
         for name, monitor in list(self._monitors.items()):
             if now - self._published_at.get(name, -math.inf) >= every and monitor.observed:
@@ -207,6 +286,7 @@ class Drift:
 
     def forget(self, name: str) -> None:
         """A removed model: its window goes, its retained document is cleared."""
+        self._pending.pop(name, None)
         if self._monitors.pop(name, None) is not None:
             topic = self._host.topics.model(name, "drift")
             self._host.link.publish(topic, b"", qos=1, retain=True)
