@@ -20,6 +20,7 @@ from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.link.forward import Forwarder, _Pending
 from edgewise.edge.link.message import Message, PublishRefused
 from edgewise.edge.link.outbox import OutMessage
+from edgewise.edge.testing import Handle
 from tests.agents import new_device
 from tests.mqtt_peer import Peer
 from tests.mqtt_proxy import PubackProxy
@@ -91,14 +92,6 @@ def test_request_is_acked_only_after_its_answers_puback(
 
 
 @dataclass
-class _Handle:
-    mid: int
-
-    def wait_for_publish(self, timeout: float | None = None) -> None:
-        return None
-
-
-@dataclass
 class FakeConnection:
     generation: int = 0
     connected: bool = True
@@ -108,12 +101,12 @@ class FakeConnection:
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, cd: object = None
-    ) -> _Handle:
+    ) -> Handle:
         if topic == "refused":
             raise PublishRefused("too large")
         self._mid += 1
         self.published.append(topic)
-        return _Handle(self._mid)
+        return Handle(self._mid)
 
     def ack(self, msg: Message) -> None:
         if msg.generation == self.generation:

@@ -133,7 +133,9 @@ class Published:
 
 
 @dataclass
-class _Handle:
+class Handle:
+    """A publish's receipt: its message id (it is out at once)."""
+
     mid: int
 
     def wait_for_publish(self, timeout: float | None = None) -> None:
@@ -199,7 +201,7 @@ class MemoryTransport:
         qos: int = 0,
         retain: bool = False,
         correlation_data: bytes | None = None,
-    ) -> _Handle:
+    ) -> Handle:
         if self.refuse is not None and topic.startswith(self.refuse):
             raise PublishRefused(f"refused by the test: {topic}")
         body = payload.encode() if isinstance(payload, str) else bytes(payload)
@@ -210,7 +212,7 @@ class MemoryTransport:
             self._changed.notify_all()
         if qos > 0 and self.spec.on_published is not None:
             self.spec.on_published(mid)
-        return _Handle(mid)
+        return Handle(mid)
 
     def ack(self, msg: Message) -> None:
         self.acked.append(msg.mid)
