@@ -25,7 +25,7 @@ from tests.agents import new_device, serving
 
 def test_latency_window_percentiles_over_the_last_values() -> None:
     window = LatencyWindow(size=100)
-    assert window.summary() == {"p50_ms": None, "p99_ms": None, "n": 0}
+    assert window.summary() == {"p50_ms": None, "p99_ms": None, "n": 0, "count": 0, "sum_ms": 0}
     rng = np.random.default_rng(0)
     values = rng.exponential(2.0, 300)
     for v in values:
@@ -35,6 +35,9 @@ def test_latency_window_percentiles_over_the_last_values() -> None:
     assert summary["n"] == 100
     assert summary["p50_ms"] == pytest.approx(np.percentile(last, 50), abs=1e-4)
     assert summary["p99_ms"] == pytest.approx(np.percentile(last, 99), abs=1e-4)
+    # Count and sum are of every latency (a Prometheus summary's _count and _sum).
+    assert summary["count"] == 300
+    assert summary["sum_ms"] == pytest.approx(values.sum(), abs=1e-3)
 
 
 def test_rss_is_this_process() -> None:

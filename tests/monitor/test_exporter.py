@@ -73,7 +73,13 @@ def test_health_becomes_metrics(broker: LocalBroker, iris_bundle: Path, exporter
         assert value(got, "edgewise_up", device=device) == 1
         p99 = value(got, "edgewise_inference_latency_seconds", **model, quantile="0.99")
         assert p99 is not None and 0 < p99 < 1
-        assert (value(got, "edgewise_deploy_state", **model, state="active", version="1")) == 1
+        count = value(got, "edgewise_inference_latency_seconds_count", **model)
+        total = value(got, "edgewise_inference_latency_seconds_sum", **model)
+        assert count == 5 and total is not None and 0 < total < 5
+        assert value(got, "edgewise_deploy_state", **model, state="active") == 1
+        assert value(got, "edgewise_deploy_state", **model, state="failed") == 0  # a 0 series
+        assert value(got, "edgewise_deployment_info", **model, version="1") == 1
+        assert value(got, "edgewise_broker_up") == 1
         info = [k for k in got if k[0] == "edgewise_model_info" and ("device", device) in k[1]]
         assert len(info) == 1 and ("version", "1") in info[0][1]
     # The agent stopped: its retained status says offline.
@@ -210,3 +216,43 @@ def test_invented_model_names_and_huge_documents_stay_bounded(which: str) -> Non
     else:
         models = state.snapshot()["devices"]["pi"]["models"]
         assert len(models) == MAX_MODELS
+
+
+def test_promtool_accepts_the_metrics(
+    broker: LocalBroker, iris_bundle: Path, exporter: str
+) -> None:
+    """`promtool check metrics` on a scrape with a real agent's families in it (the Debian
+    prometheus package's promtool; scripts/setup-system installs it)."""
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: scripts/setup-system --with-mosquitto installs it")
+    device = new_device("lint")
+    with serving(broker, [iris_bundle], device, health_interval=1.0):
+        peer = Peer(broker.port)
+        try:
+            peer.request(f"edgewise/{device}/iris-rf/in", {"id": 1, "instances": [ROW]})
+        finally:
+            peer.close()
+        wait_for(exporter, "edgewise_answers_total", 1, device=device, model="iris-rf")
+        text = urllib.request.urlopen(exporter, timeout=5).read()
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+    assert b"# TYPE edgewise_inference_latency_seconds summary" in text
+
+
+def test_broker_down_is_a_metric_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """An exporter whose broker cannot be reached says so: edgewise_broker_up 0, and a
+    warning naming the broker (it used to serve empty families and log nothing)."""
+    import logging
+
+    from edgewise.deploy.broker import free_port
+
+    port = free_port()
+    dead = Endpoint.parse(f"mqtt://127.0.0.1:{port}")
+    with caplog.at_level(logging.WARNING), serve_exporter(dead, "edgewise", "127.0.0.1", 0) as url:
+        time.sleep(1.0)
+        assert value(scrape(url), "edgewise_broker_up") == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(f"127.0.0.1:{port}" in w for w in warned), warned

@@ -16,11 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from edgewise.edge.link.message import Message
 from edgewise.edge.remote.fleet_status import finite_number
@@ -30,6 +36,9 @@ MAX_DEVICES = 10_000
 MAX_MODELS = 64  # deployment documents kept per device
 MAX_HEALTH_BYTES = 256 * 1024  # a health document is a few KiB; a 1 MB one is refused
 MAX_LABEL = 200
+# Every value of a state set gets a series (0 or 1), so `== 1` alerts and absent() work.
+DEPLOY_STATES = ("pending", "downloading", "staged", "shadow", "active", "failed", "rolled_back")
+DRIFT_STATES = ("collecting", "ok", "warn", "alarm")
 DEVICE_COUNTERS = {  # health counter -> metric (device-level, _total added)
     "received": ("edgewise_requests_received", "Requests received"),
     "overloaded": ("edgewise_overloaded", "Requests answered overloaded"),
@@ -136,13 +145,23 @@ def _json(payload: bytes) -> dict[str, Any] | None:
 
 
 class FleetCollector(Collector):
-    """Builds the metric families from the fleet state at every scrape."""
+    """Builds the metric families from the fleet state at every scrape; ``broker_up`` says
+    whether the exporter's own link to the broker is up."""
 
-    def __init__(self, state: FleetState) -> None:
+    def __init__(self, state: FleetState, broker_up: Callable[[], bool] = lambda: True) -> None:
         self.state = state
+        self.broker_up = broker_up
 
     def collect(self) -> Iterator[Metric]:
         status, health, deployments = self.state.snapshot()
+        yield GaugeMetricFamily(
+            "edgewise_broker_up",
+            "1 while the exporter is connected to the broker (0: every other value is stale)",
+            value=1.0 if self.broker_up() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "edgewise_exporter_devices", "Devices the exporter has seen", value=len(status)
+        )
         up = GaugeMetricFamily(
             "edgewise_up", "1 while the device's agent is online", labels=["device"]
         )
@@ -154,13 +173,21 @@ class FleetCollector(Collector):
         yield from _stream_metrics(health)
         state = GaugeMetricFamily(
             "edgewise_deploy_state",
-            "1 for the deployment state each model is in",
-            labels=["device", "model", "state", "version"],
+            "1 for the deployment state each model is in, 0 for the others",
+            labels=["device", "model", "state"],
+        )
+        version = GaugeMetricFamily(
+            "edgewise_deployment_info",
+            "The version a model's deployment is about (desired or reached)",
+            labels=["device", "model", "version"],
         )
         for (device, model), doc in sorted(deployments.items()):
-            labels = [device, model, doc.get("state", "unknown"), doc.get("version", "")]
-            state.add_metric([_label(v) for v in labels], 1.0)
+            now = str(doc.get("state", "unknown"))
+            for s in (*DEPLOY_STATES, *(() if now in DEPLOY_STATES else (now,))):
+                state.add_metric([_label(device), _label(model), _label(s)], float(s == now))
+            version.add_metric([_label(device), _label(model), _label(doc.get("version", ""))], 1)
         yield state
+        yield version
 
 
 def _device_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
@@ -256,15 +283,17 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         "edgewise_errors", "Requests answered with an error", labels=["device", "model", "code"]
     )
     latency = {
-        "inference_ms": GaugeMetricFamily(
-            "edgewise_inference_latency_seconds", "Inference latency over the recent requests",
-            labels=["device", "model", "quantile"],
+        "inference_ms": SummaryMetricFamily(
+            "edgewise_inference_latency_seconds",
+            "Inference latency (quantiles over the last 2,048 requests of the version serving)",
+            labels=["device", "model"],
         ),
-        "e2e_ms": GaugeMetricFamily(
-            "edgewise_e2e_latency_seconds", "Receipt to committed answer, recent requests",
-            labels=["device", "model", "quantile"],
+        "e2e_ms": SummaryMetricFamily(
+            "edgewise_e2e_latency_seconds",
+            "Receipt to answer handed on (quantiles over the last 2,048 requests)",
+            labels=["device", "model"],
         ),
-    }  # fmt: skip
+    }
     info = GaugeMetricFamily(
         "edgewise_model_info", "The model version each device serves",
         labels=["device", "model", "version", "backend", "sha256"],
@@ -283,7 +312,9 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
             if not isinstance(d, dict):
                 continue
             labels = [_label(device), _label(model)]
-            drift_status.add_metric([*labels, _label(d.get("status", ""))], 1.0)
+            now = str(d.get("status", ""))
+            for s in (*DRIFT_STATES, *(() if now in DRIFT_STATES else (now,))):
+                drift_status.add_metric([*labels, _label(s)], float(s == now))
             if (value := finite_number(d.get("psi"))) is not None:
                 drift_psi.add_metric([*labels, _label(d.get("largest", ""))], value)
         models = doc.get("models")
@@ -301,11 +332,8 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
                     errors.add_metric([*labels, _label(code)], value)
             for key, family in latency.items():
                 summary = m.get(key)
-                if not isinstance(summary, dict):
-                    continue
-                for quantile, field in (("0.5", "p50_ms"), ("0.99", "p99_ms")):
-                    if (value := finite_number(summary.get(field))) is not None:
-                        family.add_metric([*labels, quantile], value / 1000.0)
+                if isinstance(summary, dict):
+                    _add_summary(family, labels, summary)
             info.add_metric(
                 [*labels, *(_label(m.get(k, "")) for k in ("version", "backend", "sha256"))], 1.0
             )
@@ -315,3 +343,17 @@ def _model_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     yield info
     yield drift_psi
     yield drift_status
+
+
+def _add_summary(family: SummaryMetricFamily, labels: list[str], summary: dict[str, Any]) -> None:
+    """A latency summary of health (ms) as a Prometheus summary (seconds): _count and _sum
+    of every request, quantiles over the recent window. Agents from before count and sum
+    were reported give quantiles only under the summary's name."""
+    count, total = finite_number(summary.get("count")), finite_number(summary.get("sum_ms"))
+    if count is not None and total is not None:
+        family.add_metric(labels, count, total / 1000.0)
+    names = dict(zip(family._labelnames, labels, strict=True))
+    for quantile, field in (("0.5", "p50_ms"), ("0.99", "p99_ms")):
+        if (value := finite_number(summary.get(field))) is not None:
+            sample = Sample(family.name, {**names, "quantile": quantile}, value / 1000.0)
+            family.samples.append(sample)

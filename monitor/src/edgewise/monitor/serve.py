@@ -20,14 +20,14 @@ def serve_exporter(
 
     state = FleetState(prefix)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(state))
+    # Not quiet: a broker it cannot reach is logged (and edgewise_broker_up says 0).
     conn = MqttConnection(
         broker,
         protocol=protocol,
         on_message=state.on_message,
         subscriptions=state.subscriptions(),
-        quiet=True,
     )
+    registry.register(FleetCollector(state, lambda: conn.connected))
     try:
         server, thread = start_http_server(port, addr=bind, registry=registry)
     except OSError as exc:

@@ -179,24 +179,37 @@ def counters_document(agent: Reporting) -> dict[str, Any]:
 
 
 class LatencyWindow:
-    """The last ``size`` latencies in ms; percentiles on demand (thread-safe)."""
+    """The last ``size`` latencies in ms, percentiles on demand, and the count and sum of
+    every latency added (a Prometheus summary's ``_count`` and ``_sum``; thread-safe)."""
 
     def __init__(self, size: int = 2048) -> None:
         self._values: deque[float] = deque(maxlen=size)
         self._lock = threading.Lock()
+        self._count = 0
+        self._sum = 0.0
 
     def add(self, ms: float) -> None:
         with self._lock:
             self._values.append(ms)
+            self._count += 1
+            self._sum += ms
 
     def summary(self) -> dict[str, float | int | None]:
-        """``p50_ms``, ``p99_ms`` and ``n`` (None when nothing was measured yet)."""
+        """``p50_ms``, ``p99_ms`` and ``n`` of the window (None when nothing was measured
+        yet), and ``count`` and ``sum_ms`` of all."""
         with self._lock:
             values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+            count, total = self._count, self._sum
+        done: dict[str, float | int | None] = {"count": count, "sum_ms": round(total, 4)}
         if values.size == 0:
-            return {"p50_ms": None, "p99_ms": None, "n": 0}
+            return {"p50_ms": None, "p99_ms": None, "n": 0, **done}
         p50, p99 = np.percentile(values, [50, 99])
-        return {"p50_ms": round(float(p50), 4), "p99_ms": round(float(p99), 4), "n": values.size}
+        return {
+            "p50_ms": round(float(p50), 4),
+            "p99_ms": round(float(p99), 4),
+            "n": values.size,
+            **done,
+        }
 
 
 def report_health(agent: Reporting, stop: threading.Event) -> None:
