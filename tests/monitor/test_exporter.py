@@ -80,6 +80,11 @@ def test_health_becomes_metrics(broker: LocalBroker, iris_bundle: Path, exporter
         assert value(got, "edgewise_deploy_state", **model, state="failed") == 0  # a 0 series
         assert value(got, "edgewise_deployment_info", **model, version="1") == 1
         assert value(got, "edgewise_broker_up") == 1
+        assert value(got, "edgewise_request_errors_total", device=device) == 2
+        assert value(got, "edgewise_durable", device=device) == 1
+        assert value(got, "edgewise_connected", device=device) == 1
+        age = value(got, "edgewise_worker_heartbeat_age_seconds", device=device)
+        assert age is not None and 0 <= age < 5
         info = [k for k in got if k[0] == "edgewise_model_info" and ("device", device) in k[1]]
         assert len(info) == 1 and ("version", "1") in info[0][1]
     # The agent stopped: its retained status says offline.

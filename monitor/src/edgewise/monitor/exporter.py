@@ -46,6 +46,10 @@ DEVICE_COUNTERS = {  # health counter -> metric (device-level, _total added)
     "dead_letters": ("edgewise_dead_letters", "Answers that could never be published"),
     "reconnects": ("edgewise_reconnects", "Broker reconnections"),
     "duplicates": ("edgewise_duplicates", "Redelivered requests skipped"),
+    # Every request answered with an error, those naming a model it does not serve too.
+    "errors": ("edgewise_request_errors", "Requests answered with an error (any model)"),
+    "dropped": ("edgewise_outbox_dropped", "Answers dropped unsent from a full outbox"),
+    "callback_errors": ("edgewise_callback_errors", "Exceptions caught in the agent's hooks"),
 }
 DEVICE_GAUGES = {  # health counter -> gauge
     "outbox_depth": ("edgewise_outbox_depth", "Answers waiting in the outbox"),
@@ -210,6 +214,21 @@ def _device_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
             "edgewise_last_health_timestamp_seconds", "When the last health report was made",
             labels=["device"],
         ),
+        "worker_heartbeat_age_s": GaugeMetricFamily(
+            "edgewise_worker_heartbeat_age_seconds",
+            "Since the inference worker last went round its loop (grows only when stuck)",
+            labels=["device"],
+        ),
+    }  # fmt: skip
+    flags = {  # booleans of health, as 1 or 0
+        "durable": GaugeMetricFamily(
+            "edgewise_durable", "1 while answers are stored durably (0: the outbox fails)",
+            labels=["device"],
+        ),
+        "connected": GaugeMetricFamily(
+            "edgewise_connected", "1 when the agent's last report said it was connected",
+            labels=["device"],
+        ),
     }  # fmt: skip
     for device, doc in sorted(health.items()):
         label = [_label(device)]
@@ -224,9 +243,13 @@ def _device_metrics(health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         for key, family in simple.items():
             if (value := finite_number(doc.get(key))) is not None:
                 family.add_metric(label, value)
+        for key, family in flags.items():
+            if isinstance(doc.get(key), bool):
+                family.add_metric(label, float(doc[key]))
     yield from counters.values()
     yield from gauges.values()
     yield from simple.values()
+    yield from flags.values()
 
 
 STREAM_COUNTERS = {
