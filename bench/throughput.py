@@ -17,7 +17,10 @@ the load generator is not the bottleneck. Cases, in one run on the same broker:
 
 Printed: messages/s, instances/s, the ratio to echo's messages/s and to the onnxruntime
 peer's, and the agent's backend runs per answered request (from its health).
-`--inflight N` sets Mosquitto's max_inflight_messages (its default is 20).
+`--inflight N` sets Mosquitto's max_inflight_messages (its default is 20). Under qemu:
+`QEMU_LD_PREFIX=.cache/arm64/sysroot .venv/bin/python bench/throughput.py --python
+.cache/arm64/venv/bin/python --n 3000 --settle 20` (the venv of scripts/test-device arm64);
+emulated rates say nothing about a Pi, only the ratios between the cases mean something.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=20000, help="requests per case")
     ap.add_argument("--inflight", type=int, default=None, help="Mosquitto max_inflight_messages")
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of the agent and the peers, e.g. an aarch64 venv's under qemu "
+        "(QEMU_LD_PREFIX in the environment; docs/devices.md)",
+    )
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds for a process to start")
     args = ap.parse_args()
 
     from edgewise.converters.sklearn_onnx import export_sklearn
@@ -83,9 +93,9 @@ def main() -> None:
     try:
         ort_peer = ["ort", "--bundle", str(bundle.path)]
         for label, peer in [("bare paho echo", ["echo"]), ("paho + onnxruntime peer", ort_peer)]:
-            proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peers.py"), *peer,
+            proc = subprocess.Popen([args.python, str(ROOT / "bench" / "peers.py"), *peer,
                                      "--port", str(broker.port), "--qos", "1"])  # fmt: skip
-            time.sleep(3)
+            time.sleep(args.settle)
             base = f"bench/{peer[0]}"
             secs = load(broker.port, f"{base}/in", f"{base}/out", lines[1], args.n)
             proc.terminate()
@@ -101,12 +111,12 @@ def main() -> None:
             toml = work / f"{device}.toml"
             toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n"
                             f"workers = {workers}\nack = \"{ack}\"\n")  # fmt: skip
-            agent = subprocess.Popen([sys.executable, "-m", "edgewise", "agent", "--bundle",
+            agent = subprocess.Popen([args.python, "-m", "edgewise", "agent", "--bundle",
                                       str(bundle.path), "--broker", broker.url, "--device",
                                       device, "--prefix", "bench", "--config", str(toml),
                                       "--state-dir", str(work / device)],
                                      stderr=subprocess.DEVNULL)  # fmt: skip
-            time.sleep(4)
+            time.sleep(args.settle + 1)
             secs = load(broker.port, f"bench/{device}/iris-rf/in",
                         f"bench/{device}/iris-rf/out", lines[rows], args.n)  # fmt: skip
             time.sleep(1.5)
