@@ -136,7 +136,8 @@ def test_kit_installs_offline_and_serves_with_its_identity(
     assert edgewise("keys", "new", "--out", str(keys)).returncode == 0
     bundle = tmp_path / source.name
     shutil.copytree(source, bundle)
-    expected = json.loads((source / "expected.json").read_text())
+    # The bundle's own self-test: held-out inputs and the host's answers to them.
+    selftest = json.loads((source / "selftest.json").read_text())
     signed = edgewise("sign", str(bundle), "--key", str(next(keys.glob("*.key"))))
     assert signed.returncode == 0, signed.stderr
     kit = tmp_path / "kit"
@@ -194,11 +195,11 @@ def test_kit_installs_offline_and_serves_with_its_identity(
         deadline = time.monotonic() + 120
         while b"online" not in operator.got(f"edgewise/{device}/status", 0.5):
             assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        body = json.dumps({"id": "kit-1", "instances": expected["instances"][:1]})
+        body = json.dumps({"id": "kit-1", "instances": selftest["instances"][:1]})
         operator.publish(f"edgewise/{device}/{bundle.name}/in", body)
         [answer] = operator.got(f"edgewise/{device}/{bundle.name}/out", 60)[:1]
         doc = json.loads(answer)
-        label = expected["predictions"][0]["label"]
+        label = selftest["expected"][0]["label"]
         assert doc["id"] == "kit-1" and doc["predictions"][0]["label"] == label, doc
     finally:
         operator.close()

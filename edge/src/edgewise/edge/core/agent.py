@@ -3,21 +3,19 @@
 Threads: paho's network thread (``edge.link.mqtt``) only routes received messages: a request
 goes to the core's bounded queue, a message on a feature's route to that feature
 (``edge.core.feature``); one worker thread takes requests in batches, answers each (prediction
-or error, ``edge.core.handler``), commits the batch's answers to the outbox (``edge.link.delivery``)
-and only then acknowledges the requests to the broker; the outbox thread publishes; a
+or error, ``edge.core.handler``), hands the answers to broker requests straight to paho and
+acknowledges each request once the broker acknowledged its answers (``edge.link.forward``),
+commits the rest to the outbox (``edge.link.delivery``), which its own thread publishes; a
 health thread publishes the retained health. Features run their own threads beside these.
 
 The core imports no feature: roll-outs, shadows, probation, drift and capture, discovery,
 answer states and worker processes attach through ``edge.core.feature`` (``edge.app`` builds
 and attaches them). What a feature may use of the core is ``feature.Host``.
 
-When the outbox cannot store answers, nothing is acknowledged: the worker retries with
-back-off and the requests wait in the broker. A thread that dies anyway stops the agent
-(``offline``, non-zero exit) so that the service manager restarts it (``edge.core.supervision``).
-
-``stop()`` stops taking requests (those not taken stay unacknowledged in the broker's
-session), finishes those queued, flushes the outbox, publishes ``offline`` and
-disconnects, each step bounded by ``drain_timeout``.
+What the outbox cannot store is not acknowledged: the worker retries with back-off. A
+thread that dies stops the agent (``offline``, non-zero exit; ``edge.core.supervision``).
+``stop()`` stops taking requests, finishes those queued, flushes, publishes ``offline``
+and disconnects, each step bounded by ``drain_timeout``.
 """
 
 from __future__ import annotations
@@ -48,11 +46,10 @@ from edgewise.edge.core.health import (
 from edgewise.edge.core.retained import RetainedGuard
 from edgewise.edge.core.role import Role, make_link
 from edgewise.edge.core.supervision import Notifier, Supervisor
-from edgewise.edge.link.backoff import Backoff
-from edgewise.edge.link.delivery import Delivery, DirectDelivery
-from edgewise.edge.link.forward import Forwarder
+from edgewise.edge.link.delivery import Delivery, DirectDelivery, store_until_stopped
+from edgewise.edge.link.forward import Forwarder, split
 from edgewise.edge.link.message import Message
-from edgewise.edge.link.outbox import OutMessage, StorageError
+from edgewise.edge.link.outbox import OutMessage
 from edgewise.edge.link.payload import encode, error_doc, peek_id
 from edgewise.edge.link.replies import error_replies
 from edgewise.edge.link.transport import Transport, TransportFactory, mqtt_transport
@@ -232,12 +229,8 @@ class Agent(RequestPath):
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
         self.supervisor.join(max(0.1, deadline - time.monotonic()), tuple(self._threads))
         self.features.tick()  # what is due: captured samples, drift documents
-        forwarder = self._forwarder
-        if forwarder is not None and not forwarder.flush(max(0.0, deadline - time.monotonic())):
-            log.warning(
-                "%d requests stay unacknowledged: the broker delivers them again",
-                forwarder.pending,
-            )
+        if self._forwarder is not None:
+            self._forwarder.flush(max(0.0, deadline - time.monotonic()), final=True)
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
             log.warning("%d answers stay in the outbox for the next start", self.delivery.depth)
         if self.role.announce:
@@ -355,9 +348,8 @@ class Agent(RequestPath):
         self._direct.send(error_replies(self.topics, msg, name, encode(doc), self.config.qos))
 
     def _on_published(self, mid: int) -> None:
-        if self._forwarder is not None and self._forwarder.on_published(mid):
-            return
-        self.delivery.on_published(mid)
+        if self._forwarder is None or not self._forwarder.on_published(mid):
+            self.delivery.on_published(mid)
 
     @property
     def forwarding(self) -> int:
@@ -435,15 +427,7 @@ class Agent(RequestPath):
         else:
             answers = [self.contain(msg) for msg in fresh]
         forwarder = self._forwarder
-        if forwarder is None:
-            stored = [a for outs in answers for a in outs]
-            forwarded: list[tuple[Message, list[OutMessage]]] = []
-        else:
-            by_msg = dict(zip(map(id, fresh), answers, strict=True))
-            # Every request of this connection goes in order, duplicates too (no answers).
-            forwarded = [(m, by_msg.get(id(m), [])) for m in batch if forwarder.takes(m)]
-            taken = {id(m) for m, _ in forwarded}
-            stored = [a for m, outs in zip(fresh, answers) if id(m) not in taken for a in outs]
+        forwarded, stored = split(forwarder, batch, fresh, answers)
         if (stored or done) and not self._store(stored + done):
             return  # stopping with the outbox failing: unacknowledged, the broker keeps them
         if forwarder is not None and forwarded:
@@ -463,22 +447,12 @@ class Agent(RequestPath):
     def _store(self, answers: list[OutMessage]) -> bool:
         """Commit answers; while the outbox cannot, retry with back-off (nothing is acked
         meanwhile). False only when the agent stops before the commit succeeded."""
-        backoff = Backoff(initial=0.2, cap=10.0)
-        while True:
-            try:
-                self.delivery.send(answers)
-            except StorageError as exc:
-                if self.storage_error is None:
-                    log.error("%s: not acknowledging requests until it can; retrying", exc)
-                self.storage_error = str(exc)
-                self._heartbeat()  # waiting on the disk is not a hang
-                if self._stopped.wait(backoff.next()):
-                    return False
-                continue
-            if self.storage_error is not None:
-                log.warning("the outbox stores answers again; serving resumes")
-                self.storage_error = None
-            return True
+
+        def failing(error: str | None) -> None:
+            self.storage_error = error
+            self._heartbeat()  # waiting on the disk is not a hang
+
+        return store_until_stopped(self.delivery, answers, self._stopped, failing)
 
     # -- health -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from edgewise.edge.link.backoff import Backoff
 from edgewise.edge.link.outbox import Outbox, OutMessage, StorageError
 from edgewise.edge.link.transport import PublishRefused, Transport
 
@@ -246,3 +247,31 @@ class OutboxDelivery:
         except StorageError as exc:  # not moved: skip it now, the next start moves it
             log.error("%s", exc)
             self._skipped.add(seq)
+
+
+def store_until_stopped(
+    delivery: Delivery,
+    answers: Sequence[OutMessage],
+    stopped: threading.Event,
+    failing: Callable[[str | None], None],
+) -> bool:
+    """Commit ``answers``; while the outbox cannot, retry with back-off (0.2 s doubling to
+    10 s), telling ``failing`` the error (and None once it stores again). False only when
+    ``stopped`` is set before the commit succeeded."""
+    backoff = Backoff(initial=0.2, cap=10.0)
+    error: str | None = None
+    while True:
+        try:
+            delivery.send(answers)
+        except StorageError as exc:
+            if error is None:
+                log.error("%s: not acknowledging requests until it can; retrying", exc)
+            error = str(exc)
+            failing(error)
+            if stopped.wait(backoff.next()):
+                return False
+            continue
+        if error is not None:
+            log.warning("the outbox stores answers again; serving resumes")
+            failing(None)
+        return True

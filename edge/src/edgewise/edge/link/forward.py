@@ -109,12 +109,17 @@ class Forwarder:
         self._drain()
         return True
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every forwarded request is acknowledged, up to ``timeout`` seconds."""
+    def flush(self, timeout: float, final: bool = False) -> bool:
+        """Wait until every forwarded request is acknowledged, up to ``timeout`` seconds;
+        ``final``: say what is left (on stopping)."""
         deadline = time.monotonic() + timeout
         while self._order and time.monotonic() < deadline:
             self._drain()
             time.sleep(0.005)
+        if self._order and final:
+            log.warning(
+                "%d requests stay unacknowledged: the broker delivers them again", self.pending
+            )
         return not self._order
 
     def _drain(self) -> None:
@@ -149,3 +154,24 @@ class Forwarder:
         self._order.clear()
         self._by_mid.clear()
         self._generation = generation
+
+
+def split(
+    forwarder: Forwarder | None,
+    batch: Sequence[Message],
+    fresh: Sequence[Message],
+    answers: Sequence[Sequence[OutMessage]],
+) -> tuple[list[tuple[Message, Sequence[OutMessage]]], list[OutMessage]]:
+    """A batch's answers: (request, its answers) to forward, and the answers to store.
+
+    ``fresh`` are the requests of ``batch`` that were answered (``answers``, in order);
+    every request the forwarder takes goes in arrival order, a duplicate (not in ``fresh``)
+    too, with no answers, so that its ack keeps its place.
+    """
+    if forwarder is None:
+        return [], [a for outs in answers for a in outs]
+    by_msg = {id(m): outs for m, outs in zip(fresh, answers, strict=True)}
+    forwarded = [(m, by_msg.get(id(m), ())) for m in batch if forwarder.takes(m)]
+    taken = {id(m) for m, _ in forwarded}
+    stored = [a for m, outs in zip(fresh, answers, strict=True) if id(m) not in taken for a in outs]
+    return forwarded, stored
