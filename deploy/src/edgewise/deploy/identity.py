@@ -101,7 +101,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a secret 0600 from the first byte (never briefly world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -154,7 +154,7 @@ class IdentityStore:
     def _save(self, roster: dict[str, Identity]) -> None:
         data = {"identities": {name: asdict(roster[name]) for name in sorted(roster)}}
         tmp = self.roster_path.with_suffix(".tmp")
-        _write_private(tmp, (json.dumps(data, indent=1) + "\n").encode())
+        write_private(tmp, (json.dumps(data, indent=1) + "\n").encode())
         os.replace(tmp, self.roster_path)
 
     def _ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -189,11 +189,11 @@ class IdentityStore:
             .sign(key, hashes.SHA256())
         )
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_private(self.dir / "ca.key", _key_pem(key))
+        write_private(self.dir / "ca.key", _key_pem(key))
         self.ca_cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         server_cert, server_key = self._sign(servers[0] if servers else "localhost", servers)
         (self.dir / "server.crt").write_bytes(server_cert)
-        _write_private(self.dir / "server.key", server_key)
+        write_private(self.dir / "server.key", server_key)
         self._save({})
         return True
 
@@ -282,13 +282,13 @@ class IdentityStore:
         target.mkdir(parents=True, exist_ok=True)
         active = [i for i in roster.values() if i.active]
         passwd = "".join(f"{i.name}:{i.password_hash}\n" for i in active if i.password_hash)
-        _write_private(target / "passwd", passwd.encode())
+        write_private(target / "passwd", passwd.encode())
         devices = [i.name for i in active if i.name not in SERVICE_USERS]
         (target / "acl").write_text(render_acl(Path(base_acl).read_text(), devices))
         (target / "crl.pem").write_bytes(self.crl(roster))
         for name in ("ca.crt", "server.crt"):
             (target / name).write_bytes((self.dir / name).read_bytes())
-        _write_private(target / "server.key", (self.dir / "server.key").read_bytes())
+        write_private(target / "server.key", (self.dir / "server.key").read_bytes())
         return [target / n for n in ("passwd", "acl", "crl.pem", "ca.crt", "server.crt")]
 
     def crl(self, roster: dict[str, Identity] | None = None) -> bytes:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgewise.deploy.identity import IdentityStore, Issued, _write_private
+from edgewise.deploy.identity import IdentityStore, Issued, write_private
 from edgewise.deploy.wheelhouse import (
     build_own,
     check_target,
@@ -156,7 +156,7 @@ def build(req: KitRequest) -> dict[str, Any]:
         shutil.rmtree(req.out)
     wheels = req.out / "wheels"
     own = build_own(req.source, ("edge", "deploy"), wheels)
-    third = download(
+    download(
         target, req.python, requirements(target, req.python, req.extras),
         req.source / "constraints.txt", wheels,
     )  # fmt: skip
@@ -182,7 +182,6 @@ def build(req: KitRequest) -> dict[str, Any]:
         "system_packages": {name: deb for name, deb in target.system},
         "bundles": sorted(b.name for b in req.bundles),
     }
-    del third
     (req.out / "kit.json").write_text(json.dumps(doc, indent=1) + "\n")
     _checksums(req.out)
     if req.sign_key is not None:
@@ -265,11 +264,11 @@ def _identity_files(issued: Issued, store: IdentityStore, etc: Path) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     shutil.copy2(store.ca_cert_path, etc / "ca.crt")
     if issued.password is not None:
-        _write_private(etc / "mqtt-password", issued.password.encode())
+        write_private(etc / "mqtt-password", issued.password.encode())
     else:
         assert issued.cert_pem is not None and issued.key_pem is not None
         (etc / "device.crt").write_bytes(issued.cert_pem)
-        _write_private(etc / "device.key", issued.key_pem)
+        write_private(etc / "device.key", issued.key_pem)
 
 
 def _agent_toml(req: KitRequest, issued: Issued, trusted: list[str]) -> str:

@@ -172,7 +172,7 @@ def configure_identity(p: argparse.ArgumentParser) -> None:
 
 
 def run_identity(args: argparse.Namespace) -> int:
-    from edgewise.deploy.identity import IdentityStore, _write_private
+    from edgewise.deploy.identity import IdentityStore, write_private
     from edgewise.edge.errors import EdgewiseError
 
     store = IdentityStore(args.store or _default_store())
@@ -184,13 +184,13 @@ def run_identity(args: argparse.Namespace) -> int:
         issued = store.issue(args.name, args.auth, reissue=args.action == "reissue")
         out = Path(args.out)
         if issued.password is not None:
-            _write_private(out / f"{args.name}.password", issued.password.encode())
+            write_private(out / f"{args.name}.password", issued.password.encode())
             written = out / f"{args.name}.password"
         else:
             assert issued.cert_pem is not None and issued.key_pem is not None
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{args.name}.crt").write_bytes(issued.cert_pem)
-            _write_private(out / f"{args.name}.key", issued.key_pem)
+            write_private(out / f"{args.name}.key", issued.key_pem)
             written = out / f"{args.name}.key"
         print(f"{args.action}d {args.auth} identity of {args.name}: {written} (0600)")
         print("then: edgewise identity broker-files --out DIR, and reload the broker")
