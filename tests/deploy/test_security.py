@@ -434,6 +434,8 @@ ACL_MATRIX = [
     ("operator", "write", "edgewise/fleet/groups/line-3/m", True),
     ("dev-a", "write", "homeassistant/sensor/edgewise_dev-a/m_prediction/config", True),
     ("dev-a", "write", "homeassistant/sensor/edgewise_dev-b/m_prediction/config", False),
+    ("dev-a", "write", "homeassistant/device/edgewise_dev-a/config", True),
+    ("dev-a", "write", "homeassistant/device/edgewise_dev-b/config", False),
     ("operator", "write", "edgewise/dev-b/m/in", True),
     ("operator", "read", "edgewise/dev-a/m/out", True),
     ("dashboard", "read", "edgewise/dev-a/health", True),

@@ -4,8 +4,10 @@ every template renders (jinja2) against the payloads the agent really sent."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +22,14 @@ from tests.agents import serving
 from tests.edge.test_fleet import Watcher
 
 ROW = [5.1, 3.5, 1.4, 0.2]
-REQUIRED = {"sensor": {"state_topic"}, "binary_sensor": {"state_topic"}}
-TOPIC_KEYS = ("state_topic", "availability_topic", "json_attributes_topic")
+REQUIRED = {
+    "sensor": {"state_topic"},
+    "binary_sensor": {"state_topic"},
+    "update": {"state_topic", "latest_version_topic"},
+}
+TOPIC_KEYS = ("state_topic", "availability_topic", "json_attributes_topic",
+              "latest_version_topic")  # fmt: skip
+FAULT = [7.9, 2.2, 1.0, 2.5]  # far from every iris flower: the isolation forest flags it
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +57,17 @@ def watcher(broker: LocalBroker, names: dict[str, str]) -> Iterator[Watcher]:
     w.close()
 
 
-def configs(watcher: Watcher, ha_prefix: str) -> dict[str, dict[str, Any]]:
-    return {
-        t: d
-        for t, d in watcher.latest.items()
-        if t.startswith(ha_prefix + "/") and t.endswith("/config") and isinstance(d, dict)
-    }
+def _timestamp_custom(value: float, fmt: str, local: bool = True) -> str:
+    """Home Assistant's ``timestamp_custom`` filter, for rendering outside it."""
+    import datetime as dt
+
+    zone = None if local else dt.timezone.utc
+    return dt.datetime.fromtimestamp(value, zone).strftime(fmt)
 
 
 def render(template: str, payload: Any) -> str:
     env = jinja2.Environment(undefined=jinja2.Undefined)
+    env.filters["timestamp_custom"] = _timestamp_custom
     body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
     value = body.decode() if isinstance(body, bytes) else body
     try:
@@ -68,7 +77,7 @@ def render(template: str, payload: Any) -> str:
     return env.from_string(template).render(value=value, value_json=value_json)
 
 
-def test_discovery_configs_match_what_the_agent_publishes(
+def test_device_discovery_matches_what_the_agent_publishes(
     broker: LocalBroker,
     names: dict[str, str],
     watcher: Watcher,
@@ -76,67 +85,92 @@ def test_discovery_configs_match_what_the_agent_publishes(
     anomaly_bundle: Path,
 ) -> None:
     prefix, ha, device = names["prefix"], names["ha_prefix"], names["device"]
-    settings = {"prefix": prefix, "ha_discovery": True, "ha_prefix": ha, "health_interval": 1.0}
+    settings = {"prefix": prefix, "ha_discovery": True, "ha_prefix": ha, "health_interval": 1.0,
+                "console_url": "https://console.example:8080"}  # fmt: skip
+    topic = f"{ha}/device/edgewise_kitchen_pi/config"
     with serving(broker, [iris_bundle, anomaly_bundle], device, **settings) as agent:
+        watcher.until(f"{prefix}/{device}/status", lambda s: s == b"online")
         for model in ("iris-rf", "iris-odd"):
-            topic = f"{prefix}/{device}/{model}/in"
-            watcher.until(f"{prefix}/{device}/status", lambda s: s == b"online")
-            watcher.request(topic, {"id": f"{model}-1", "instances": [ROW]})
+            watcher.request(f"{prefix}/{device}/{model}/in", {"id": f"{model}-1",
+                                                              "instances": [ROW]})  # fmt: skip
             watcher.until(f"{prefix}/{device}/{model}/state", lambda d: isinstance(d, dict))
         watcher.until(f"{prefix}/{device}/health", lambda d: d["models"]["iris-rf"]["answered"])
-        found = configs(watcher, ha)
-        # device; iris-rf (+confidence, drift); iris-odd (+anomaly, drift)
-        assert len(found) == 5 + 8 + 8
-        ids = [c["unique_id"] for c in found.values()]
+        doc = watcher.until(topic, lambda d: isinstance(d, dict))
+        assert doc["origin"]["name"] == "edgewise" and doc["qos"] == 1
+        assert doc["device"]["identifiers"] == ["edgewise_kitchen_pi"]
+        assert doc["device"]["configuration_url"] == (
+            "https://console.example:8080/#device=kitchen%20pi"
+        )
+        cmps = doc["components"]
+        # device 5; iris-rf and iris-odd 8 each (+confidence / +anomaly, and drift)
+        assert len(cmps) == 5 + 8 + 8, sorted(cmps)
+        ids = [c["unique_id"] for c in cmps.values()]
         assert len(set(ids)) == len(ids)
-        for topic, config in found.items():
-            component = topic.split("/")[1]
-            assert REQUIRED[component] <= set(config), topic
-            assert config["device"]["identifiers"] and config["name"]
+        for obj, config in cmps.items():
+            component = config["p"]
+            assert REQUIRED[component] <= set(config), obj
             for key in TOPIC_KEYS:
                 if key in config:  # every topic named is one the agent publishes
-                    assert watcher.latest.get(config[key]), (topic, key, config[key])
+                    assert watcher.latest.get(config[key]), (obj, key, config[key])
             payload = watcher.latest[config["state_topic"]]
-            if "value_template" in config:
-                out = render(config["value_template"], payload).strip()
-                if component == "binary_sensor":
-                    assert out in (config["payload_on"], config["payload_off"]), (topic, out)
-                elif "unit_of_measurement" in config or "state_class" in config:
-                    assert out == "None" or float(out) >= 0, (topic, out)
-                else:
-                    assert out and out != "None", (topic, out)
+            out = render(config.get("value_template", "{{ value }}"), payload).strip()
+            if component == "binary_sensor":
+                assert out in (config["payload_on"], config["payload_off"]), (obj, out)
+            elif config.get("device_class") == "enum":
+                assert out in config["options"], (obj, out, config["options"])
+            elif config.get("device_class") == "timestamp":
+                assert abs(dt.datetime.fromisoformat(out).timestamp() - time.time()) < 120
+            elif config.get("state_class") == "total_increasing":
+                assert float(out) >= 0, (obj, out)
+            elif "unit_of_measurement" in config or "state_class" in config:
+                assert out == "None" or math.isfinite(float(out)), (obj, out)
+            else:
+                assert out and out != "None", (obj, out)
+            if component == "update":
+                latest = watcher.latest[config["latest_version_topic"]]
+                assert render(config["latest_version_template"], latest) == out == "1"
             if "json_attributes_template" in config:
                 attrs = json.loads(render(config["json_attributes_template"], payload))
-                if topic.endswith("_drift/config"):  # a new window: collecting, no scores
-                    assert attrs == {"largest": None, "features": {}, "predictions": None,
-                                     "window": 1}, attrs  # fmt: skip
-                else:
-                    assert attrs["id"] == "iris-rf-1" or attrs["id"] == "iris-odd-1"
-        prediction = next(
-            c for c in found.values() if c["unique_id"].endswith("iris-rf_prediction")
+                assert "id" not in attrs, obj  # no recorder row per answer
+            if config["state_topic"].endswith("/health") and "last_boot" not in obj:
+                assert config["expire_after"] == 3, obj  # 3 health intervals
+        confidence = cmps["iris-rf_confidence"]
+        state = watcher.latest[confidence["state_topic"]]
+        shown = float(render(confidence["value_template"], state))
+        assert confidence["unit_of_measurement"] == "%" and shown == round(
+            state["confidence"] * 100, 2
         )
-        state = watcher.latest[prediction["state_topic"]]
-        assert render(prediction["value_template"], state) == str(state["label"])
-        assert 0.0 <= state["confidence"] <= 1.0 and state["version"]
 
-        # Home Assistant restarts: the configs come again.
-        mark = time.monotonic()
+        # Every answer of the anomaly model reaches its binary sensor's topic.
+        anomaly = cmps["iris-odd_anomaly"]
+        mark = len(watcher.heard)
+        for i, rows in enumerate(([ROW], [ROW, FAULT], [ROW])):
+            watcher.request(f"{prefix}/{device}/iris-odd/in", {"id": i, "instances": rows})
+
+        def events() -> int:
+            return sum(t == anomaly["state_topic"] for _, t in list(watcher.heard)[mark:])
+
+        assert watcher.wait(lambda: events() == 3, 10, "three events")
+        time.sleep(0.3)
+        assert events() == 3
+
+        # Home Assistant restarts: the config comes again.
+        mark_t = time.monotonic()
         watcher.publish(f"{ha}/status", "online")
         time.sleep(1.5)
-        again = [t for at, t in list(watcher.heard) if at > mark and t.endswith("/config")]
-        assert sorted(again) == sorted(found)
+        assert topic in [t for at, t in list(watcher.heard) if at > mark_t]
 
-        # A removed model takes its entities with it; the device's stay.
+        # A removed model: its components reduced to their platform; the device's stay.
         agent.remove("iris-odd")
-        odd = [t for t, c in found.items() if "iris-odd" in c["unique_id"]]
-        for t in odd:
-            watcher.until(t, lambda d: d is None, 10)
-        assert all(watcher.latest[t] is not None for t in found if t not in odd)
+        gone = watcher.until(topic, lambda d: d["components"]["iris-odd_prediction"] == {
+            "p": "sensor"}, 10)  # fmt: skip
+        assert gone["components"]["connectivity"] == cmps["connectivity"]
     with serving(broker, [iris_bundle], device, **settings):  # stable ids over a restart
         watcher.until(f"{prefix}/{device}/status", lambda s: s == b"online")
-        time.sleep(0.5)
-        again = {c["unique_id"] for c in configs(watcher, ha).values()}
-        assert again == {i for i in ids if "iris-odd" not in i}
+        again = watcher.until(topic, lambda d: "iris-odd_prediction" not in d["components"], 10)
+        assert {c["unique_id"] for c in again["components"].values()} == {
+            i for i in ids if "iris-odd" not in i
+        }
 
 
 def test_state_topic_is_at_most_once_a_second_and_ends_on_the_last_answer(

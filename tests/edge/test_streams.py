@@ -251,9 +251,7 @@ def test_accelerometer_program_turns_the_anomaly_sensor_on_within_one_window(
     agent = recipe_agent("accelerometer.toml", vibration_int8_bundle, broker, ha_discovery=True)
     peer = Peer(broker.port)
     ha = Peer(broker.port)
-    ha.subscribe(
-        f"homeassistant/binary_sensor/edgewise_{agent.config.device}/stream_pump_anomaly/config"
-    )
+    ha.subscribe(f"homeassistant/device/edgewise_{agent.config.device}/config")
     start(agent, started, peer, "pump")
     events = collect(peer, 55, timeout=30)  # 0.1 s windows: 5.5 s of signal
     assert len(events) == 55 and [e["seq"] for e in events] == list(range(1, 56))
@@ -265,8 +263,8 @@ def test_accelerometer_program_turns_the_anomaly_sensor_on_within_one_window(
     # Home Assistant's anomaly binary sensor reads every event: ON from that window on.
     import jinja2
 
-    config = json.loads(ha.expect("/config").payload)
-    assert config["state_topic"] == agent.topics.stream("pump", "events")
+    config = json.loads(ha.expect("/config").payload)["components"]["stream_pump_anomaly"]
+    assert config["p"] == "binary_sensor" and config["state_topic"] == agent.topics.stream("pump", "events")
     template = jinja2.Environment().from_string(config["value_template"])
     assert template.render(value_json=after[0]) == "ON"
     assert template.render(value_json=before[0]) == "OFF"

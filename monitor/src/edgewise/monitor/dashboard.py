@@ -1,10 +1,12 @@
-"""``edgewise dashboard``: a live page of the fleet, fed by the topics the agents publish.
+"""``edgewise dashboard``: the fleet console, fed by the topics the agents publish.
 
-A small ASGI app (Starlette, served by uvicorn in a thread): ``/`` is one HTML page with
-its script and SVG charts inline (no build step, no CDN: it works offline), ``/events`` a
-server-sent event stream of the fleet's state (``monitor.dashboard_state``), ``/api/try``
-sends one request to a model and returns its answer. It binds 127.0.0.1 unless told
-otherwise, and anywhere else it requires a token (``?token=`` or ``Authorization: Bearer``).
+A small ASGI app (Starlette, served by uvicorn in a thread): ``/`` is the page, with its
+script and stylesheet beside it (``console/``: no build step, no CDN, it works offline),
+``/events`` a server-sent event stream of device summaries that sends only what changed
+(``monitor.dashboard_state``), ``/api/device`` one device's page with its history,
+``/api/try`` sends one request to a model and returns its answer. It binds 127.0.0.1
+unless told otherwise, and anywhere else it requires a token (``?token=`` or
+``Authorization: Bearer``).
 """
 
 from __future__ import annotations
@@ -14,20 +16,67 @@ import contextlib
 import hmac
 import json
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from typing import Any
 
 from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.link.endpoint import Endpoint
 from edgewise.edge.link.mqtt import MqttConnection
-from edgewise.monitor.dashboard_page import PAGE
+from edgewise.monitor.dashboard_history import RANGES_S
 from edgewise.monitor.dashboard_state import FleetView
 
 MAX_TRY_BYTES = 64 * 1024
 TRY_TIMEOUT_S = 10.0
-PUSH_EVERY_S = 0.25
+PUSH_EVERY_S = 1.0
+ASSETS = {  # path -> (file under console/, media type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "/console.css": ("console.css", "text/css; charset=utf-8"),
+}
+CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("edgewise.monitor").joinpath("console", name).read_bytes()
+
+
+class Pusher:
+    """One browser's event stream: the first message holds every device, later ones only
+    the summaries that changed, the devices gone, the new feed lines and the broker link."""
+
+    def __init__(self, view: FleetView, connected: Any) -> None:
+        self.view = view
+        self.connected = connected
+        self.sent: dict[str, str] = {}
+        self.seq = 0
+        self.broker: bool | None = None
+
+    def next(self) -> dict[str, Any] | None:
+        """The next message, or None when nothing changed."""
+        now = time.time()
+        changed = {}
+        summaries = self.view.summaries(now)
+        for name, summary in summaries.items():
+            text = json.dumps(summary, sort_keys=True)
+            if self.sent.get(name) != text:
+                self.sent[name] = text
+                changed[name] = summary
+        removed = [name for name in self.sent if name not in summaries]
+        for name in removed:
+            del self.sent[name]
+        events = self.view.events_since(self.seq)
+        if events:
+            self.seq = events[-1]["seq"]
+        up = bool(self.connected())
+        if not (changed or removed or events or up != self.broker):
+            return None
+        self.broker = up
+        return {"now": now, "prefix": self.view.prefix, "broker": {"connected": up},
+                "devices": changed, "removed": removed, "events": events}  # fmt: skip
 
 
 def is_loopback(bind: str) -> bool:
@@ -69,13 +118,15 @@ def build_app(
 
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+    from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    def allowed(request: Request) -> bool:
+    def allowed(request: Request, public: bool = False) -> bool:
+        """``public``: the script and stylesheet, which hold no data (a page cannot add
+        its ?token= to them), still only under the dashboard's own Host names."""
         if hosts is not None and _host_of(request.headers.get("host", "")) not in hosts:
             return False  # DNS rebinding: attacker.example resolving to this address
-        if token is None:
+        if token is None or public:
             return True
         given = request.query_params.get("token") or ""
         auth = request.headers.get("authorization", "")
@@ -102,11 +153,13 @@ def build_app(
             return "cross-origin requests are refused"
         return None
 
-    async def page(request: Request) -> Response:
-        if not allowed(request):
+    async def asset(request: Request) -> Response:
+        if not allowed(request, public=request.url.path != "/"):
             return refused()
-        return HTMLResponse(PAGE, headers={"Content-Security-Policy": "default-src 'self' "
-                            "'unsafe-inline'; img-src 'self' data:"})  # fmt: skip
+        name, media = ASSETS[request.url.path]
+        return Response(_asset(name), media_type=media,
+                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
+                                 "X-Content-Type-Options": "nosniff"})  # fmt: skip
 
     async def state(request: Request) -> Response:
         return JSONResponse(view.snapshot()) if allowed(request) else refused()
@@ -115,16 +168,31 @@ def build_app(
         if not allowed(request):
             return refused()
 
+        pusher = Pusher(view, lambda: conn.connected)
+
         async def stream() -> AsyncIterator[str]:
-            seen = -1
             while not await request.is_disconnected():
-                if view.version != seen:
-                    seen = view.version
-                    yield f"data: {json.dumps(view.snapshot())}\n\n"
+                if (doc := pusher.next()) is not None:
+                    yield f"data: {json.dumps(doc)}\n\n"
+                else:
+                    yield ": idle\n\n"  # a comment line: the browser sees the link alive
                 await asyncio.sleep(PUSH_EVERY_S)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})  # fmt: skip
+
+    async def device(request: Request) -> Response:
+        if not allowed(request):
+            return refused()
+        name = request.query_params.get("name", "")
+        span = request.query_params.get("range", "15m")
+        if span not in RANGES_S:
+            return JSONResponse({"error": f"range: one of {', '.join(RANGES_S)}"}, 400)
+        doc = view.device(name, span)
+        if doc is None:
+            return JSONResponse({"error": "no such device"}, status_code=404)
+        doc["broker"] = {"connected": bool(conn.connected)}
+        return JSONResponse(doc)
 
     async def try_it(request: Request) -> Response:
         if not allowed(request):
@@ -160,7 +228,8 @@ def build_app(
         return JSONResponse(box[0])
 
     return Starlette(routes=[
-        Route("/", page), Route("/api/state", state), Route("/events", events),
+        *(Route(path, asset) for path in ASSETS), Route("/api/state", state),
+        Route("/api/device", device), Route("/events", events),
         Route("/api/try", try_it, methods=["POST"]),
     ])  # fmt: skip
 

@@ -176,6 +176,8 @@ class AgentConfig(BaseModel):
     # workers - 1 helpers, sharing one MQTT 5 shared subscription.
     workers: int = Field(1, ge=1, le=64)
     ha_prefix: str = "homeassistant"
+    # The console's URL (edgewise dashboard), Home Assistant's link from the device page.
+    console_url: str | None = Field(None, pattern=r"^https?://[^\s]+$", max_length=500)
     max_bundle_bytes: int = Field(256 << 20, ge=1024, le=1 << 40)
     keep_versions: int = Field(3, ge=1, le=100)
     # Drift of inputs and answers against each bundle's reference (docs/drift.md), and

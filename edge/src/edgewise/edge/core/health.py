@@ -124,6 +124,10 @@ def health_document(agent: Reporting) -> dict[str, Any]:
         "remote_deploy": False,
         "refused_desired": 0,
         "uptime_s": round(agent.uptime, 1),
+        # The start as a wall-clock second (Home Assistant's last-boot timestamp) and the
+        # interval of these reports (a monitor's staleness bound).
+        "started": round(time.time() - agent.uptime),
+        "health_interval_s": agent.config.health_interval,
         "connected": agent.connection.connected,
         # Durable only while answers are really being stored.
         "durable": agent.config.durable and agent.storage_error is None,

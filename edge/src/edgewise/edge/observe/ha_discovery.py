@@ -1,14 +1,20 @@
 """Home Assistant MQTT discovery (opt-in: ``ha_discovery = true``, ``ha_prefix``).
 
-One Home Assistant device per edgewise device, its entities fed by the topics the agent
-publishes anyway: ``status`` (connectivity, and the availability of every entity),
-``health`` (outbox depth, CPU temperature, RSS, uptime; per model: requests, errors,
-p50/p99 latency), each model's ``state`` (last prediction, confidence, anomaly) and
-``info`` (version). Configs are retained on
-``{ha_prefix}/{component}/edgewise_{device}/{object}/config``; unique ids are built from
-the device id and model name only, so they are stable across restarts. The agent
-publishes them again when Home Assistant announces itself on ``{ha_prefix}/status``, and
-clears a model's configs when the model is removed.
+Device-based discovery: one retained config per edgewise device on
+``{ha_prefix}/device/edgewise_{device}/config`` holds the device, the origin (edgewise and
+its version) and every entity (``cmps``), fed by the topics the agent publishes anyway:
+``status`` (connectivity, and the availability of every other entity), ``health`` (outbox,
+CPU temperature, memory, last boot; per model: requests, errors, p50/p99 latency; these
+expire after ``EXPIRE_INTERVALS`` health intervals without a report), each model's
+``state`` (last prediction and confidence), ``events`` (anomaly models: every answer, so
+the binary sensor sees every anomaly, never a sample), ``info`` and ``deployment`` (an
+``update`` entity: the installed and the desired version), and ``drift``.
+
+Unique ids are built from the device id and model name only, so they are stable across
+restarts. The agent publishes the config again when Home Assistant announces itself on
+``{ha_prefix}/status``; a model removed is announced by its components reduced to their
+platform (``{"p": "sensor"}``), which is how Home Assistant removes them. At its start the
+agent clears the per-entity config topics that agents before device discovery left.
 """
 
 from __future__ import annotations
@@ -18,17 +24,22 @@ import re
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from edgewise.edge.core.feature import Feature, Route
+from edgewise.edge.core.feature import Answered, Feature, Route
+from edgewise.edge.link.topics import Topics
 
 if TYPE_CHECKING:
+    from edgewise.edge.core.config import AgentConfig
     from edgewise.edge.core.feature import Host
     from edgewise.edge.core.stream_settings import StreamSettings
     from edgewise.edge.link.message import Message
-    from edgewise.edge.link.topics import Topics
     from edgewise.edge.runtime.model import ServedModel
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+EXPIRE_INTERVALS = 3
+DRIFT_STATES = ["collecting", "ok", "warn", "alarm"]
+Components = dict[str, dict[str, Any]]
 
 
 def object_id(*parts: str) -> str:
@@ -36,192 +47,216 @@ def object_id(*parts: str) -> str:
     return "_".join(_UNSAFE.sub("_", p) for p in parts)
 
 
-def _device(topics: Topics, sw_version: str) -> dict[str, Any]:
-    return {
-        "identifiers": [object_id("edgewise", topics.device)],
-        "name": f"edgewise {topics.device}",
-        "manufacturer": "edgewise",
-        "model": "edge agent",
-        "sw_version": sw_version,
-    }
-
-
 def _health(expr: str) -> str:
     # None (no measurement yet) renders as "None", which Home Assistant shows as unknown.
     return "{{ value_json." + expr + " }}"
 
 
-def device_configs(topics: Topics, sw_version: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(component, object id, config) for the device's own entities."""
+def _avail(topics: Topics) -> dict[str, Any]:
+    return {"availability_topic": topics.status, "payload_available": "online",
+            "payload_not_available": "offline"}  # fmt: skip
+
+
+def _expire(config: AgentConfig) -> int:
+    return max(1, round(EXPIRE_INTERVALS * config.health_interval))
+
+
+def device_components(topics: Topics, config: AgentConfig) -> Components:
+    """The device's own entities, by object id."""
     dev = object_id("edgewise", topics.device)
-    base = {"device": _device(topics, sw_version)}
-    avail = {"availability_topic": topics.status, "payload_available": "online",
-             "payload_not_available": "offline"}  # fmt: skip
-    configs: list[tuple[str, str, dict[str, Any]]] = [
-        ("binary_sensor", "connectivity", base | {
-            "name": "Connectivity", "unique_id": f"{dev}_connectivity",
+    health = _avail(topics) | {"state_topic": topics.health, "expire_after": _expire(config)}
+    cmps: Components = {
+        "connectivity": {
+            "p": "binary_sensor", "name": "Connectivity", "unique_id": f"{dev}_connectivity",
             "state_topic": topics.status, "payload_on": "online", "payload_off": "offline",
-            "device_class": "connectivity", "entity_category": "diagnostic"}),
-    ]  # fmt: skip
-    sensors = [
-        ("outbox", "Outbox depth", "counters.outbox_depth", {"state_class": "measurement"}),
-        ("cpu_temperature", "CPU temperature", "cpu_temp_c",
-         {"device_class": "temperature", "unit_of_measurement": "°C",
-          "state_class": "measurement"}),
-        ("rss", "Memory (RSS)", "rss_bytes",
-         {"device_class": "data_size", "unit_of_measurement": "B", "state_class": "measurement",
-          "entity_category": "diagnostic"}),
-        ("uptime", "Uptime", "uptime_s",
-         {"device_class": "duration", "unit_of_measurement": "s", "state_class": "measurement",
-          "entity_category": "diagnostic"}),
-    ]  # fmt: skip
-    for key, name, expr, extra in sensors:
-        configs.append(("sensor", key, base | avail | extra | {
-            "name": name, "unique_id": f"{dev}_{key}", "state_topic": topics.health,
-            "value_template": _health(expr)}))  # fmt: skip
-    return configs
+            "device_class": "connectivity", "entity_category": "diagnostic"},
+        "outbox": health | {
+            "p": "sensor", "name": "Outbox depth", "unique_id": f"{dev}_outbox",
+            "state_class": "measurement", "entity_category": "diagnostic",
+            "value_template": _health("counters.outbox_depth")},
+        "cpu_temperature": health | {
+            "p": "sensor", "name": "CPU temperature", "unique_id": f"{dev}_cpu_temperature",
+            "device_class": "temperature", "unit_of_measurement": "°C",
+            "state_class": "measurement", "suggested_display_precision": 1,
+            "value_template": _health("cpu_temp_c")},
+        "rss": health | {
+            "p": "sensor", "name": "Memory (RSS)", "unique_id": f"{dev}_rss",
+            "device_class": "data_size", "unit_of_measurement": "MiB",
+            "suggested_display_precision": 1, "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "value_template": "{{ (value_json.rss_bytes / 1048576) | round(2) "
+            "if value_json.rss_bytes is number else none }}"},
+        # A timestamp, not a growing duration: one state per start, not one per report.
+        "last_boot": _avail(topics) | {
+            "p": "sensor", "name": "Last boot", "unique_id": f"{dev}_last_boot",
+            "state_topic": topics.health, "device_class": "timestamp",
+            "entity_category": "diagnostic",
+            "value_template": "{{ value_json.started | timestamp_custom("
+            "'%Y-%m-%dT%H:%M:%S+00:00', false) if value_json.started is number else none }}"},
+    }  # fmt: skip
+    return cmps
 
 
-def model_configs(
-    topics: Topics, model: ServedModel, sw_version: str
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(component, object id, config) for one model's entities."""
+def model_components(topics: Topics, model: ServedModel, config: AgentConfig) -> Components:
+    """One model's entities, by object id."""
     name, task = model.name, model.bundle.task
-    dev = object_id("edgewise", topics.device)
-    obj = object_id(name)
-    base = {"device": _device(topics, sw_version), "availability_topic": topics.status,
-            "payload_available": "online", "payload_not_available": "offline"}  # fmt: skip
+    dev, obj = object_id("edgewise", topics.device), object_id(name)
+    avail = _avail(topics)
+    health = avail | {"state_topic": topics.health, "expire_after": _expire(config)}
     state = topics.model(name, "state")
-    key = json.dumps(name)  # a JSON string is a Jinja string literal: any model name is safe
-    per_model = f"models[{key}]"
+    per_model = f"models[{json.dumps(name)}]"  # a JSON string is a safe Jinja literal
     shown = {"classification": "label", "regression": "value", "anomaly": "score",
              "clustering": "cluster"}[task]  # fmt: skip
-    configs: list[tuple[str, str, dict[str, Any]]] = [
-        ("sensor", f"{obj}_prediction", base | {
-            "name": f"{name} prediction", "unique_id": f"{dev}_{obj}_prediction",
-            "state_topic": state, "value_template": "{{ value_json." + shown + " }}",
-            "json_attributes_topic": state,
-            "json_attributes_template": "{{ {'id': value_json.id, 'version': value_json.version,"
-            " 'probabilities': value_json.probabilities | default(none)} | tojson }}"}),
-        ("sensor", f"{obj}_requests", base | {
-            "name": f"{name} requests", "unique_id": f"{dev}_{obj}_requests",
-            "state_topic": topics.health, "state_class": "total_increasing",
-            "value_template": _health(f"{per_model}.answered")}),
-        ("sensor", f"{obj}_errors", base | {
-            "name": f"{name} errors", "unique_id": f"{dev}_{obj}_errors",
-            "state_topic": topics.health, "state_class": "total_increasing",
-            "value_template": "{{ value_json." + per_model + ".errors.values() | sum }}"}),
-        ("sensor", f"{obj}_version", base | {
-            "name": f"{name} version", "unique_id": f"{dev}_{obj}_version",
-            "state_topic": topics.model(name, "info"), "entity_category": "diagnostic",
-            "value_template": "{{ value_json.version }}"}),
-    ]  # fmt: skip
+    prediction: dict[str, Any] = avail | {
+        "p": "sensor", "name": f"{name} prediction", "unique_id": f"{dev}_{obj}_prediction",
+        "state_topic": state, "value_template": "{{ value_json." + shown + " }}",
+        # The version only: an attribute that changes with every answer (its id) would
+        # be a new recorder row per answer.
+        "json_attributes_topic": state,
+        "json_attributes_template": "{{ {'version': value_json.version} | tojson }}"}  # fmt: skip
+    if task == "classification" and model.bundle.labels:
+        prediction |= {"device_class": "enum", "options": [str(x) for x in model.bundle.labels]}
+    elif task in ("regression", "anomaly"):
+        prediction |= {"state_class": "measurement", "suggested_display_precision": 3}
+    cmps: Components = {
+        f"{obj}_prediction": prediction,
+        f"{obj}_requests": health | {
+            "p": "sensor", "name": f"{name} requests", "unique_id": f"{dev}_{obj}_requests",
+            "state_class": "total_increasing",
+            "value_template": _health(f"{per_model}.answered")},
+        f"{obj}_errors": health | {
+            "p": "sensor", "name": f"{name} errors", "unique_id": f"{dev}_{obj}_errors",
+            "state_class": "total_increasing",
+            "value_template": "{{ value_json." + per_model + ".errors.values() | sum }}"},
+        # Roll-outs in Home Assistant: installed (info) and desired (deployment) versions.
+        f"{obj}_update": avail | {
+            "p": "update", "name": f"{name} model", "unique_id": f"{dev}_{obj}_update",
+            "entity_category": "diagnostic", "title": f"{name} ({task})",
+            "state_topic": topics.model(name, "info"),
+            "value_template": "{{ value_json.version }}",
+            "latest_version_topic": topics.model(name, "deployment"),
+            "latest_version_template": "{{ value_json.target_version | "
+            "default(value_json.version) }}"},
+    }  # fmt: skip
     for pct in ("p50", "p99"):
-        configs.append(("sensor", f"{obj}_{pct}", base | {
-            "name": f"{name} {pct} latency", "unique_id": f"{dev}_{obj}_{pct}",
-            "state_topic": topics.health, "unit_of_measurement": "ms",
-            "device_class": "duration", "state_class": "measurement",
-            "value_template": _health(f"{per_model}.inference_ms.{pct}_ms")}))  # fmt: skip
+        cmps[f"{obj}_{pct}"] = health | {
+            "p": "sensor", "name": f"{name} {pct} latency", "unique_id": f"{dev}_{obj}_{pct}",
+            "unit_of_measurement": "ms", "device_class": "duration",
+            "state_class": "measurement", "suggested_display_precision": 2,
+            "value_template": _health(f"{per_model}.inference_ms.{pct}_ms")}  # fmt: skip
     if task == "classification" and model.head.probabilities_output:  # type: ignore[union-attr]
-        configs.append(("sensor", f"{obj}_confidence", base | {
-            "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
-            "state_topic": state, "state_class": "measurement",
-            "value_template": "{{ value_json.confidence }}"}))  # fmt: skip
+        cmps[f"{obj}_confidence"] = avail | {
+            "p": "sensor", "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
+            "state_topic": state, "state_class": "measurement", "unit_of_measurement": "%",
+            "suggested_display_precision": 1,
+            "value_template": "{{ (value_json.confidence * 100) | round(2) "
+            "if value_json.confidence is number else none }}"}  # fmt: skip
     if model.bundle.manifest.reference is not None:  # drift (docs/drift.md)
         drift = topics.model(name, "drift")
-        configs.append(("sensor", f"{obj}_drift", base | {
-            "name": f"{name} drift", "unique_id": f"{dev}_{obj}_drift",
-            "state_topic": drift, "icon": "mdi:chart-bell-curve",
-            "value_template": "{{ value_json.status }}", "json_attributes_topic": drift,
+        cmps[f"{obj}_drift"] = avail | {
+            "p": "sensor", "name": f"{name} drift", "unique_id": f"{dev}_{obj}_drift",
+            "state_topic": drift, "icon": "mdi:chart-bell-curve", "device_class": "enum",
+            "options": DRIFT_STATES, "value_template": "{{ value_json.status }}",
+            "json_attributes_topic": drift,
             "json_attributes_template": "{{ {'largest': value_json.largest, 'features': "
-            "value_json.features, 'predictions': value_json.predictions, 'window': "
-            "value_json.window} | tojson }}"}))  # fmt: skip
+            "value_json.features} | tojson }}"}  # fmt: skip
     if task == "anomaly":
-        configs.append(("binary_sensor", f"{obj}_anomaly", base | {
-            "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",
-            "state_topic": state, "device_class": "problem", "payload_on": "ON",
-            "payload_off": "OFF",
-            "value_template": "{{ 'ON' if value_json.is_anomaly else 'OFF' }}"}))  # fmt: skip
-    return configs
+        cmps[f"{obj}_anomaly"] = avail | {
+            "p": "binary_sensor", "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",
+            "state_topic": topics.model(name, "events"), "device_class": "problem",
+            "payload_on": "ON", "payload_off": "OFF",
+            "value_template": "{{ 'ON' if value_json.anomaly else 'OFF' }}"}  # fmt: skip
+    return cmps
 
 
-def stream_configs(
-    topics: Topics, stream: StreamSettings, model: ServedModel, sw_version: str
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(component, object id, config) for one stream's entities (docs/streams.md): its
-    latest prediction and confidence (the retained state), an anomaly binary sensor fed
-    from every prediction (the events topic, never a once-a-second sample), and counts."""
+def stream_components(topics: Topics, stream: StreamSettings, model: ServedModel) -> Components:
+    """One stream's entities (docs/streams.md): its latest prediction and confidence (the
+    retained state), an anomaly binary sensor fed from every prediction (the events
+    topic, never a once-a-second sample), and counts."""
     name, task = stream.name, model.bundle.task
-    dev = object_id("edgewise", topics.device)
-    obj = object_id("stream", name)
-    base = {"device": _device(topics, sw_version), "availability_topic": topics.status,
-            "payload_available": "online", "payload_not_available": "offline"}  # fmt: skip
+    dev, obj = object_id("edgewise", topics.device), object_id("stream", name)
+    avail = _avail(topics)
     state, events = topics.stream(name, "state"), topics.stream(name, "events")
     shown = {"classification": "label", "regression": "value", "anomaly": "score",
              "clustering": "cluster"}[task]  # fmt: skip
     per_stream = f"streams[{json.dumps(name)}]"
-    configs: list[tuple[str, str, dict[str, Any]]] = [
-        ("sensor", f"{obj}_prediction", base | {
-            "name": f"{name} prediction", "unique_id": f"{dev}_{obj}_prediction",
+    cmps: Components = {
+        f"{obj}_prediction": avail | {
+            "p": "sensor", "name": f"{name} prediction", "unique_id": f"{dev}_{obj}_prediction",
             "state_topic": state, "value_template": "{{ value_json." + shown + " }}",
             "json_attributes_topic": state,
             "json_attributes_template": "{{ {'model': value_json.model, 'version': "
-            "value_json.version, 'seq': value_json.seq} | tojson }}"}),
-        ("sensor", f"{obj}_predictions", base | {
-            "name": f"{name} predictions", "unique_id": f"{dev}_{obj}_predictions",
-            "state_topic": topics.health, "state_class": "total_increasing",
-            "entity_category": "diagnostic",
-            "value_template": _health(f"{per_stream}.predictions")}),
-        ("sensor", f"{obj}_bad_samples", base | {
-            "name": f"{name} bad samples", "unique_id": f"{dev}_{obj}_bad_samples",
-            "state_topic": topics.health, "state_class": "total_increasing",
-            "entity_category": "diagnostic",
-            "value_template": "{{ value_json." + per_stream + ".bad.values() | sum }}"}),
-    ]  # fmt: skip
+            "value_json.version} | tojson }}"},
+        f"{obj}_predictions": avail | {
+            "p": "sensor", "name": f"{name} predictions",
+            "unique_id": f"{dev}_{obj}_predictions", "state_topic": topics.health,
+            "state_class": "total_increasing", "entity_category": "diagnostic",
+            "value_template": _health(f"{per_stream}.predictions")},
+        f"{obj}_bad_samples": avail | {
+            "p": "sensor", "name": f"{name} bad samples",
+            "unique_id": f"{dev}_{obj}_bad_samples", "state_topic": topics.health,
+            "state_class": "total_increasing", "entity_category": "diagnostic",
+            "value_template": "{{ value_json." + per_stream + ".bad.values() | sum }}"},
+    }  # fmt: skip
     if task == "classification" and model.head.probabilities_output:  # type: ignore[union-attr]
-        configs.append(("sensor", f"{obj}_confidence", base | {
-            "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
-            "state_topic": state, "state_class": "measurement",
-            "value_template": "{{ value_json.confidence }}"}))  # fmt: skip
+        cmps[f"{obj}_confidence"] = avail | {
+            "p": "sensor", "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
+            "state_topic": state, "state_class": "measurement", "unit_of_measurement": "%",
+            "suggested_display_precision": 1,
+            "value_template": "{{ (value_json.confidence * 100) | round(2) "
+            "if value_json.confidence is number else none }}"}  # fmt: skip
     if task == "anomaly" or (task == "classification" and stream.normal):
-        configs.append(("binary_sensor", f"{obj}_anomaly", base | {
-            "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",
+        cmps[f"{obj}_anomaly"] = avail | {
+            "p": "binary_sensor", "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",
             "state_topic": events, "device_class": "problem", "payload_on": "ON",
             "payload_off": "OFF",
-            "value_template": "{{ 'ON' if value_json.anomaly else 'OFF' }}"}))  # fmt: skip
-    return configs
+            "value_template": "{{ 'ON' if value_json.anomaly else 'OFF' }}"}  # fmt: skip
+    return cmps
 
 
-def config_topic(ha_prefix: str, topics: Topics, component: str, obj: str) -> str:
-    return f"{ha_prefix}/{component}/{object_id('edgewise', topics.device)}/{obj}/config"
-
-
-def messages(
-    ha_prefix: str,
+def device_config(
     topics: Topics,
+    config: AgentConfig,
     models: dict[str, ServedModel],
     sw_version: str,
-    streams: tuple[StreamSettings, ...] = (),
-) -> list[tuple[str, bytes]]:
-    """Every discovery config of the device, its models and streams, as (topic, payload)."""
-    out = []
-    configs = device_configs(topics, sw_version)
+    removed: Sequence[ServedModel] = (),
+) -> dict[str, Any]:
+    """The device discovery document: device, origin and every component; ``removed``
+    models' components reduced to their platform (Home Assistant removes those)."""
+    dev = object_id("edgewise", topics.device)
+    device: dict[str, Any] = {"identifiers": [dev], "name": f"edgewise {topics.device}",
+                              "manufacturer": "edgewise", "model": "edge agent",
+                              "sw_version": sw_version}  # fmt: skip
+    if config.console_url:
+        device["configuration_url"] = (
+            f"{config.console_url.rstrip('/')}/#device={quote(topics.device, safe='')}"
+        )
+    cmps = device_components(topics, config)
+    for model in removed:
+        cmps |= {k: {"p": c["p"]} for k, c in model_components(topics, model, config).items()}
     for model in models.values():
-        configs += model_configs(topics, model, sw_version)
-    for stream in streams:
+        cmps |= model_components(topics, model, config)
+    for stream in config.streams:
         if stream.model in models:
-            configs += stream_configs(topics, stream, models[stream.model], sw_version)
-    for component, obj, config in configs:
-        out.append((config_topic(ha_prefix, topics, component, obj), json.dumps(config).encode()))
-    return out
+            cmps |= stream_components(topics, stream, models[stream.model])
+    return {"device": device, "origin": {"name": "edgewise", "sw_version": sw_version},
+            "components": cmps, "qos": 1}  # fmt: skip
 
 
-def model_topics(ha_prefix: str, topics: Topics, model: ServedModel) -> list[str]:
-    """The config topics of one model (cleared when it is removed)."""
-    return [
-        config_topic(ha_prefix, topics, component, obj)
-        for component, obj, _ in model_configs(topics, model, "")
-    ]
+def config_topic(ha_prefix: str, topics: Topics) -> str:
+    return f"{ha_prefix}/device/{object_id('edgewise', topics.device)}/config"
+
+
+def legacy_topics(ha_prefix: str, topics: Topics, cmps: Components) -> list[str]:
+    """The per-entity config topics agents before device discovery used for these (their
+    uptime sensor is the last boot now, their version sensor the update entity)."""
+    dev = object_id("edgewise", topics.device)
+    renamed = {"last_boot": ("sensor", "uptime")}
+    renamed |= {
+        k: ("sensor", k[: -len("_update")] + "_version") for k in cmps if k.endswith("_update")
+    }
+    pairs = [renamed.get(obj, (c["p"], obj)) for obj, c in cmps.items()]
+    return [f"{ha_prefix}/{component}/{dev}/{obj}/config" for component, obj in pairs]
 
 
 def agent_version() -> str:
@@ -254,7 +289,11 @@ class Discovery(Feature):
             self.announced.set()
 
     def started(self) -> None:
-        self.publish_all()
+        if self.enabled:
+            doc = self._document()
+            for topic in legacy_topics(self.prefix, self.topics, doc["components"]):
+                self._host.link.publish(topic, b"", qos=1, retain=True)
+            self._publish(doc)
 
     def tick(self) -> None:
         if self.announced.is_set():
@@ -263,29 +302,28 @@ class Discovery(Feature):
 
     def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
         if old is None and new is not None:
-            self.added(new)
-        elif old is not None and new is None:
-            self.removed(old)
+            self.publish_all()
+        elif old is not None and new is None and self.enabled:
+            self._publish(self._document(removed=(old,)))
+
+    def answered(self, answer: Answered) -> None:
+        """Anomaly models: every answer on ``events``, for the binary sensor."""
+        if self.enabled and answer.model.bundle.task == "anomaly" and answer.predictions:
+            flags = [bool(p.get("is_anomaly")) for p in answer.predictions]
+            doc = {"anomaly": any(flags), "anomalies": sum(flags), "instances": len(flags),
+                   "version": answer.model.version}  # fmt: skip
+            body = json.dumps(doc)
+            topic = self.topics.model(answer.model.name, "events")
+            self._host.link.publish(topic, body.encode(), qos=1, retain=False)
 
     def publish_all(self) -> None:
         if self.enabled:
-            models = dict(self._host.models)
-            streams = self._host.config.streams
-            for topic, body in messages(self.prefix, self.topics, models, self.version, streams):
-                self._host.link.publish(topic, body, qos=1, retain=True)
+            self._publish(self._document())
 
-    def added(self, model: ServedModel) -> None:
-        """A model new to the device: its configs (the device's are out already)."""
-        if self.enabled:
-            configs = model_configs(self.topics, model, self.version)
-            for stream in self._host.config.streams:  # streams waiting for this model
-                if stream.model == model.name:
-                    configs += stream_configs(self.topics, stream, model, self.version)
-            for component, obj, config in configs:
-                topic = config_topic(self.prefix, self.topics, component, obj)
-                self._host.link.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+    def _document(self, removed: Sequence[ServedModel] = ()) -> dict[str, Any]:
+        models = dict(self._host.models)
+        return device_config(self.topics, self._host.config, models, self.version, removed)
 
-    def removed(self, model: ServedModel) -> None:
-        if self.enabled:
-            for topic in model_topics(self.prefix, self.topics, model):
-                self._host.link.publish(topic, b"", qos=1, retain=True)
+    def _publish(self, doc: dict[str, Any]) -> None:
+        topic = config_topic(self.prefix, self.topics)
+        self._host.link.publish(topic, json.dumps(doc).encode(), qos=1, retain=True)
