@@ -264,7 +264,9 @@ def test_accelerometer_program_turns_the_anomaly_sensor_on_within_one_window(
     import jinja2
 
     config = json.loads(ha.expect("/config").payload)["components"]["stream_pump_anomaly"]
-    assert config["p"] == "binary_sensor" and config["state_topic"] == agent.topics.stream("pump", "events")
+    assert config["p"] == "binary_sensor" and config["state_topic"] == agent.topics.stream(
+        "pump", "events"
+    )
     template = jinja2.Environment().from_string(config["value_template"])
     assert template.render(value_json=after[0]) == "ON"
     assert template.render(value_json=before[0]) == "OFF"

@@ -112,7 +112,7 @@ class FleetView:
             if device is None:
                 return
             if len(parts) == 3:
-                self._device_topic(parts[1], device, parts[2], msg.payload)
+                self._device_topic(parts[1], device, parts[2], msg.payload, msg.retain)
             else:
                 self._model_topic(parts[1], device, parts[2], parts[3], msg.payload)
             self.version += 1
@@ -130,7 +130,9 @@ class FleetView:
                                    "models": {}, "shadows": {}}  # fmt: skip
         return self._devices[name]
 
-    def _device_topic(self, name: str, device: dict[str, Any], kind: str, payload: bytes) -> None:
+    def _device_topic(
+        self, name: str, device: dict[str, Any], kind: str, payload: bytes, retained: bool
+    ) -> None:
         if kind == "status":
             device["status"] = payload.decode("utf-8", "replace")[:20] or "?"
             device["status_at"] = time.time()
@@ -140,7 +142,10 @@ class FleetView:
             return
         now = time.time()
         counters = _dict(doc.get("counters"))
-        device["seen"] = now
+        # A retained report is as old as it says (a device silent for an hour is stale
+        # when the console starts); a live one is as old as its arrival (clock skew).
+        stated = finite_number(doc.get("time"))
+        device["seen"] = min(now, stated) if retained and stated is not None else now
         device["health"] = {
             **_numbers(doc, "uptime_s", "cpu_temp_c", "rss_bytes", "time",
                        "health_interval_s", "started", "worker_heartbeat_age_s"),

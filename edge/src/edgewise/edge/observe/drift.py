@@ -77,8 +77,8 @@ class DriftMonitor:
             columns.append(prediction_values(self.model.bundle.task, predictions))
         bins = self.binner.bins(columns)
         conf = confidences(predictions)
-        size = len(self._ring)
-        if len(bins) > size:
+        size, given = len(self._ring), len(bins)
+        if given > size:  # more than the window at once: only the newest stay
             bins, conf = bins[-size:], conf[-size:]
         n = len(bins)
         slots = (self._pos + np.arange(n)) % size
@@ -91,8 +91,8 @@ class DriftMonitor:
         self._counts += np.bincount(bins.ravel(), minlength=total)
         self._filled = min(size, self._filled + n)
         self._pos = (self._pos + n) % size
-        self.observed += n
-        self._since_judged += n
+        self.observed += given  # every one observed counts, kept in the window or not
+        self._since_judged += given
         if self._since_judged >= JUDGE_EVERY and self._filled >= self.settings.min_instances:
             return self.judge()
         return False
