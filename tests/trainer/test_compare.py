@@ -3,6 +3,7 @@ report renders, its figures match the JSON, and the exported bundle serves over 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import uuid
@@ -304,13 +305,21 @@ LAYOUT_JS = """() => {
     const texts = [...svg.querySelectorAll("text")].map((t) => [t.textContent,
                                                                 t.getBoundingClientRect()]);
     const labels = [...svg.querySelectorAll("text.label")].map((t) => t.getBoundingClientRect());
+    const marks = [...svg.querySelectorAll("line.interval, circle.point")]
+      .map((m) => m.getBoundingClientRect());
     const clashes = [];
     labels.forEach((a, i) => labels.slice(i + 1).forEach((b) => {
       if (overlap(a, b)) clashes.push(i);
     }));
+    labels.forEach((a, i) => marks.forEach((m) => { if (overlap(a, m)) clashes.push(i); }));
     return {title: svg.getAttribute("aria-label"), share: box.width / body,
             outside: texts.filter(([, r]) => !inside(r, box)).map(([t]) => t),
-            ticks: svg.querySelectorAll("text.tick").length, clashes: clashes.length};
+            ticks: svg.querySelectorAll("text.tick").length, clashes: clashes.length,
+            yticks: [...svg.querySelectorAll("text.ytick")].map((t) => t.textContent),
+            legend: [...svg.querySelectorAll("text.legend")].map((t) => t.textContent),
+            text_px: Math.min(...[...svg.querySelectorAll("text")]
+                                 .map((t) => parseFloat(getComputedStyle(t).fontSize)
+                                             * box.width / svg.viewBox.baseVal.width))};
   });
 }"""
 
@@ -336,6 +345,13 @@ def test_report_reads_at_a_glance_in_chromium(iris_compare: Path) -> None:
             page.goto(page_file.as_uri())
             charts = page.evaluate(LAYOUT_JS)
             page.screenshot(path=str(artifacts / "compare.png"), full_page=True)
+            text = page.inner_text("body")
+            recommended = page.locator("tr.recommended td").first.inner_text()
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(page_file.as_uri())
+            on_phone = phone.evaluate(LAYOUT_JS)
+            scroll = phone.evaluate("document.documentElement.scrollWidth - innerWidth")
+            phone.screenshot(path=str(artifacts / "compare-390.png"), full_page=True)
         finally:
             browser.close()
     assert len(charts) >= 4  # scatter, learning curves, an importance chart per candidate
@@ -344,7 +360,21 @@ def test_report_reads_at_a_glance_in_chromium(iris_compare: Path) -> None:
         assert chart["clashes"] == 0, chart
     scatter, curves = charts[0], charts[1]
     assert scatter["share"] > 0.9 and curves["share"] > 0.9  # not a third of the page
-    assert curves["ticks"] == 5
+    assert curves["ticks"] == 5 and scatter["ticks"] >= 3  # a log axis with enough ticks
+    for chart in (scatter, curves):  # round ticks: equal steps of 1, 2 or 5 x 10^k
+        values = [float(v) for v in chart["yticks"]]
+        steps = {round(b - a, 9) for a, b in itertools.pairwise(values)}
+        assert len(steps) == 1, chart["yticks"]
+        mantissa = f"{steps.pop():e}".split("e")[0]
+        assert float(mantissa) in (1.0, 2.0, 5.0), chart["yticks"]
+    # The dot and the bar say what they are; the recommended candidate stands out.
+    assert any("held-out split" in t for t in scatter["legend"])
+    assert any("95 % interval" in t for t in scatter["legend"])
+    assert "recommended" in scatter["legend"] and recommended
+    assert "Permutation importance" in text
+    # On a phone: nothing wider than the screen, chart text still readable.
+    assert scroll <= 0, f"{scroll} px of horizontal scroll at 390 px"
+    assert all(c["text_px"] >= 10 for c in on_phone), [c["text_px"] for c in on_phone]
     assert (artifacts / "compare.png").stat().st_size > 10_000
 
 
