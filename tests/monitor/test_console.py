@@ -126,6 +126,11 @@ def test_the_console_shows_what_an_operator_needs(
     # "attic" served, then stopped: offline. "cellar" reports once, then falls silent.
     with serving(broker, [iris_bundle], "attic", tmp_path / "attic", **settings):
         pass
+    # A hostile client on the broker names a device and a model in markup.
+    evil, evil_model = "<img src=x onerror=alert(1)>", '"><svg onload=alert(2)>'
+    peer.client.publish(f"{prefix}/{evil}/status", b"online", qos=1, retain=True)
+    peer.client.publish(f"{prefix}/{evil}/{evil_model}/info", json.dumps(
+        {"version": "<b>1</b>", "task": "<i>x</i>"}).encode(), qos=1, retain=True)  # fmt: skip
     peer.client.publish(f"{prefix}/cellar/status", b"online", qos=1, retain=True)
     peer.client.publish(f"{prefix}/cellar/health", _health("cellar", time.time(), 1.0, 5, 0),
                         qos=1, retain=True)  # fmt: skip
@@ -158,7 +163,12 @@ def test_the_console_shows_what_an_operator_needs(
                 # Problems first: failing garage, offline attic, stale cellar, drifting kitchen.
                 order = page.locator("#devices .row.device").evaluate_all(
                     "rows => rows.map(r => r.dataset.device)")  # fmt: skip
-                assert order == ["garage", "attic", "cellar", "kitchen"], order
+                assert order[:4] == ["garage", "attic", "cellar", "kitchen"], order
+                # Markup from the broker is shown as text, never run or parsed.
+                hostile = _row(page, evil)
+                expect(hostile.locator(".name")).to_have_text(evil)
+                expect(hostile.locator(".models")).to_contain_text(evil_model)
+                assert page.locator("#devices img, #devices svg, #devices b").count() == 0
                 wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert wide <= 0, f"{wide} px of horizontal scroll at {width} px"
                 _shoot(page, f"fleet-{width}")
