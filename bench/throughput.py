@@ -13,7 +13,8 @@ the load generator is not the bottleneck. Cases, in one run on the same broker:
 - the agent (forward-then-ack, the default) with max_batch = 1 (no micro-batching);
 - the same with --workers 2 (two processes on one shared subscription);
 - the agent with max_batch = 64, 1-row requests;
-- the agent with max_batch = 64, 8-row requests (instances/s).
+- the agent with max_batch = 64, 8-row requests (instances/s);
+- the same with compact answers ("answer": "compact": each prediction's label only).
 
 Printed: messages/s, instances/s, the ratio to echo's messages/s and to the onnxruntime
 peer's, and the agent's backend runs per answered request (from its health).
@@ -83,12 +84,13 @@ def main() -> None:
     if args.inflight is not None:
         extra.append(f"max_inflight_messages {args.inflight}")
     broker = start_mosquitto(work / "broker", extra=extra)
-    lines = {}
-    for rows in (1, 8):
-        path = work / f"rows{rows}.txt"
-        path.write_text("".join(json.dumps({"id": i, "instances": [ROW] * rows}) + "\n"
-                                for i in range(args.n)))  # fmt: skip
-        lines[rows] = path
+    lines: dict[tuple[int, str], Path] = {}
+    for rows, form in ((1, "full"), (8, "full"), (8, "compact")):
+        path = work / f"rows{rows}{form}.txt"
+        extra_field = {"answer": "compact"} if form == "compact" else {}
+        path.write_text("".join(json.dumps({"id": i, "instances": [ROW] * rows, **extra_field})
+                                + "\n" for i in range(args.n)))  # fmt: skip
+        lines[(rows, form)] = path
     results = []
     try:
         ort_peer = ["ort", "--bundle", str(bundle.path)]
@@ -97,17 +99,19 @@ def main() -> None:
                                      "--port", str(broker.port), "--qos", "1"])  # fmt: skip
             time.sleep(args.settle)
             base = f"bench/{peer[0]}"
-            secs = load(broker.port, f"{base}/in", f"{base}/out", lines[1], args.n)
+            secs = load(broker.port, f"{base}/in", f"{base}/out", lines[(1, "full")], args.n)
             proc.terminate()
             proc.wait(10)
             results.append((label, args.n / secs, args.n / secs, None))
-        for label, max_batch, rows, workers, ack in [
-                ("agent, ack stored (before), 1-row", 1, 1, 1, "stored"),
-                ("agent, max_batch 1, 1-row requests", 1, 1, 1, "forwarded"),
-                ("agent --workers 2, 1-row requests", 1, 1, 2, "forwarded"),
-                ("agent, max_batch 64, 1-row requests", 64, 1, 1, "forwarded"),
-                ("agent, max_batch 64, 8-row requests", 64, 8, 1, "forwarded")]:  # fmt: skip
-            device = f"b{max_batch}r{rows}w{workers}{ack[0]}"
+        for label, max_batch, rows, workers, ack, form in [
+                ("agent, ack stored (before), 1-row", 1, 1, 1, "stored", "full"),
+                ("agent, max_batch 1, 1-row requests", 1, 1, 1, "forwarded", "full"),
+                ("agent --workers 2, 1-row requests", 1, 1, 2, "forwarded", "full"),
+                ("agent, max_batch 64, 1-row requests", 64, 1, 1, "forwarded", "full"),
+                ("agent, max_batch 64, 8-row requests", 64, 8, 1, "forwarded", "full"),
+                ("  the same, compact answers", 64, 8, 1, "forwarded", "compact"),
+        ]:  # fmt: skip
+            device = f"b{max_batch}r{rows}w{workers}{ack[0]}{form[0]}"
             toml = work / f"{device}.toml"
             toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n"
                             f"workers = {workers}\nack = \"{ack}\"\n")  # fmt: skip
@@ -118,7 +122,7 @@ def main() -> None:
                                      stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(args.settle + 1)
             secs = load(broker.port, f"bench/{device}/iris-rf/in",
-                        f"bench/{device}/iris-rf/out", lines[rows], args.n)  # fmt: skip
+                        f"bench/{device}/iris-rf/out", lines[(rows, form)], args.n)  # fmt: skip
             time.sleep(1.5)
             counters = health(broker.port, device)["counters"]
             agent.terminate()

@@ -37,6 +37,7 @@ def _requests() -> list[Message]:
     bodies[7] = b'{"id": 7, "instances": [[1, 2, 3, "x"]]}'  # bad_type
     bodies[11] = b"{not json"
     bodies[15] = b'{"id": 15, "instances": [[5.1, 3.5, 1.4, 0.2]], "explain": true}'
+    bodies[21] = json.dumps({"id": 21, "instances": ROWS, "answer": "compact"}).encode()
     bodies[19] = encode_tensor_request(__import__("numpy").asarray(ROWS, "float32"), "t19")
     msgs = [Message(IN, b, 1, 0.0, mid=i + 1) for i, b in enumerate(bodies)]
     msgs.insert(5, Message(f"edgewise/{DEVICE}/nope/in", b'{"id": "x", "instances": []}', 1, 0.0))
@@ -110,7 +111,8 @@ def test_a_burst_on_a_real_broker_is_batched_and_answered_exactly(
         agent.contain = held  # type: ignore[method-assign]
         for i in range(n):
             rows = ROWS[: 1 + i % 4] if i % 50 else [[1.0, 2.0]]  # every 50th is malformed
-            peer.request(topic, {"id": i, "instances": rows})
+            form = "compact" if i % 7 == 0 else "full"  # compact answers share batches too
+            peer.request(topic, {"id": i, "instances": rows, "answer": form})
         gate.set()
         got: dict[int, dict[str, Any]] = {}
         while len(got) < n:
@@ -119,8 +121,11 @@ def test_a_burst_on_a_real_broker_is_batched_and_answered_exactly(
         agent.contain = served  # type: ignore[method-assign]
         health = agent.health()["counters"]
     for i, doc in got.items():
+        want = expected.predict(ROWS[: 1 + i % 4])
         if i % 50 == 0:
             assert doc["code"] == "bad_shape"
+        elif i % 7 == 0:  # the label of each, and no more
+            assert doc == {"id": i, "version": "1", "predictions": [p["label"] for p in want]}
         else:
-            assert doc["predictions"] == expected.predict(ROWS[: 1 + i % 4])
+            assert doc["predictions"] == want
     assert health["batched_requests"] > n // 2 and health["backend_calls"] < health["answered"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from edgewise.edge.errors import RequestError
 from edgewise.edge.link.payload import (
     TENSOR_MAGIC,
+    compact,
     decode_request,
     encode,
     encode_tensor_request,
@@ -31,12 +33,29 @@ def test_decodes_id_and_instances() -> None:
         (b'{"id": [1], "instances": [1]}', "bad_request", None),
         (b'{"id": 2, "instances": {}}', "bad_request", 2),
         (b"Infinity", "bad_json", None),
+        (b'{"id": 3, "instances": [1], "answer": "tiny"}', "bad_request", 3),
+        (b'{"id": 4, "instances": [1], "answer": "compact", "explain": true}', "bad_request", 4),
     ],
 )
 def test_rejections_carry_code_and_id(payload: bytes, code: str, rid: object) -> None:
     with pytest.raises(RequestError) as info:
         decode_request(payload, max_payload=10 if len(payload) == 11 else 100, max_instances=2)
     assert info.value.code == code and info.value.request_id == rid
+
+
+@pytest.mark.parametrize(
+    ("prediction", "shown"),
+    [
+        ({"label": "setosa", "probabilities": {"setosa": 0.9}}, "setosa"),
+        ({"value": 21.5}, 21.5),
+        ({"score": -0.1, "is_anomaly": True}, True),
+        ({"cluster": 2, "distance": 0.3}, 2),
+    ],
+)
+def test_a_compact_answer_is_the_label_or_value(prediction: dict[str, Any], shown: Any) -> None:
+    assert compact(prediction) == shown
+    assert decode_request(b'{"instances": [1], "answer": "compact"}').compact
+    assert not decode_request(b'{"instances": [1]}').compact
 
 
 def test_peek_id_and_encode() -> None:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from edgewise.edge.core.feature import Answered, Features, Job
 from edgewise.edge.errors import RequestError
 from edgewise.edge.link.outbox import OutMessage
-from edgewise.edge.link.payload import Request, decode_request, encode, error_doc, peek_id
+from edgewise.edge.link.payload import (
+    Request,
+    compact,
+    decode_request,
+    encode,
+    error_doc,
+    peek_id,
+)
 from edgewise.edge.link.replies import error_replies, reply
 from edgewise.edge.link.topics import response_topic_problem
 
@@ -134,13 +141,17 @@ class RequestPath:
         """The answer to a served request; its latency; the features hear of it."""
         name, rid = model.name, request.id
         self.inference_ms[name].add(elapsed_ms)
-        answer = {
-            "id": rid,
-            "model": model.name,
-            "version": model.version,
-            "predictions": predictions,
-            "inference_ms": round(elapsed_ms, 4),
-        }
+        answer: dict[str, Any] = (
+            {"id": rid, "version": model.version, "predictions": [compact(p) for p in predictions]}
+            if request.compact  # high-rate streams: the label or value, no more
+            else {
+                "id": rid,
+                "model": model.name,
+                "version": model.version,
+                "predictions": predictions,
+                "inference_ms": round(elapsed_ms, 4),
+            }
+        )
         self.counters.answered += 1
         self.tally.add(name, "answered")
         self.features.answered(

@@ -44,6 +44,7 @@ class Request:
     instances: list[Any]
     tensor: np.ndarray[Any, Any] | None = None
     explain: bool = False
+    compact: bool = False  # "answer": "compact": each prediction as its label or value only
 
 
 def encode_tensor_request(array: np.ndarray[Any, Any], request_id: str | None = None) -> bytes:
@@ -177,14 +178,18 @@ def decode_request(
     rid = doc.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise RequestError("bad_request", "field 'id' must be a string or an integer")
-    unknown = sorted(set(doc) - {"id", "instances", "explain"})
+    unknown = sorted(set(doc) - {"id", "instances", "explain", "answer"})
     if unknown:
-        raise RequestError(
-            "bad_request", f"unknown field(s) {unknown}; allowed: id, instances, explain", rid
-        )
+        allowed = "id, instances, explain, answer"
+        raise RequestError("bad_request", f"unknown field(s) {unknown}; allowed: {allowed}", rid)
     explain = doc.get("explain", False)
     if not isinstance(explain, bool):
         raise RequestError("bad_request", "field 'explain' must be true or false", rid)
+    form = doc.get("answer", "full")
+    if form not in ("full", "compact"):
+        raise RequestError("bad_request", 'field \'answer\' must be "full" or "compact"', rid)
+    if form == "compact" and explain:
+        raise RequestError("bad_request", "a compact answer carries no explanation", rid)
     instances = doc.get("instances")
     if not isinstance(instances, list) or not instances:
         raise RequestError("bad_request", "field 'instances' must be a non-empty list", rid)
@@ -194,7 +199,16 @@ def decode_request(
             f"{len(instances)} instances, the limit is {max_instances} per request",
             rid,
         )
-    return Request(id=rid, instances=instances, explain=explain)
+    return Request(id=rid, instances=instances, explain=explain, compact=form == "compact")
+
+
+COMPACT_KEYS = ("label", "value", "is_anomaly", "cluster")
+
+
+def compact(prediction: dict[str, Any]) -> Any:
+    """A prediction as its label (classification), value (regression), anomaly flag or
+    cluster only: the opt-in compact answer for high-rate streams."""
+    return next((prediction[k] for k in COMPACT_KEYS if k in prediction), None)
 
 
 def encode(doc: dict[str, Any]) -> bytes:
