@@ -22,6 +22,7 @@ import pytest
 from edgewise.deploy.broker import LocalBroker, free_port, start_mosquitto
 from tests.agents import serving
 from tests.conftest import ROOT, require_mosquitto
+from tests.monitor.test_dashboard import wait_http
 from tests.mqtt_peer import Peer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,22 +42,6 @@ class Console:
     log: Path
 
 
-def _wait_http(url: str, timeout: float = 30) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     require_mosquitto()
@@ -70,7 +55,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_http(url)
+        wait_http(url)
         yield Console(url, prefix, broker, log)
     finally:
         proc.terminate()

@@ -28,7 +28,7 @@ def _edgewise(*args: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait_http(url: str, timeout: float = 30) -> None:
+def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -48,7 +48,7 @@ def dashboard(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[str, str]]:
                      str(port), log=tmp_path / "dashboard.log")  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_http(url)
+        wait_http(url)
         yield url, prefix
     finally:
         proc.terminate()
@@ -70,7 +70,7 @@ def test_a_token_is_required_off_loopback(broker: LocalBroker, tmp_path: Path) -
                      str(port), "--token-file", str(token), log=tmp_path / "d.log")  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}/api/state"
-        _wait_http(url)
+        wait_http(url)
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(url, timeout=5)
         assert err.value.code == 401

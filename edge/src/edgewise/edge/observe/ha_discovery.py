@@ -61,6 +61,17 @@ def _expire(config: AgentConfig) -> int:
     return max(1, round(EXPIRE_INTERVALS * config.health_interval))
 
 
+def _confidence(name: str, uid: str, state: str) -> dict[str, Any]:
+    """A classifier's confidence in %, from a state topic's ``confidence`` (0..1)."""
+    return {
+        "p": "sensor", "name": f"{name} confidence", "unique_id": f"{uid}_confidence",
+        "state_topic": state, "state_class": "measurement", "unit_of_measurement": "%",
+        "suggested_display_precision": 1,
+        "value_template": "{{ (value_json.confidence * 100) | round(2) "
+        "if value_json.confidence is number else none }}",
+    }  # fmt: skip
+
+
 def device_components(topics: Topics, config: AgentConfig) -> Components:
     """The device's own entities, by object id."""
     dev = object_id("edgewise", topics.device)
@@ -145,12 +156,7 @@ def model_components(topics: Topics, model: ServedModel, config: AgentConfig) ->
             "state_class": "measurement", "suggested_display_precision": 2,
             "value_template": _health(f"{per_model}.inference_ms.{pct}_ms")}  # fmt: skip
     if task == "classification" and model.head.probabilities_output:  # type: ignore[union-attr]
-        cmps[f"{obj}_confidence"] = avail | {
-            "p": "sensor", "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
-            "state_topic": state, "state_class": "measurement", "unit_of_measurement": "%",
-            "suggested_display_precision": 1,
-            "value_template": "{{ (value_json.confidence * 100) | round(2) "
-            "if value_json.confidence is number else none }}"}  # fmt: skip
+        cmps[f"{obj}_confidence"] = avail | _confidence(name, f"{dev}_{obj}", state)
     if model.bundle.manifest.reference is not None:  # drift (docs/drift.md)
         drift = topics.model(name, "drift")
         cmps[f"{obj}_drift"] = avail | {
@@ -199,12 +205,7 @@ def stream_components(topics: Topics, stream: StreamSettings, model: ServedModel
             "value_template": "{{ value_json." + per_stream + ".bad.values() | sum }}"},
     }  # fmt: skip
     if task == "classification" and model.head.probabilities_output:  # type: ignore[union-attr]
-        cmps[f"{obj}_confidence"] = avail | {
-            "p": "sensor", "name": f"{name} confidence", "unique_id": f"{dev}_{obj}_confidence",
-            "state_topic": state, "state_class": "measurement", "unit_of_measurement": "%",
-            "suggested_display_precision": 1,
-            "value_template": "{{ (value_json.confidence * 100) | round(2) "
-            "if value_json.confidence is number else none }}"}  # fmt: skip
+        cmps[f"{obj}_confidence"] = avail | _confidence(name, f"{dev}_{obj}", state)
     if task == "anomaly" or (task == "classification" and stream.normal):
         cmps[f"{obj}_anomaly"] = avail | {
             "p": "binary_sensor", "name": f"{name} anomaly", "unique_id": f"{dev}_{obj}_anomaly",
