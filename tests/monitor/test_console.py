@@ -83,6 +83,20 @@ def _simulate(peer: Peer, prefix: str, devices: list[str], t: float, interval: f
     peer.client.publish(f"{prefix}/sync", b"", qos=1).wait_for_publish(10)
 
 
+def _until_reported(console: Console, devices: tuple[str, ...], timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(console.url + "api/state", timeout=5) as got:
+            known = json.loads(got.read())["devices"]
+        models = [known.get(d, {}).get("models", {}).get("iris-rf", {}) for d in devices]
+        if all(m.get("answered") == 0 for m in models):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no health report of {devices} in the console")
+
+
 def _browser() -> Any:
     from playwright.sync_api import sync_playwright
 
@@ -125,7 +139,9 @@ def test_the_console_shows_what_an_operator_needs(
             serving(broker, [iris_bundle], "kitchen", tmp_path / "k", **settings),
             serving(broker, [iris_bundle], "garage", tmp_path / "g", **settings),
         ):
-            time.sleep(1.5)  # a first health report each: the requests below are its delta
+            # A first health report of each in the console: the requests below are deltas
+            # from it (an error rate over exactly these 40 requests).
+            _until_reported(console, ("kitchen", "garage"))
             for i in range(40):  # kitchen: far from its training data (drift judges per 100)
                 doc = {"id": i, "instances": [SHIFTED] * 5}
                 peer.request(f"{prefix}/kitchen/iris-rf/in", doc)
