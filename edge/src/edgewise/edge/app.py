@@ -61,7 +61,7 @@ def build_agent(
         shadows,
         AnswerStates(agent),
         FieldData(agent),  # drift and captured samples (docs/drift.md)
-        Discovery(agent),
+        *([Discovery(agent)] if config.ha_discovery else []),  # Home Assistant (opt-in)
         activation,
         Fleet(agent, record, activation, shadows),
         Retirement(config),  # helpers of a larger `workers` leave their subscription

@@ -270,19 +270,18 @@ def agent_version() -> str:
 
 
 class Discovery(Feature):
-    """The agent's discovery publisher: nothing at all unless ``ha_discovery`` is on."""
+    """The agent's discovery publisher (attached only with ``ha_discovery`` on)."""
 
     def __init__(self, host: Host) -> None:
         self._host = host
         self.topics = host.topics
         self.prefix = host.config.ha_prefix
-        self.enabled = host.config.ha_discovery
         self.status_topic = f"{self.prefix}/status"
         self.version = agent_version()
         self.announced = threading.Event()  # Home Assistant (re)started: publish again
 
     def routes(self) -> Sequence[Route]:
-        return [Route(self.status_topic, 1, "inline")] if self.enabled else []
+        return [Route(self.status_topic, 1, "inline")]
 
     def accept(self, msg: Message) -> None:
         """paho thread: only note it; the worker publishes."""
@@ -290,11 +289,10 @@ class Discovery(Feature):
             self.announced.set()
 
     def started(self) -> None:
-        if self.enabled:
-            doc = self._document()
-            for topic in legacy_topics(self.prefix, self.topics, doc["components"]):
-                self._host.link.publish(topic, b"", qos=1, retain=True)
-            self._publish(doc)
+        doc = self._document()
+        for topic in legacy_topics(self.prefix, self.topics, doc["components"]):
+            self._host.link.publish(topic, b"", qos=1, retain=True)
+        self._publish(doc)
 
     def tick(self) -> None:
         if self.announced.is_set():
@@ -304,12 +302,12 @@ class Discovery(Feature):
     def swapped(self, old: ServedModel | None, new: ServedModel | None) -> None:
         if old is None and new is not None:
             self.publish_all()
-        elif old is not None and new is None and self.enabled:
+        elif old is not None and new is None:
             self._publish(self._document(removed=(old,)))
 
     def answered(self, answer: Answered) -> None:
         """Anomaly models: every answer on ``events``, for the binary sensor."""
-        if self.enabled and answer.model.bundle.task == "anomaly" and answer.predictions:
+        if answer.model.bundle.task == "anomaly" and answer.predictions:
             flags = [bool(p.get("is_anomaly")) for p in answer.predictions]
             doc = {"anomaly": any(flags), "anomalies": sum(flags), "instances": len(flags),
                    "version": answer.model.version}  # fmt: skip
@@ -318,8 +316,7 @@ class Discovery(Feature):
             self._host.link.publish(topic, body.encode(), qos=1, retain=False)
 
     def publish_all(self) -> None:
-        if self.enabled:
-            self._publish(self._document())
+        self._publish(self._document())
 
     def _document(self, removed: Sequence[ServedModel] = ()) -> dict[str, Any]:
         models = dict(self._host.models)
