@@ -17,7 +17,9 @@ the load generator is not the bottleneck. Cases, in one run on the same broker:
 - the same with compact answers ("answer": "compact": each prediction's label only).
 
 Printed: messages/s, instances/s, the ratio to echo's messages/s and to the onnxruntime
-peer's, and the agent's backend runs per answered request (from its health).
+peer's, the agent's backend runs per answered request (from its health), and the CPU time
+of the serving process per request (user + system, all threads; the main process only
+with --workers): on a busy 2-core machine the steadier figure of the two.
 `--inflight N` sets Mosquitto's max_inflight_messages (its default is 20). Under qemu:
 `QEMU_LD_PREFIX=.cache/arm64/sysroot .venv/bin/python bench/throughput.py --python
 .cache/arm64/venv/bin/python --n 3000 --settle 20` (the venv of scripts/test-device arm64);
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -54,6 +57,12 @@ def load(port: int, topic_in: str, topic_out: str, lines: Path, n: int) -> float
     return time.monotonic() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def health(port: int, device: str) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", f"bench/{device}/health",
                           "-C", "1", "-W", "5"], capture_output=True, check=True)  # fmt: skip
@@ -71,6 +80,16 @@ def main() -> None:
         "(QEMU_LD_PREFIX in the environment; docs/devices.md)",
     )
     ap.add_argument("--settle", type=float, default=3.0, help="seconds for a process to start")
+    ap.add_argument(
+        "--only", default=None, help="run only the agent cases whose label contains this"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra line of every agent's TOML config, e.g. --set num_threads=1",
+    )
     args = ap.parse_args()
 
     from edgewise.converters.sklearn_onnx import export_sklearn
@@ -99,10 +118,12 @@ def main() -> None:
                                      "--port", str(broker.port), "--qos", "1"])  # fmt: skip
             time.sleep(args.settle)
             base = f"bench/{peer[0]}"
+            cpu = cpu_seconds(proc.pid)
             secs = load(broker.port, f"{base}/in", f"{base}/out", lines[(1, "full")], args.n)
+            cpu = cpu_seconds(proc.pid) - cpu
             proc.terminate()
             proc.wait(10)
-            results.append((label, args.n / secs, args.n / secs, None))
+            results.append((label, args.n / secs, args.n / secs, None, cpu / args.n))
         for label, max_batch, rows, workers, ack, form in [
                 ("agent, ack stored (before), 1-row", 1, 1, 1, "stored", "full"),
                 ("agent, max_batch 1, 1-row requests", 1, 1, 1, "forwarded", "full"),
@@ -111,24 +132,31 @@ def main() -> None:
                 ("agent, max_batch 64, 8-row requests", 64, 8, 1, "forwarded", "full"),
                 ("  the same, compact answers", 64, 8, 1, "forwarded", "compact"),
         ]:  # fmt: skip
+            if args.only is not None and args.only not in label:
+                continue
             device = f"b{max_batch}r{rows}w{workers}{ack[0]}{form[0]}"
             toml = work / f"{device}.toml"
             toml.write_text(f"max_batch = {max_batch}\nhealth_interval = 1.0\n"
-                            f"workers = {workers}\nack = \"{ack}\"\n")  # fmt: skip
+                            f"workers = {workers}\nack = \"{ack}\"\n"
+                            + "".join(f"{line}\n" for line in args.set))  # fmt: skip
             agent = subprocess.Popen([args.python, "-m", "edgewise", "agent", "--bundle",
                                       str(bundle.path), "--broker", broker.url, "--device",
                                       device, "--prefix", "bench", "--config", str(toml),
                                       "--state-dir", str(work / device)],
                                      stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(args.settle + 1)
+            cpu = cpu_seconds(agent.pid)
             secs = load(broker.port, f"bench/{device}/iris-rf/in",
                         f"bench/{device}/iris-rf/out", lines[(rows, form)], args.n)  # fmt: skip
+            cpu = cpu_seconds(agent.pid) - cpu
             time.sleep(1.5)
             counters = health(broker.port, device)["counters"]
             agent.terminate()
             agent.wait(30)
             runs = counters["backend_calls"] / max(counters["answered"], 1)
-            results.append((label, args.n / secs, args.n * rows / secs, runs))
+            # The main process only: helper processes (--workers) are not counted.
+            per_msg = cpu / args.n if workers == 1 else None
+            results.append((label, args.n / secs, args.n * rows / secs, runs, per_msg))
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -136,11 +164,12 @@ def main() -> None:
     inflight = args.inflight if args.inflight is not None else "default (20)"
     print(f"{args.n} requests per case, QoS 1 both ways, C load clients, inflight {inflight}")
     print(f"{'case':<38} {'msg/s':>8} {'inst/s':>9} {'vs echo':>8} {'inst vs peer':>13} "
-          f"{'runs/answer':>12}")  # fmt: skip
-    for label, msgs, inst, runs in results:
+          f"{'runs/answer':>12} {'CPU us/msg':>11}")  # fmt: skip
+    for label, msgs, inst, runs, per_msg in results:
         r = f"{runs:.2f}" if runs is not None else "-"
+        c = f"{per_msg * 1e6:.0f}" if per_msg is not None else "-"
         print(f"{label:<38} {msgs:>8.0f} {inst:>9.0f} {msgs / base:>7.2f}x "
-              f"{inst / peer:>12.2f}x {r:>12}")  # fmt: skip
+              f"{inst / peer:>12.2f}x {r:>12} {c:>11}")  # fmt: skip
 
 
 if __name__ == "__main__":

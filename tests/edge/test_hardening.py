@@ -244,7 +244,7 @@ def test_dead_thread_stops_the_agent_with_offline_and_nonzero_exit(
 
     # Kill one thread with an error outside any message's boundary.
     if thread == "inference":
-        agent._queue.get = boom  # type: ignore[method-assign]
+        agent._queue.take = boom  # type: ignore[method-assign]
     elif thread == "outbox":
         agent.delivery._settle = boom  # type: ignore[attr-defined]
     else:

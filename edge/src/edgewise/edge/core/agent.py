@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from edgewise.edge.core.health import (
     publish_health,
     report_health,
 )
+from edgewise.edge.core.inbox import Inbox
 from edgewise.edge.core.retained import RetainedGuard
 from edgewise.edge.core.role import Role, make_link
 from edgewise.edge.core.supervision import Notifier, Supervisor
@@ -63,6 +63,8 @@ BATCH = 64  # requests answered per outbox commit at most
 PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this small
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
 
+
+_H: dict = {}
 
 class Agent(RequestPath):
     """Serves the loaded models for one device; features attach before ``start``."""
@@ -90,7 +92,7 @@ class Agent(RequestPath):
         self.tally = ModelTally()
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
-        self._queue: queue.Queue[Message | Job] = queue.Queue(maxsize=config.queue_size)
+        self._queue: Inbox[Message | Job] = Inbox(config.queue_size)
         self._recent: collections.OrderedDict[tuple[int, str, int], None] = (
             collections.OrderedDict()
         )
@@ -240,6 +242,7 @@ class Agent(RequestPath):
         self.delivery.close()
         self.notifier.close()
         log.info("stopped: %s", self.counters)
+        import sys; print("BATCHES", sorted(_H.items()), file=sys.stderr)
 
     def wait(self, stop_requested: threading.Event) -> int:
         """Serve until ``stop_requested`` or a thread dies; stop; the exit status.
@@ -272,13 +275,7 @@ class Agent(RequestPath):
 
     def submit(self, job: Job) -> bool:
         """Run ``job`` on the worker (feature.Job); False when full or stopping."""
-        if not self._accepting.is_set():
-            return False
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            return False
-        return True
+        return self._accepting.is_set() and self._queue.put_nowait(job)
 
     def remove(self, name: str) -> None:
         """Stop serving ``name`` (``edgewise undeploy``) and clear its retained info."""
@@ -323,17 +320,12 @@ class Agent(RequestPath):
     def _put(self, msg: Message) -> None:
         while self._accepting.is_set():
             if msg.qos == 0:
-                try:
-                    self._queue.put_nowait(msg)
-                except queue.Full:
+                if not self._queue.put_nowait(msg):
                     self._overloaded(msg)
                     return
-            else:
-                try:
-                    self._queue.put(msg, timeout=0.5)
-                except queue.Full:
-                    continue
-            waiting = self._queue.qsize()
+            elif not self._queue.put(msg, timeout=0.5):
+                continue
+            waiting = len(self._queue)
             if waiting > self.counters.peak_queued:
                 self.counters.peak_queued = waiting
             return
@@ -370,22 +362,18 @@ class Agent(RequestPath):
         while not self._stopped.is_set():
             self._heartbeat()
             self.features.tick()  # what is due: answer states, shadows, drift, discovery
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
+            batch = self._queue.take(BATCH, timeout=0.2)  # what is queued: one hand-off
+            if not batch:
                 continue
+            _H[min(len(batch), 64)] = _H.get(min(len(batch), 64), 0) + 1
             self._idle.clear()
-            batch: list[Message | Job] = [first]
-            # Take what is queued; with max_batch_wait_ms, wait that long for more.
+            # With max_batch_wait_ms, wait that long for more.
             until = time.monotonic() + self.config.max_batch_wait_ms / 1000.0
-            while len(batch) < BATCH:
-                try:
-                    left = until - time.monotonic()
-                    batch.append(
-                        self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                    )
-                except queue.Empty:
+            while len(batch) < BATCH and (left := until - time.monotonic()) > 0:
+                more = self._queue.take(BATCH - len(batch), timeout=left)
+                if not more:
                     break
+                batch += more
             try:
                 self._serve(self._shed(batch))
             finally:
@@ -468,7 +456,7 @@ class Agent(RequestPath):
     @property
     def queued(self) -> int:
         """Requests waiting for the worker."""
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def heartbeat_age(self) -> float:

@@ -27,15 +27,20 @@ EVERY_S = 1.0
 
 
 def state_doc(
-    model: str, version: str, rid: Any, prediction: dict[str, Any], count: int
+    model: str,
+    version: str,
+    rid: Any,
+    prediction: dict[str, Any],
+    count: int,
+    at: float | None = None,
 ) -> dict[str, Any]:
-    """The flat summary of one prediction."""
+    """The flat summary of one prediction (``at``: when it was answered, wall clock)."""
     doc: dict[str, Any] = {"model": model, "version": version, "id": rid, **flat(prediction)}
     probabilities = prediction.get("probabilities")
     if isinstance(probabilities, dict) and "label" in prediction:
         doc["probabilities"] = probabilities
     doc["instances"] = count
-    doc["time"] = round(time.time(), 3)
+    doc["time"] = round(time.time() if at is None else at, 3)
     return doc
 
 
@@ -44,7 +49,8 @@ class AnswerStates(Feature):
 
     def __init__(self, host: Host) -> None:
         self._host = host
-        self._pending: dict[str, dict[str, Any]] = {}
+        # The latest answer per model, as it came: its document is built only when sent.
+        self._pending: dict[str, tuple[str, Any, dict[str, Any], int, float]] = {}
         self._sent_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -65,9 +71,10 @@ class AnswerStates(Feature):
     def record(self, model: str, version: str, rid: Any, predictions: list[dict[str, Any]]) -> None:
         if not predictions:
             return
-        with self._lock:
-            self._pending[model] = state_doc(model, version, rid, predictions[0], len(predictions))
-        self.flush()
+        # One dict assignment (atomic): every answer calls this, and most are not sent.
+        self._pending[model] = (version, rid, predictions[0], len(predictions), time.time())
+        if time.monotonic() - self._sent_at.get(model, -EVERY_S) >= EVERY_S:
+            self.flush()
 
     def flush(self) -> None:
         """Publish what is due (worker thread; cheap when nothing is)."""
@@ -76,11 +83,11 @@ class AnswerStates(Feature):
         now = time.monotonic()
         with self._lock:
             due = [m for m in self._pending if now - self._sent_at.get(m, -EVERY_S) >= EVERY_S]
-            docs = [(m, self._pending.pop(m)) for m in due]
+            latest = [(m, self._pending.pop(m)) for m in due]
             for m in due:
                 self._sent_at[m] = now
-        for model, doc in docs:
-            body = json.dumps(doc).encode()
+        for model, (version, rid, prediction, count, at) in latest:
+            body = json.dumps(state_doc(model, version, rid, prediction, count, at)).encode()
             self._host.link.publish(self._topic_of(model), body, qos=1, retain=True)
 
     def forget(self, model: str) -> None:
