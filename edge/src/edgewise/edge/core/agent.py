@@ -64,8 +64,6 @@ PEEK_LIMIT = 4096  # an overloaded request's id is read only from a payload this
 RECENT = 4096  # acknowledged requests remembered to skip the broker's redeliveries
 
 
-_H: dict = {}
-
 class Agent(RequestPath):
     """Serves the loaded models for one device; features attach before ``start``."""
 
@@ -242,7 +240,6 @@ class Agent(RequestPath):
         self.delivery.close()
         self.notifier.close()
         log.info("stopped: %s", self.counters)
-        import sys; print("BATCHES", sorted(_H.items()), file=sys.stderr)
 
     def wait(self, stop_requested: threading.Event) -> int:
         """Serve until ``stop_requested`` or a thread dies; stop; the exit status.
@@ -365,7 +362,6 @@ class Agent(RequestPath):
             batch = self._queue.take(BATCH, timeout=0.2)  # what is queued: one hand-off
             if not batch:
                 continue
-            _H[min(len(batch), 64)] = _H.get(min(len(batch), 64), 0) + 1
             self._idle.clear()
             # With max_batch_wait_ms, wait that long for more.
             until = time.monotonic() + self.config.max_batch_wait_ms / 1000.0
