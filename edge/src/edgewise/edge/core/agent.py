@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -88,6 +89,7 @@ class Agent(RequestPath):
         self._core_routes = Feature()  # owner of the core's own routes (status, infos)
         self.counters = Counters()
         self.tally = ModelTally()
+        self.calls = itertools.count(1)
         self.inference_ms = {name: LatencyWindow() for name in self.models}
         self.e2e_ms = {name: LatencyWindow() for name in self.models}
         self._queue: Inbox[Message | Job] = Inbox(config.queue_size)

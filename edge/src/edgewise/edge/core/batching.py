@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgewise.edge.core.feature import Call
 from edgewise.edge.errors import RequestError
 from edgewise.edge.link.payload import Request, decode_request
 from edgewise.edge.link.topics import response_topic_problem
@@ -60,22 +61,27 @@ def _batchable(agent: RequestPath, msg: Message) -> Pending | None:
 
 
 def run_together(
-    model: ServedModel, feeds: list[dict[str, np.ndarray[Any, Any]]]
+    model: ServedModel, matrices: list[np.ndarray[Any, Any]]
 ) -> tuple[list[list[dict[str, Any]]], float]:
-    """One backend call for several requests' feeds: each one's predictions, and the ms."""
-    counts = [len(next(iter(f.values()))) for f in feeds]
-    joined = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+    """One backend call for several requests' validated instances (``model.matrix``):
+    each one's predictions, and the ms. Encoded, run and decoded once for all of them;
+    the predictions are split back by request (every step works row by row)."""
+    joined = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
     started = time.perf_counter()
-    outputs = model.backend.run(joined)
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    total = sum(counts)
+    feeds = model.feeds(joined)
+    outputs = model.backend.run(feeds)
+    total = len(joined)
     if any(len(v) != total for v in outputs.values()):
         raise ValueError("an output's first axis is not the batch")
-    bounds = np.cumsum(counts)[:-1]
-    parts = {k: np.split(v, bounds) for k, v in outputs.items()}
-    return [
-        model.decode({k: p[i] for k, p in parts.items()}) for i in range(len(feeds))
-    ], elapsed_ms
+    predictions = model.decode(outputs)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    if len(predictions) != total:
+        raise ValueError("the decoded predictions are not one per instance")
+    out, at = [], 0
+    for m in matrices:
+        out.append(predictions[at : at + len(m)])
+        at += len(m)
+    return out, elapsed_ms
 
 
 def _groups(items: list[tuple[int, Pending]], max_batch: int) -> list[list[tuple[int, Pending]]]:
@@ -95,17 +101,17 @@ def _groups(items: list[tuple[int, Pending]], max_batch: int) -> list[list[tuple
 def _answer_group(agent: RequestPath, group: list[tuple[int, Pending]]) -> list[list[OutMessage]]:
     model = group[0][1].model
     results: dict[int, list[OutMessage]] = {}
-    feeds, ok = [], []
+    matrices, ok = [], []
     for k, (_, p) in enumerate(group):
         try:
-            feeds.append(model.encode(p.request.instances))
+            matrices.append(model.matrix(p.request.instances))
             ok.append(k)
         except RequestError as exc:
             agent.counters.received += 1
             results[k] = agent.refused(p.msg, model.name, model, p.request.id, exc)
     if ok:
         try:
-            predictions, elapsed_ms = run_together(model, feeds)
+            predictions, elapsed_ms = run_together(model, matrices)
         except Exception:  # answered one by one below, each inside its own boundary
             log.exception("a batched run of %s failed; answering one request at a time", model.name)
             for k in ok:
@@ -114,16 +120,18 @@ def _answer_group(agent: RequestPath, group: list[tuple[int, Pending]]) -> list[
             counters = agent.counters
             counters.backend_calls += 1
             total = sum(len(preds) for preds in predictions)
+            call = None
             if len(ok) > 1:
                 counters.batched_requests += len(ok)
                 counters.largest_batch = max(counters.largest_batch, total)
+                call = Call(next(agent.calls), elapsed_ms, len(ok))  # counted once (probation)
             for k, preds in zip(ok, predictions):
                 counters.received += 1
                 p = group[k][1]
-                # Each request's share of the shared run: latencies (health, probation's
-                # comparison with the version before) stay per request, batched or not.
+                # Each request's share of the shared run: its answer's inference_ms and
+                # health's latencies stay per request, batched or not.
                 share_ms = elapsed_ms * len(preds) / total
-                results[k] = agent.answered(p.msg, model, p.request, preds, share_ms)
+                results[k] = agent.answered(p.msg, model, p.request, preds, share_ms, call)
     return [results[k] for k in range(len(group))]
 
 

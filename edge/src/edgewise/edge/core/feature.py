@@ -101,8 +101,21 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Call:
+    """One backend run shared by several requests (micro-batching): each of their
+    ``Answered`` carries the same one, so that a feature can count the run once."""
+
+    id: int  # unique per run in one agent
+    ms: float  # the whole run
+    requests: int  # the requests it answered
+
+
+@dataclass(frozen=True)
 class Answered:
-    """One answered request, as features see it (worker thread; do not keep ``tensor``)."""
+    """One answered request, as features see it (worker thread; do not keep ``tensor``).
+
+    ``elapsed_ms`` is the request's inference time: its share of a shared run (``call``),
+    else its own run's time (``call`` None)."""
 
     model: ServedModel
     request_id: str | int | None
@@ -110,6 +123,7 @@ class Answered:
     tensor: np.ndarray[Any, Any] | None
     predictions: list[dict[str, Any]]
     elapsed_ms: float
+    call: Call | None = None
 
 
 class Feature:

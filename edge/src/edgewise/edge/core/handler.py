@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from edgewise.edge.core.feature import Answered, Features, Job
+from edgewise.edge.core.feature import Answered, Call, Features, Job
 from edgewise.edge.errors import RequestError
 from edgewise.edge.link.outbox import OutMessage
 from edgewise.edge.link.payload import (
@@ -50,6 +51,7 @@ class RequestPath:
     inference_ms: dict[str, LatencyWindow]
     features: Features
     _own: str
+    calls: Iterator[int]  # ids of shared backend runs (feature.Call)
 
     def contain(self, msg: Message) -> list[OutMessage]:
         """One request's containment boundary: its answers, whatever goes wrong inside."""
@@ -137,8 +139,11 @@ class RequestPath:
         request: Request,
         predictions: list[dict[str, Any]],
         elapsed_ms: float,
+        call: Call | None = None,
     ) -> list[OutMessage]:
-        """The answer to a served request; its latency; the features hear of it."""
+        """The answer to a served request; its latency; the features hear of it.
+
+        ``elapsed_ms``: the request's share of a shared run (``call``), else its own run."""
         name, rid = model.name, request.id
         self.inference_ms[name].add(elapsed_ms)
         answer: dict[str, Any] = (
@@ -155,7 +160,7 @@ class RequestPath:
         self.counters.answered += 1
         self.tally.add(name, "answered")
         self.features.answered(
-            Answered(model, rid, request.instances, request.tensor, predictions, elapsed_ms)
+            Answered(model, rid, request.instances, request.tensor, predictions, elapsed_ms, call)
         )
         out = self.topics.answer_topic(msg.topic, name, "out")
         if self.topics.pool is not None and not msg.topic.startswith(self._own):

@@ -4,6 +4,12 @@ For its first ``probation_requests`` requests the new version's internal errors 
 inference p99 are watched; past ``probation_max_error_rate``, or with a p99 above
 ``probation_max_p99_ratio`` times the old version's (and at least 1 ms more), the agent
 swaps the old version back by itself and says why on the model's ``deployment`` topic.
+
+Latencies are counted per backend run, not per request: the requests of a shared run
+(micro-batching) share its stalls, and counted each they would make one slow run look
+like many. A run is one sample, its time per request; the p99 waits for
+``probation_requests`` runs (with one request per run, as without batching, that is the
+same count). Errors are counted per request.
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ class Trial:
         rate = self.failed / max(self.seen, 1)
         if self.seen >= max(10, requests // 10) and rate > max_error_rate:
             return f"{self.failed} of {self.seen} requests failed (limit {max_error_rate:.0%})"
-        if self.seen < requests:
-            return None
+        if self.seen < requests or (len(self.latencies) < requests and self.seen > self.failed):
+            return None  # p99 over ``requests`` runs (a trial that only failed: judged now)
         if self.baseline_p99_ms is not None and self.latencies:
             ordered = sorted(self.latencies)
             p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
@@ -71,18 +77,27 @@ class Probation(Feature):
         self._trials: dict[str, Trial] = {}
         self._lock = threading.Lock()
         self._latency: dict[str, tuple[ServedModel, LatencyWindow]] = {}
+        self._last_call: dict[str, int] = {}  # per model: the shared run last counted
 
     def answered(self, answer: Answered) -> None:
-        model = answer.model
-        kept = self._latency.get(model.name)
-        if kept is None or kept[0] is not model:  # latencies are per version
-            kept = self._latency[model.name] = (model, LatencyWindow())
-        kept[1].add(answer.elapsed_ms)
-        self.record(model, answer.elapsed_ms)
+        model, call = answer.model, answer.call
+        ms: float | None = answer.elapsed_ms
+        if call is not None:  # a shared run: one sample, the first of its requests
+            if self._last_call.get(model.name) == call.id:
+                ms = None
+            else:
+                self._last_call[model.name] = call.id
+                ms = call.ms / call.requests
+        if ms is not None:
+            kept = self._latency.get(model.name)
+            if kept is None or kept[0] is not model:  # latencies are per version
+                kept = self._latency[model.name] = (model, LatencyWindow())
+            kept[1].add(ms)
+        self.record(model, ms, failed=False)
 
     def failed(self, model: ServedModel | None) -> None:
         if model is not None:
-            self.record(model, None)
+            self.record(model, None, failed=True)
 
     def baseline(self, model: ServedModel) -> float | None:
         """``model``'s inference p99 in ms, once MIN_BASELINE requests were measured."""
@@ -106,16 +121,17 @@ class Probation(Feature):
     def active(self, name: str) -> bool:
         return name in self._trials
 
-    def record(self, model: ServedModel, ms: float | None) -> None:
-        """One request served by ``model`` (``ms`` None: it failed inside the agent)."""
+    def record(self, model: ServedModel, ms: float | None, failed: bool = False) -> None:
+        """One request to ``model``: ``failed`` inside the agent, else served, with ``ms``
+        its run's latency sample (None: a shared run already counted)."""
         trial = self._trials.get(model.name)
         if trial is None or trial.model is not model:
             return  # not on probation, or a request that started on the old version
         with self._lock:
             trial.seen += 1
-            if ms is None:
+            if failed:
                 trial.failed += 1
-            else:
+            elif ms is not None:
                 trial.latencies.append(ms)
             config = self._config
             verdict = trial.verdict(
