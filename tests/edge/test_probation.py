@@ -32,8 +32,18 @@ def link(tmp_path: Path) -> Iterator[tuple[Agent, MemoryFactory]]:
 
 
 def _send(transport: MemoryTransport, n: int, start: int = 0) -> None:
+    """One request at a time, each answered before the next: one backend run each (queued
+    together, micro-batching would make them a few shared runs, and probation judges runs)."""
     for i in range(start, start + n):
+        answered = _answers(transport)
         transport.deliver(IN, json.dumps({"id": i, "instances": [[1, 2]]}).encode())
+        deadline = time.monotonic() + 5
+        while _answers(transport) == answered and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+
+def _answers(transport: MemoryTransport) -> int:
+    return sum(1 for p in list(transport.published) if p.topic.endswith(("/out", "/error")))
 
 
 def _last_deployment(transport: MemoryTransport) -> dict[str, object]:
@@ -83,3 +93,30 @@ def test_verdicts() -> None:
     assert "p99 inference 5.000 ms" in str(trial.verdict(10, 0.05, 3.0))
     trial.failed = 2
     assert "2 of 10 requests failed" in str(trial.verdict(10, 0.05, 3.0))
+
+
+def test_a_shared_run_is_one_latency_sample() -> None:
+    """Micro-batching: the requests of one backend run share its time; probation counts
+    the run once (its time per request) and waits for ``requests`` runs before the p99."""
+    from edgewise.edge.core.feature import Answered, Call
+
+    config = AgentConfig(bundles=("unused",), device="unit", probation_requests=10)
+    verdicts: list[str] = []
+    probation = Probation(config, on_verdict=lambda trial, outcome: verdicts.append(outcome))
+    old, new = fake_classifier("m"), fake_classifier("m", version="2")
+    for i in range(30):  # the old version: one request per run, 1 ms each
+        probation.answered(Answered(old, i, [[1, 2]], None, [{"label": "x"}], 1.0))
+    baseline = probation.baseline(old)
+    assert baseline == pytest.approx(1.0)
+    probation.start(new, old, baseline)
+    # One stalled run shared by 64 requests: counted per request it would be 64 samples
+    # of 40 ms, the p99; counted once, it is one sample of 40 ms / 64 per request.
+    stalled = Call(1, 40.0, 64)
+    for i in range(64):
+        probation.answered(Answered(new, i, [[1, 2]], None, [{"label": "x"}], 0.625, stalled))
+    assert verdicts == []  # 64 requests, but 1 run: still on probation
+    for k in range(2, 11):  # nine more runs of two requests, 1 ms per request
+        call = Call(k, 2.0, 2)
+        for i in range(2):
+            probation.answered(Answered(new, i, [[1, 2]], None, [{"label": "x"}], 1.0, call))
+    assert verdicts == [""]  # ten runs: passed, the stall was one run among ten

@@ -1,6 +1,7 @@
 """Micro-batching across requests: queued requests for one model run as one backend call.
 
-Opt-in (``max_batch`` > 1): see docs/mqtt.md for what it changes in latency figures.
+On by default (``max_batch`` 64; 1 turns it off): see docs/mqtt.md for what it changes in
+latency figures and how probation counts a shared run.
 
 The worker takes what is queued (``edge.core.agent``; up to 64 messages, waiting at most
 ``max_batch_wait_ms`` for more, 0 by default: never wait when idle). Here the JSON

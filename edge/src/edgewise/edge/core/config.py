@@ -139,10 +139,10 @@ class AgentConfig(BaseModel):
     # A QoS 0 request that waited longer than this in the queue is answered "overloaded"
     # without running (0: never): after a flood, fresh requests are answered at once.
     max_wait_ms: float = Field(1000.0, ge=0, le=3_600_000, allow_inf_nan=False)
-    # Micro-batching (edge.core.batching): instances per shared backend run (1, the default:
-    # off; see docs/mqtt.md for why), and how long the worker waits for more requests once
-    # one is there (0: take what is queued).
-    max_batch: int = Field(1, ge=1, le=100_000)
+    # Micro-batching (edge.core.batching): instances per shared backend run (1: off), and
+    # how long the worker waits for more requests once one is there (0: take what is
+    # queued, never wait when idle; so a lone request runs alone, at once).
+    max_batch: int = Field(64, ge=1, le=100_000)
     max_batch_wait_ms: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
     drain_timeout: Seconds = Field(10.0, gt=0, le=3600)
     # Durable delivery (docs/mqtt.md): persistent session + on-disk outbox.
