@@ -33,7 +33,7 @@ from typing import Any
 from edgewise.edge.core.batching import answer_together
 from edgewise.edge.core.config import AgentConfig
 from edgewise.edge.core.feature import Feature, Features, Job, Route, Router
-from edgewise.edge.core.flood import FloodMemory
+from edgewise.edge.core.flood import FloodMemory, Refusals
 from edgewise.edge.core.handler import RequestPath
 from edgewise.edge.core.health import (
     Counters,
@@ -104,6 +104,7 @@ class Agent(RequestPath):
         self.notifier = Notifier()
         self._heartbeat_at = time.monotonic()
         self._flood = FloodMemory()
+        self._refusals = Refusals()
         self.storage_error: str | None = None  # set while the outbox cannot commit
         self._started_at = time.monotonic()
         # Names this run in info and health, so clients can tell a spoofed info apart.
@@ -231,6 +232,7 @@ class Agent(RequestPath):
         # The outbox thread goes on: it flushes below, and delivery.close() ends it.
         self.supervisor.join(max(0.1, deadline - time.monotonic()), tuple(self._threads))
         self.features.tick()  # what is due: captured samples, drift documents
+        self._notify_refusals(final=True)
         if self._forwarder is not None:
             self._forwarder.flush(max(0.0, deadline - time.monotonic()), final=True)
         if not self.delivery.flush(max(0.0, deadline - time.monotonic())):
@@ -334,9 +336,18 @@ class Agent(RequestPath):
         self.counters.overloaded += 1
         self._flood.hit()
         name = self.topics.model_of(msg.topic) or "unknown"
+        if not self._refusals.answer_each(name if name in self.models else "unknown"):
+            return  # counted: one notice a second says how many (flood.Refusals)
         rid = peek_id(msg.payload) if len(msg.payload) <= PEEK_LIMIT else None
         doc = error_doc(rid, "overloaded", why, name)
         self._direct.send(error_replies(self.topics, msg, name, encode(doc), self.config.qos))
+
+    def _notify_refusals(self, final: bool = False) -> None:
+        for name, count in self._refusals.due(final):
+            why = f"{count} requests refused: the agent is overloaded; retry later"
+            doc = {**error_doc(None, "overloaded", why, name), "refused": count}
+            topic = self.topics.model(name, "error")
+            self._direct.send([OutMessage(topic, encode(doc), self.config.qos)])
 
     def _on_published(self, mid: int) -> None:
         if self._forwarder is None or not self._forwarder.on_published(mid):
@@ -361,6 +372,7 @@ class Agent(RequestPath):
         while not self._stopped.is_set():
             self._heartbeat()
             self.features.tick()  # what is due: answer states, shadows, drift, discovery
+            self._notify_refusals()
             batch = self._queue.take(BATCH, timeout=0.2)  # what is queued: one hand-off
             if not batch:
                 continue
