@@ -8,7 +8,6 @@ process is not the bottleneck.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -45,15 +44,16 @@ def rss_mb(pid: int) -> float:
 def test_a_qos0_flood_is_accounted_for_and_the_agent_recovers(
     broker: Any, iris_bundle: Path, tmp_path: Path, max_wait_ms: int
 ) -> None:
-    """Every flood request is answered or refused "overloaded", and the agent serves
-    again afterwards. With ``max_wait_ms`` (the default 1000) requests that waited past it
-    are refused instead of computed; 0 computes every queued one. The figures are printed:
-    the issue's targets (answered within 1 s of the flood's end, memory back) are not
-    asserted because they are not met yet (docs/mqtt.md#overload)."""
+    """Every flood request is answered or refused "overloaded" (one by one, or counted in
+    a notice a second), and the agent serves again soon after. With ``max_wait_ms`` (the
+    default 1000) requests that waited past it are refused instead of computed; 0 computes
+    every queued one. The figures are printed (docs/mqtt.md#overload); the bounds asserted
+    are loose, for a loaded CI machine: answering each refusal, as before, took 4 to 7.5 s
+    and 70 to 88 MB."""
     device = new_device("flood")
     base = f"edgewise/{device}/iris-rf"
     config = tmp_path / "agent.toml"
-    config.write_text(f"max_wait_ms = {max_wait_ms}\n" + os.environ.get("FLOODCFG", ""))
+    config.write_text(f"max_wait_ms = {max_wait_ms}\n")
     agent = subprocess.Popen(
         [sys.executable, "-m", "edgewise", "agent", "--bundle", str(iris_bundle), "--broker",
          broker.url, "--device", device, "--state-dir", str(tmp_path / "state"),
@@ -126,8 +126,24 @@ def test_a_qos0_flood_is_accounted_for_and_the_agent_recovers(
               f"({one_by_one} answered one by one, {summed} in notices); the request after "
               f"it waited {waited:.2f} s; {rss}")  # fmt: skip
         assert answered + overloaded == FLOOD and answered > 0 and overloaded > 0
-        assert agent.poll() is None and waited < 60
+        assert agent.poll() is None and waited < 5.0
+        assert after - before < 30.0
     finally:
         peer.close()
         agent.terminate()
         agent.wait(30)
+
+
+def test_refusals_beyond_the_budget_are_counted_and_summed_up() -> None:
+    """The first refusals of a second are answered one by one; the rest are counted per
+    model and come out as one notice each, at most once a second (or all, at the end)."""
+    from edgewise.edge.core.flood import Refusals
+
+    refusals = Refusals(per_second=3)
+    each = [refusals.answer_each("m") for _ in range(5)] + [refusals.answer_each("n")]
+    assert each == [True, True, True, False, False, False]
+    assert refusals.due() == [("m", 2), ("n", 1)]
+    assert not refusals.answer_each("m")  # the same second: counted
+    assert refusals.due() == []  # a notice a second at most
+    assert refusals.due(final=True) == [("m", 1)]
+    assert refusals.due(final=True) == []

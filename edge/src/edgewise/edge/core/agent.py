@@ -324,7 +324,7 @@ class Agent(RequestPath):
                 if not self._queue.put_nowait(msg):
                     self._overloaded(msg)
                     return
-            elif not self._queue.put(msg, timeout=0.5):
+            elif not self._queue.put(msg, timeout=0.5, first=True):  # before QoS 0 ones
                 continue
             waiting = len(self._queue)
             if waiting > self.counters.peak_queued:

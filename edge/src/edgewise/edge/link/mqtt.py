@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -36,6 +36,7 @@ from edgewise.edge.link.twin import TwinWatch
 
 log = logging.getLogger(__name__)
 
+READ_AHEAD = 256  # packets read from memory per loop() at most (MqttConnection._read_ahead)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
@@ -421,6 +422,8 @@ class MqttConnection:
         while not self._stop.is_set() and rc == paho.MQTT_ERR_SUCCESS:
             try:
                 rc = self._client.loop(timeout=0.1)
+                if rc == paho.MQTT_ERR_SUCCESS:
+                    rc = self._read_ahead()
             except Exception:
                 # A packet paho could not handle (e.g. malformed properties): its read
                 # state is undefined, so drop this connection and start a fresh one.
@@ -430,6 +433,21 @@ class MqttConnection:
             if not self.connected and time.monotonic() - started > 5.0:
                 rc = paho.MQTT_ERR_CONN_LOST  # no CONNACK in time
         return int(rc)
+
+    def _read_ahead(self) -> MQTTErrorCode:
+        """The packets already read into memory, without a ``select`` each: paho's
+        ``loop()`` reads one packet per call when none of ours is in flight (a stream of
+        QoS 0 requests, a flood's backlog). At most ``READ_AHEAD`` per call, so that
+        writes and keep-alives still go out between."""
+        rc = paho.MQTT_ERR_SUCCESS
+        sock = self._client.socket()
+        if not isinstance(sock, BufferedSocket):
+            return rc
+        for _ in range(READ_AHEAD):
+            if not sock.buffered or rc != paho.MQTT_ERR_SUCCESS:
+                break
+            rc = self._client.loop_read()
+        return rc
 
     # -- paho callbacks: network thread; they only hand work off -------------------------
 

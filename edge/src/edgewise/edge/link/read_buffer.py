@@ -45,6 +45,11 @@ class BufferedSocket:
         self._pos = end
         return buf[pos:end]
 
+    @property
+    def buffered(self) -> int:
+        """Bytes read ahead and not handed to paho yet."""
+        return len(self._buf) - self._pos
+
     def pending(self) -> int:
         """Bytes readable without a system call (the buffer's, and TLS's own)."""
         inner = getattr(self.raw, "pending", None)
