@@ -12,8 +12,8 @@ the load generator is not the bottleneck. Cases, in one run on the same broker:
   the way before forward-then-ack), max_batch = 1, 1-row requests: the baseline;
 - the agent (forward-then-ack, the default) with max_batch = 1 (no micro-batching);
 - the same with --workers 2 (two processes on one shared subscription);
-- the agent with max_batch = 64, 1-row requests;
-- the agent with max_batch = 64, 8-row requests (instances/s);
+- the agent with its defaults (micro-batching on, max_batch = 64), 1-row requests;
+- the same with 8-row requests (instances/s);
 - the same with compact answers ("answer": "compact": each prediction's label only).
 
 Printed: messages/s, instances/s, the ratio to echo's messages/s and to the onnxruntime
@@ -127,9 +127,9 @@ def main() -> None:
         for label, max_batch, rows, workers, ack, form in [
                 ("agent, ack stored (before), 1-row", 1, 1, 1, "stored", "full"),
                 ("agent, max_batch 1, 1-row requests", 1, 1, 1, "forwarded", "full"),
-                ("agent --workers 2, 1-row requests", 1, 1, 2, "forwarded", "full"),
-                ("agent, max_batch 64, 1-row requests", 64, 1, 1, "forwarded", "full"),
-                ("agent, max_batch 64, 8-row requests", 64, 8, 1, "forwarded", "full"),
+                ("agent --workers 2, max_batch 1, 1-row", 1, 1, 2, "forwarded", "full"),
+                ("agent defaults (max_batch 64), 1-row", 64, 1, 1, "forwarded", "full"),
+                ("agent defaults (max_batch 64), 8-row", 64, 8, 1, "forwarded", "full"),
                 ("  the same, compact answers", 64, 8, 1, "forwarded", "compact"),
         ]:  # fmt: skip
             if args.only is not None and args.only not in label:
