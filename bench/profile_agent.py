@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 ROW = [5.1, 3.5, 1.4, 0.2]
 # Innermost matching frame decides the area (order matters: most specific first).
 AREAS = [
-    ("paho (MQTT packets, socket)", ("paho/",)),
+    ("paho (MQTT packets, socket)", ("paho/", "edge/src/edgewise/edge/link/read_buffer.py")),
     ("onnxruntime (the model)", ("onnxruntime/",)),
     ("sqlite outbox", ("edge/src/edgewise/edge/link/outbox.py",)),
     (
