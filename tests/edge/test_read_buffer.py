@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from edgewise.edge.link.read_buffer import CHUNK, BufferedSocket
+from edgewise.edge.link.read_buffer import CHUNK, BufferedSocket, read_buffered
 
 
 def test_small_reads_come_from_one_read_ahead() -> None:
@@ -48,3 +48,25 @@ def test_everything_else_goes_to_the_socket() -> None:
         sock = BufferedSocket(b)
         assert sock.fileno() == b.fileno() and sock.raw is b
         assert sock.send(b"x") == 1 and a.recv(1) == b"x"
+
+
+def test_read_buffered_reads_while_bytes_wait_and_stops_on_an_error_or_the_cap() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        sock = BufferedSocket(b)
+        a.sendall(b"abcdefgh")
+        sock.recv(1)  # 7 bytes read ahead
+        calls: list[bytes] = []
+
+        def read() -> int:  # paho's loop_read: 0 is success
+            calls.append(sock.recv(2))
+            return 0
+
+        assert read_buffered(sock, read, 0) == 0
+        assert b"".join(calls) == b"bcdefgh" and sock.buffered == 0
+        a.sendall(b"12345678")
+        sock.recv(1)
+        calls.clear()
+        assert read_buffered(sock, read, 0, most=2) == 0 and len(calls) == 2  # the cap
+        assert read_buffered(sock, lambda: 7, 0) == 7  # paho's error code ends it
+        assert read_buffered(b, read, 0) == 0  # not a read-ahead socket: nothing read

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -31,12 +31,11 @@ from edgewise.edge.errors import EdgewiseError
 from edgewise.edge.link.backoff import Backoff
 from edgewise.edge.link.endpoint import Endpoint, describe_tls_error
 from edgewise.edge.link.message import Message, PublishRefused, Session, publish_size
-from edgewise.edge.link.read_buffer import BufferedSocket
+from edgewise.edge.link.read_buffer import BufferedSocket, read_buffered, unwrap
 from edgewise.edge.link.twin import TwinWatch
 
 log = logging.getLogger(__name__)
 
-READ_AHEAD = 256  # packets read from memory per loop() at most (MqttConnection._read_ahead)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
@@ -91,19 +90,12 @@ _install_received_properties()
 
 
 class _Client(paho.Client):  # type: ignore[misc]
-    """paho's client reading through ``BufferedSocket`` (edge.link.read_buffer says why).
-
-    ``_create_socket`` is paho 2's own hook for the connected socket; were it gone, the
-    client would read unbuffered: slower, the same otherwise."""
+    """paho's client reading through ``BufferedSocket`` (edge.link.read_buffer says why),
+    from paho 2's own hook for the new socket (were it gone: unbuffered, slower, same)."""
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         return sock if self._transport == "websockets" else BufferedSocket(sock)
-
-
-def _raw_socket(client: paho.Client) -> Any:
-    sock = client.socket()
-    return sock.raw if isinstance(sock, BufferedSocket) else sock
 
 
 def _no_op_socket_hook(client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -268,7 +260,7 @@ class MqttConnection:
         if self._thread is not None and not self._thread.is_alive():
             # The network thread died: nothing would write a status or a DISCONNECT. Drop
             # the socket instead, so that the broker publishes the last will ("offline").
-            sock = _raw_socket(self._client)
+            sock = unwrap(self._client.socket())
             if isinstance(sock, socket.socket):
                 sock.close()
             self._connected.clear()
@@ -422,8 +414,8 @@ class MqttConnection:
         while not self._stop.is_set() and rc == paho.MQTT_ERR_SUCCESS:
             try:
                 rc = self._client.loop(timeout=0.1)
-                if rc == paho.MQTT_ERR_SUCCESS:
-                    rc = self._read_ahead()
+                if rc == paho.MQTT_ERR_SUCCESS:  # what is read ahead, without a select each
+                    rc = read_buffered(self._client.socket(), self._client.loop_read, rc)
             except Exception:
                 # A packet paho could not handle (e.g. malformed properties): its read
                 # state is undefined, so drop this connection and start a fresh one.
@@ -433,21 +425,6 @@ class MqttConnection:
             if not self.connected and time.monotonic() - started > 5.0:
                 rc = paho.MQTT_ERR_CONN_LOST  # no CONNACK in time
         return int(rc)
-
-    def _read_ahead(self) -> MQTTErrorCode:
-        """The packets already read into memory, without a ``select`` each: paho's
-        ``loop()`` reads one packet per call when none of ours is in flight (a stream of
-        QoS 0 requests, a flood's backlog). At most ``READ_AHEAD`` per call, so that
-        writes and keep-alives still go out between."""
-        rc = paho.MQTT_ERR_SUCCESS
-        sock = self._client.socket()
-        if not isinstance(sock, BufferedSocket):
-            return rc
-        for _ in range(READ_AHEAD):
-            if not sock.buffered or rc != paho.MQTT_ERR_SUCCESS:
-                break
-            rc = self._client.loop_read()
-        return rc
 
     # -- paho callbacks: network thread; they only hand work off -------------------------
 
@@ -477,7 +454,7 @@ class MqttConnection:
         self._reported = None
         limit = getattr(properties, "MaximumPacketSize", None)
         self.max_packet_size = int(limit) if isinstance(limit, int) and limit > 0 else None
-        sock = _raw_socket(client)
+        sock = unwrap(client.socket())
         if isinstance(sock, socket.socket):
             # paho leaves Nagle on: QoS 0 round trips then see a ~40 ms p99 tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -15,9 +15,13 @@ connection buffers by itself.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 CHUNK = 65536
+READ_AHEAD = 256  # packets read from memory per network-loop round at most
+
+R = TypeVar("R")
 
 
 class BufferedSocket:
@@ -57,3 +61,23 @@ class BufferedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
+
+
+def unwrap(sock: Any) -> Any:
+    """The socket under a ``BufferedSocket``; any other as it is."""
+    return sock.raw if isinstance(sock, BufferedSocket) else sock
+
+
+def read_buffered(sock: Any, read: Callable[[], R], ok: R, most: int = READ_AHEAD) -> R:
+    """Call ``read`` (paho's ``loop_read``) while ``sock`` holds read-ahead bytes and
+    ``read`` returns ``ok``, at most ``most`` times; its last result (``ok`` if none).
+
+    paho's ``loop()`` reads one packet per call when none of ours is in flight (a stream
+    of QoS 0 requests, a flood's backlog), each after a ``select``. Capped, so that writes
+    and keep-alives still go out between rounds."""
+    rc = ok
+    for _ in range(most):
+        if not isinstance(sock, BufferedSocket) or not sock.buffered or rc != ok:
+            break
+        rc = read()
+    return rc
