@@ -32,7 +32,7 @@ def state_doc(
     rid: Any,
     prediction: dict[str, Any],
     count: int,
-    at: float | None = None,
+    at: float,
 ) -> dict[str, Any]:
     """The flat summary of one prediction (``at``: when it was answered, wall clock)."""
     doc: dict[str, Any] = {"model": model, "version": version, "id": rid, **flat(prediction)}
@@ -40,7 +40,7 @@ def state_doc(
     if isinstance(probabilities, dict) and "label" in prediction:
         doc["probabilities"] = probabilities
     doc["instances"] = count
-    doc["time"] = round(time.time() if at is None else at, 3)
+    doc["time"] = round(at, 3)
     return doc
 
 
